@@ -1,0 +1,27 @@
+"""autokd-dsl: a language, compiler and search for knowledge-distillation losses.
+
+>>> from autokd_dsl import check_text, print_program
+>>> print(print_program(check_text("distiller kd:\\n  logits -> softmax(4) -> kl -> 16")), end="")
+distiller kd:
+    logits -> softmax(4) -> kl -> 16
+"""
+
+from .check import check, check_text
+from .errors import KDError
+from .parse import parse, parse_file
+from .printer import print_program
+
+__version__ = "0.1.0"
+__all__ = ["check", "check_text", "parse", "parse_file", "print_program", "KDError", "__version__"]
+
+
+def __getattr__(name):  # heavy parts (torch) load on first use only
+    if name == "create_model":
+        from .models import create_model
+
+        return create_model
+    if name in ("compile_distiller", "attach"):
+        from . import runtime
+
+        return getattr(runtime, name)
+    raise AttributeError(name)

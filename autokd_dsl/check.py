@@ -1,0 +1,400 @@
+"""Check a parsed program: resolve names, bind arguments, infer kinds; report every error in the file.
+
+The result is the *normalised* IR: op steps are :class:`~autokd_dsl.ir.Call` nodes whose arguments are bound
+by name in the op's declared order, so equal programs are equal however they were written.
+
+>>> prog = check_text("distiller kd(t = 4):\\n    logits -> softmax(t) -> kl -> t^2\\n")
+>>> prog.blocks[0].terms[0].steps[0]
+Call(op='softmax', args=(Arg(name='t', value=Name(id='t')),), side=None)
+>>> check_text("distiller bad:\\n    stage3 -> kl -> 1\\n")
+Traceback (most recent call last):
+...
+autokd_dsl.errors.KDError: <string>:2:15: error: `kl` does not take a feature map (N,C,H,W) with a feature map (N,C,H,W)
+...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable
+
+from . import ir
+from .errors import KDError, SourceText, did_you_mean, raise_all
+from .kinds import Kind, alias_kind
+from .ops import OPS, Op, distance_accepts, names, transform_kind
+from .parse import parse
+
+NONE = "none"  # the empty alternative of an optional transform slot in a space
+
+
+def check_text(text: str, path: str = "<string>") -> ir.Program:
+    """Parse and check `.kd` source; raise one :class:`KDError` (or a group) with every error found."""
+    return check(parse(text, path), SourceText(path, text))
+
+
+def check(program: ir.Program, source: SourceText | None = None) -> ir.Program:
+    checker = _Checker()
+    blocks = tuple(checker.block(b) for b in program.blocks)
+    seen: dict[str, ir.Block] = {}
+    for block in program.blocks:
+        if block.name in seen:
+            checker.error(f"`{block.name}` is defined twice", block.name_span,
+                          hint=f"the first `{block.name}` is on line {seen[block.name].span.line}")
+        seen.setdefault(block.name, block)
+    if source is not None:
+        for err in checker.errors:
+            err.located(source)
+    raise_all(sorted(checker.errors, key=lambda e: (e.line or 0, e.col or 0)))
+    return dataclasses.replace(program, blocks=blocks)
+
+
+# ---- kind inference, shared with the search's pruning ------------------------------------------------
+
+
+def point_kind(point: ir.Point) -> Kind:
+    """The kind of a tapped point before shapes are known (aliases only; module paths are unknown)."""
+    if point.io == "in" or point.call is not None or "." in point.path:
+        return Kind("any")
+    return alias_kind(point.path)
+
+
+def tap_kinds(tap: ir.Tap) -> tuple[Kind, Kind]:
+    return point_kind(tap.student), point_kind(tap.teacher_point)
+
+
+def literal_args(call: ir.Call) -> dict:
+    """Argument values known without parameters: numbers and axis symbols."""
+    out = {}
+    for arg in call.args:
+        if isinstance(arg.value, ir.Num):
+            out[arg.name] = arg.value.value
+        elif isinstance(arg.value, ir.Name) and arg.name == "axis":
+            out[arg.name] = arg.value.id
+    return out
+
+
+def apply_transform(call: ir.Call, kinds: tuple[Kind, Kind]) -> tuple[Kind, Kind] | None:
+    """Kinds after one transform on (student, teacher), or None when the op does not take them."""
+    op, args = OPS[call.op], literal_args(call)
+    s, t = kinds
+    side = call.side or (op.side if op.side != "both" else None)
+    new_s = transform_kind(op, s, args, teacher=t) if side in (None, "student") else s
+    new_t = transform_kind(op, t, args) if side in (None, "teacher") else t
+    if new_s is None or new_t is None:
+        return None
+    return new_s, new_t
+
+
+def distance_fits(call: ir.Call, kinds: tuple[Kind, Kind]) -> bool:
+    return distance_accepts(OPS[call.op], *kinds)
+
+
+# ---- the checker ------------------------------------------------------------------------------------
+
+
+class _Checker:
+    def __init__(self) -> None:
+        self.errors: list[KDError] = []
+
+    def error(self, message: str, span, hint: str | None = None) -> None:
+        self.errors.append(KDError(message, span=span, hint=hint))
+
+    # blocks and parameters
+    def block(self, block: ir.Block) -> ir.Block:
+        self.in_space = block.kind == "space"
+        self.params = {}
+        for p in block.params:
+            if p.name in self.params:
+                self.error(f"parameter `{p.name}` is given twice", p.span)
+            self.params[p.name] = p
+            self.constant(p.value, f"parameter `{p.name}`")
+        if not block.terms:
+            self.error(f"{block.kind} `{block.name}` has no terms", block.name_span,
+                       hint="add a term such as `logits -> softmax(4) -> kl -> 16`")
+        labels: dict[str, ir.Term] = {}
+        terms = []
+        for term in block.terms:
+            if term.label and term.label in labels:
+                self.error(f"term label `{term.label}` is used twice in `{block.name}`", term.span)
+            labels.setdefault(term.label or "", term)
+            terms.append(self.term(term))
+        return dataclasses.replace(block, terms=tuple(terms))
+
+    def constant(self, expr: ir.Expr, what: str) -> None:
+        for node in ir.walk(expr):
+            if isinstance(node, ir.Choice):
+                self.choice_allowed(node)
+            elif not isinstance(node, (ir.Num, ir.BinOp, ir.Neg, ir.Choice)):
+                self.error(f"{what} must be a number", getattr(node, "span", None))
+                return
+
+    def choice_allowed(self, node: ir.Choice) -> bool:
+        if not self.in_space:
+            self.error("alternatives (`|`) are only allowed in a `space`", node.span,
+                       hint="pick one alternative, or write `space NAME:` to search over them")
+        return self.in_space
+
+    # terms
+    def term(self, term: ir.Term) -> ir.Term:
+        for slot in term.taps:
+            self.tap_slot(slot)
+        if len(term.steps) < 2:
+            last = term.steps[-1]
+            self.error("a term needs a distance and then a weight", getattr(last, "span", term.span),
+                       hint="end the term like `-> mse -> 1`")
+            return term
+        steps = [self.step(s, "transform") for s in term.transforms]
+        steps.append(self.step(term.distance, "distance"))
+        steps.append(self.weight(term.weight))
+        checked = dataclasses.replace(term, steps=tuple(steps))
+        if not self.in_space and not any(isinstance(s, ir.Choice) for s in steps):
+            self.kinds(checked)
+        return checked
+
+    def tap_slot(self, slot: ir.TapSlot) -> None:
+        if isinstance(slot, ir.TapChoice):
+            if not self.in_space:
+                self.error("alternatives (`|`) are only allowed in a `space`", slot.span,
+                           hint="pick one tap, or write `space NAME:` to search over them")
+            for tap in slot.options:
+                self.tap(tap)
+        else:
+            self.tap(slot)
+
+    def tap(self, tap: ir.Tap) -> None:
+        s, t = tap.student, tap.teacher
+        for point in (s, t):
+            if point is not None and point.call is not None and point.call < 1:
+                self.error("call numbers count from 1", point.span, hint=f"write `@1` for the first call")
+        if t is None:
+            if s.is_labels:
+                self.error("`labels` can only be the right side of a pair", s.span, hint="write `logits ~ labels`")
+            elif s.side:
+                other = "teacher" if s.side == "student" else "student"
+                self.error(f"`{s.side}.{s.path}` needs a {other} point to pair with", s.span,
+                           hint=f"write `student.A ~ teacher.B`, or drop `{s.side}.` to tap the same point on both")
+            return
+        if s.side == "teacher" or s.is_labels:
+            self.error("the left side of `~` is the student's point", s.span,
+                       hint="write `student.A ~ teacher.B` (or `logits ~ labels`)")
+        if t.side == "student":
+            self.error("the right side of `~` is the teacher's point", t.span,
+                       hint="write `student.A ~ teacher.B`")
+
+    def step(self, expr: ir.Expr, role: str) -> ir.Expr:
+        if isinstance(expr, ir.Choice):
+            if not self.choice_allowed(expr):
+                return expr
+            return dataclasses.replace(expr, options=tuple(self.option(o, role) for o in expr.options))
+        return self.op_call(expr, role)
+
+    def option(self, expr: ir.Expr, role: str) -> ir.Expr:
+        if role == "transform" and isinstance(expr, ir.Name) and expr.id == NONE:
+            return expr
+        return self.op_call(expr, role)
+
+    def op_call(self, expr: ir.Expr, role: str) -> ir.Expr:
+        if isinstance(expr, ir.Name):
+            expr = ir.Call(expr.id, (), None, span=expr.span)
+        if not isinstance(expr, ir.Call):
+            self.error(f"expected {'a transform' if role == 'transform' else 'a distance'} here, not a number or "
+                       "an expression", getattr(expr, "span", None),
+                       hint="the weight comes last: taps -> transforms -> distance -> weight")
+            return expr
+        op = OPS.get(expr.op)
+        if op is None:
+            if expr.op == NONE:
+                hint = "`none` is an alternative of an optional slot in a space: `(none | pool(2))`"
+            else:
+                hint = did_you_mean(expr.op, names(role)) or did_you_mean(expr.op, OPS)
+                hint = hint or f"run `autokd-dsl ops` to list the {role}s"
+            self.error(f"unknown {role} `{expr.op}`", expr.span, hint=hint)
+            return expr
+        if op.role != role:
+            self.error(self._role_message(op, role), expr.span,
+                       hint="a term is taps -> transforms -> distance -> weight")
+            return expr
+        if expr.side and op.side == "student" and expr.side != "student":
+            self.error(f"`{op.name}` is a student-side op", expr.span)
+        return self.bind(expr, op)
+
+    def _role_message(self, op: Op, role: str) -> str:
+        where = {"transform": "before the distance", "distance": "just before the weight",
+                 "weight": "in the weight"}[role]
+        return f"`{op.name}` is a {op.role}; {where} a {role} is expected"
+
+    # arguments
+    def bind(self, call: ir.Call, op: Op) -> ir.Call:
+        bound: dict[str, ir.Arg] = {}
+        for arg in call.args:
+            param = self.target(call, op, arg, bound)
+            if param is None:
+                continue
+            if param.name in bound:
+                self.error(f"`{op.name}` got `{param.name}` twice", arg.span)
+                continue
+            self.arg_value(op, param, arg.value)
+            bound[param.name] = dataclasses.replace(arg, name=param.name)
+        for param in op.params:
+            if param.required and param.name not in bound:
+                self.error(f"`{op.name}` needs its `{param.name}` argument", call.span,
+                           hint=f"write `{op.name}({', '.join(p.name for p in op.params if p.required)})`")
+        order = [p.name for p in op.params]
+        args = tuple(sorted(bound.values(), key=lambda a: order.index(a.name)))
+        return dataclasses.replace(call, args=args)
+
+    def target(self, call, op: Op, arg: ir.Arg, bound: dict):
+        if arg.name is not None:
+            param = op.param(arg.name)
+            if param is None:
+                hint = did_you_mean(arg.name, [p.name for p in op.params])
+                takes = ", ".join(p.name for p in op.params) or "no arguments"
+                self.error(f"`{op.name}` has no argument `{arg.name}`", arg.span, hint=hint or f"it takes: {takes}")
+            return param
+        value = arg.value
+        is_symbol = isinstance(value, ir.Name) and value.id not in self.params
+        for param in op.params:
+            if param.name in bound or param.kw_only:
+                continue
+            if (param.type == "axis") == is_symbol:
+                return param
+        positional = [p.name for p in op.params if not p.kw_only]
+        if not op.params:
+            self.error(f"`{op.name}` takes no arguments", arg.span)
+        elif is_symbol and not any(p.type == "axis" for p in op.params):
+            self.error(f"unknown name `{value.id}`", arg.span,
+                       hint=did_you_mean(value.id, self.params) or "parameters are declared in the block header")
+        else:
+            extra = [p.name for p in op.params if p.kw_only]
+            hint = f"keyword arguments: {', '.join(f'{n} = …' for n in extra)}" if extra else None
+            self.error(f"too many arguments for `{op.name}`: it takes {len(positional)} positional "
+                       f"({', '.join(positional) or 'none'})", arg.span, hint=hint)
+        return None
+
+    def arg_value(self, op: Op, param, value: ir.Expr) -> None:
+        if isinstance(value, ir.Choice):
+            if self.choice_allowed(value):
+                for option in value.options:
+                    self.arg_value(op, param, option)
+            return
+        if param.type == "axis":
+            if not (isinstance(value, ir.Name) and value.id in param.choices):
+                self.error(f"`{op.name}`'s `{param.name}` is one of {', '.join(param.choices)}",
+                           getattr(value, "span", None))
+            return
+        self.number_expr(value, f"`{op.name}`'s `{param.name}`")
+        if isinstance(value, ir.Num):
+            self.number_range(op, param, value)
+
+    def number_range(self, op: Op, param, value: ir.Num) -> None:
+        v = value.value
+        if param.type == "int" and (not isinstance(v, int) or v < 1):
+            self.error(f"`{op.name}`'s `{param.name}` must be a positive whole number", value.span)
+        elif param.type == "fraction" and not 0 <= v < 1:
+            self.error(f"`{op.name}`'s `{param.name}` must be at least 0 and below 1", value.span)
+
+    def number_expr(self, expr: ir.Expr, what: str) -> None:
+        for node in ir.walk(expr):
+            if isinstance(node, ir.Name) and node.id not in self.params:
+                hint = did_you_mean(node.id, self.params) or "parameters are declared in the block header"
+                self.error(f"unknown name `{node.id}` in {what}", node.span, hint=hint)
+            elif isinstance(node, ir.Call):
+                self.error(f"{what} must be a number or a parameter, not a call", node.span)
+                return
+            elif isinstance(node, ir.Choice) and node is not expr:
+                self.choice_allowed(node)
+
+    # weights
+    def weight(self, expr: ir.Expr) -> ir.Expr:
+        if isinstance(expr, ir.Choice):
+            if self.choice_allowed(expr):
+                return dataclasses.replace(expr, options=tuple(self.weight_expr(o) for o in expr.options))
+            return expr
+        return self.weight_expr(expr)
+
+    def weight_expr(self, expr: ir.Expr) -> ir.Expr:
+        if isinstance(expr, ir.Call):
+            op = OPS.get(expr.op)
+            if op is None or op.role != "weight":
+                if op is None:
+                    hint = did_you_mean(expr.op, names("weight")) or f"weights: {', '.join(names('weight'))}"
+                    self.error(f"unknown weight function `{expr.op}`", expr.span, hint=hint)
+                else:
+                    self.error(self._role_message(op, "weight"), expr.span,
+                               hint="the weight ends the term: a number, parameters, or warmup(…)")
+                return expr
+            return self.bind(expr, op)
+        if isinstance(expr, ir.Name):
+            if expr.id not in self.params:
+                hint = did_you_mean(expr.id, list(self.params) + names())
+                if expr.id in OPS:
+                    self.error(self._role_message(OPS[expr.id], "weight"), expr.span,
+                               hint="a term ends with a weight, e.g. `-> 1`")
+                else:
+                    self.error(f"unknown name `{expr.id}` in a weight", expr.span,
+                               hint=hint or "parameters are declared in the block header")
+            return expr
+        if isinstance(expr, ir.BinOp):
+            return dataclasses.replace(expr, left=self.weight_expr(expr.left), right=self.weight_expr(expr.right))
+        if isinstance(expr, ir.Neg):
+            return dataclasses.replace(expr, operand=self.weight_expr(expr.operand))
+        if isinstance(expr, ir.Choice):
+            self.choice_allowed(expr)
+        return expr
+
+    # kinds (distillers; a space's kinds are checked per candidate by the search)
+    def kinds(self, term: ir.Term) -> None:
+        for slot in term.taps:
+            if isinstance(slot, ir.Tap):
+                self.tap_pipeline(slot, term)
+
+    def tap_pipeline(self, tap: ir.Tap, term: ir.Term) -> None:
+        kinds = tap_kinds(tap)
+        where = _tap_text(tap)
+        for call in term.transforms:
+            if not isinstance(call, ir.Call) or call.op not in OPS:
+                return
+            after = apply_transform(call, kinds)
+            if after is None:
+                self.error(_kind_message(call, kinds, where), call.span, hint=_kind_hint(call, kinds))
+                return
+            kinds = after
+        dist = term.distance
+        if isinstance(dist, ir.Call) and dist.op in OPS and OPS[dist.op].role == "distance":
+            if not distance_fits(dist, kinds):
+                self.error(f"`{dist.op}` does not take {kinds[0].describe()} with {kinds[1].describe()} "
+                           f"(from `{where}`)", dist.span, hint=_distance_hint(dist, kinds))
+
+
+def _tap_text(tap: ir.Tap) -> str:
+    from .printer import print_tap
+
+    return print_tap(tap)
+
+
+def _kind_message(call: ir.Call, kinds: tuple[Kind, Kind], where: str) -> str:
+    s, t = kinds
+    got = s.describe() if s == t else f"{s.describe()} (student) and {t.describe()} (teacher)"
+    return f"`{call.op}` does not take {got} (from `{where}`)"
+
+
+def _kind_hint(call: ir.Call, kinds: tuple[Kind, Kind]) -> str:
+    op = OPS[call.op]
+    if op.param("axis") is not None:
+        for row in op.rows:
+            if row.axes and transform_kind(op, kinds[0], {"axis": _first_axis(row.axes)}) is not None:
+                axes = [a for a in row.axes if a]
+                return f"give an axis for this kind: {' or '.join(f'{call.op}({a})' for a in axes)}"
+    return f"`{call.op}` takes {op.accepts()}"
+
+
+def _first_axis(axes: Iterable[str | None]) -> str | None:
+    return next((a for a in axes if a), None)
+
+
+def _distance_hint(call: ir.Call, kinds: tuple[Kind, Kind]) -> str:
+    if call.op in ("kl", "js") and kinds[0].form in ("map", "tokens"):
+        return f"`{call.op}` compares distributions: add `softmax(c)` or `softmax(hw)` before it"
+    if kinds[0] != kinds[1] and not kinds[0].unknown and not kinds[1].unknown:
+        return "both sides must have the same kind; a student-side `adapt` can map one onto the other"
+    return f"`{call.op}` takes {OPS[call.op].accepts()}"

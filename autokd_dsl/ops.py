@@ -1,0 +1,224 @@
+"""The op registry: the single source of truth for names, arguments and kinds.
+
+The checker, the search's legal moves, the printer and the lowering all read this table. Adding an op is one
+row here plus one tensor function in `autokd_dsl.kernels`. Signatures are rows ``input -> output``
+(transforms) or ``student , teacher`` (distances) in the pattern language of :mod:`autokd_dsl.kinds`;
+``=`` means "the same kind as the input", ``=raw`` the same form without probabilities.
+
+>>> OPS["softmax"].role, [p.name for p in OPS["softmax"].params]
+('transform', ['t', 'axis'])
+>>> len(names("transform")) >= 30 and len(names("distance")) >= 10
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .kinds import Kind, describe_pattern, matches, parse_kind
+
+AXES = ("c", "hw", "chw", "n", "k", "l", "d")
+
+
+@dataclass(frozen=True)
+class P:
+    """A parameter of an op. ``type`` is "number", "int", "fraction" (0 ≤ x < 1) or "axis"."""
+
+    name: str
+    type: str = "number"
+    default: float | int | str | None = None
+    kw_only: bool = False
+    choices: tuple[str, ...] = ()
+
+    @property
+    def required(self) -> bool:
+        return self.default is None and self.type != "axis"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One signature row: input pattern(s), output, and optionally the axes it applies to."""
+
+    takes: str  # transforms: "map"; distances: "feature.p , feature.p" (same kinds both sides unless "!")
+    gives: str = "scalar"
+    axes: tuple[str | None, ...] | None = None  # None = any axis value (or the op has no axis)
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    role: str  # "transform" | "distance" | "weight"
+    doc: str
+    params: tuple[P, ...] = ()
+    rows: tuple[Row, ...] = ()
+    side: str = "both"  # "student": applies to the student side only (learnable connectors)
+    learnable: bool = False
+    random: bool = False
+
+    def param(self, name: str) -> P | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    def accepts(self) -> str:
+        return "; ".join(_describe_row(self, r) for r in self.rows)
+
+
+def _describe_row(op: Op, row: Row) -> str:
+    if op.role == "distance":
+        s, _, t = (x.strip() for x in row.takes.partition(","))
+        return f"{describe_pattern(s)} with {describe_pattern(t.lstrip('!'))}"
+    return describe_pattern(row.takes)
+
+
+# ---- the table ------------------------------------------------------------------------------------
+T, D, W = "transform", "distance", "weight"
+_any_axis = P("axis", "axis", None, choices=AXES)
+ELEMENTWISE = (Row("tensor.any", "=raw"),)
+
+_OPS: list[Op] = [
+    # attention and masking (Auto-KD's first slot)
+    Op("spatial_attention", T, "mean over channels of |x|^p: where the network looks, (N,1,H,W)",
+       (P("p", "number", 2),), (Row("map", "map"),)),
+    Op("channel_attention", T, "mean over positions: which channels fire, (N,C,1,1)", (), (Row("map", "map"),)),
+    Op("attention", T, "AT map: L2-normalised, flattened mean over channels of |x|^p (Zagoruyko & Komodakis)",
+       (P("p", "number", 2),), (Row("map", "vector"),)),
+    Op("mask", T, "zero a random fraction of positions (maps, tokens) or features, the same mask on both sides",
+       (P("ratio", "fraction"),), (Row("feature", "="),), random=True),
+    Op("dropout", T, "element-wise dropout with one shared mask, scaled by 1/(1-p)",
+       (P("p", "fraction"),), (Row("feature", "="),), random=True),
+    # spatial granularity (second slot)
+    Op("pool", T, "adaptive average pooling to size × size", (P("size", "int"),), (Row("map", "map"),)),
+    Op("spp", T, "multi-scale pooling: 1×1, 2×2 and 4×4 poolings concatenated", (), (Row("map", "vector"),)),
+    Op("patches", T, "split the map into n × n local patches folded into the batch", (P("n", "int"),),
+       (Row("map", "map"),)),
+    Op("gap", T, "global average pooling", (), (Row("map", "vector"), Row("tokens", "vector"))),
+    Op("flatten", T, "flatten everything but the batch", (), (Row("map", "vector"), Row("tokens", "vector"),
+                                                             Row("matrix", "vector"), Row("flat", "vector"))),
+    Op("channel_flatten", T, "flatten positions per channel: (N,C,HW)", (), (Row("map", "matrix"),)),
+    # relations and normalisations (third slot)
+    Op("batch_gram", T, "row-normalised Gram matrix over the batch (SP)", (), (Row("feature", "relation"),)),
+    Op("channel_gram", T, "per-sample channel Gram matrix (N,C,C) over flattened positions", (),
+       (Row("map", "matrix"), Row("tokens", "matrix"))),
+    Op("transpose", T, "swap the batch and class axes (DIST's intra-class relation)", (),
+       (Row("flat.any", "="), Row("relation.any", "="))),
+    Op("softmax", T, "softmax of x / t along an axis (classes by default; c or hw on maps)",
+       (P("t", "number", 1), _any_axis),
+       (Row("flat", "=.p", (None, "k", "c")), Row("map", "map.p", ("c", "hw")),
+        Row("tokens", "tokens.p", ("l", "d")), Row("relation", "relation.p", (None,)))),
+    Op("log_softmax", T, "log-softmax of x / t along an axis",
+       (P("t", "number", 1), _any_axis),
+       (Row("flat", "=.logp", (None, "k", "c")), Row("map", "map.logp", ("c", "hw")),
+        Row("tokens", "tokens.logp", ("l", "d")))),
+    Op("normalize", T, "L2-normalise along an axis (features by default; c, hw or chw on maps; n = batch)",
+       (_any_axis,),
+       (Row("flat.any", "=raw", (None, "c", "k", "n")), Row("map.any", "=raw", ("c", "hw", "chw", "n")),
+        Row("tokens.any", "=raw", ("l", "d", "n")), Row("matrix.any", "=raw", (None,)),
+        Row("relation.any", "=raw", (None,)))),
+    Op("standardize", T, "subtract the mean and divide by the standard deviation along an axis",
+       (_any_axis,),
+       (Row("flat", "=", (None, "c", "k", "n")), Row("map", "=", ("c", "hw", "chw", "n")),
+        Row("tokens", "=", ("l", "d", "n")))),
+    Op("minmax", T, "rescale each sample to [0, 1]", (), (Row("tensor.any", "=raw"),)),
+    # element-wise math
+    Op("abs", T, "|x|", (), ELEMENTWISE),
+    Op("square", T, "x²", (), ELEMENTWISE),
+    Op("pow", T, "sign(x)·|x|^e", (P("e", "number"),), ELEMENTWISE),
+    Op("sqrt", T, "sign(x)·√|x|", (), ELEMENTWISE),
+    Op("signed_log", T, "sign(x)·log(1 + |x|)", (), ELEMENTWISE),
+    Op("exp", T, "eˣ", (), ELEMENTWISE),
+    Op("sigmoid", T, "logistic sigmoid", (), ELEMENTWISE),
+    Op("tanh", T, "hyperbolic tangent", (), ELEMENTWISE),
+    Op("relu", T, "max(x, 0)", (), ELEMENTWISE),
+    Op("scale", T, "multiply by a constant", (P("factor", "number"),), ELEMENTWISE),
+    # batch relations of published distillers
+    Op("distance_relation", T, "pairwise Euclidean distances over the batch, divided by their mean (RKD-D)",
+       (), (Row("feature", "relation"),)),
+    Op("angle_relation", T, "cosines of the angles of every sample triplet (RKD-A)", (),
+       (Row("feature", "relation"),)),
+    Op("cond_prob", T, "cosine-similarity kernel normalised to conditional probabilities (PKT)", (),
+       (Row("feature", "relation.p"),)),
+    # learnable connectors (student side only)
+    Op("adapt", T, "learnable connector sized from the real shapes: 1×1 conv + BN for maps, linear otherwise",
+       (), (Row("*", "teacher"),), side="student", learnable=True),
+    # distances: "student , teacher"; both sides must have the same kind unless the teacher pattern has "!"
+    Op("l1", D, "mean absolute difference", (), (Row("tensor.any , tensor.any"),)),
+    Op("mse", D, "mean squared difference", (), (Row("tensor.any , tensor.any"),)),
+    Op("l2", D, "squared L2 distance per sample, averaged over the batch", (), (Row("tensor.any , tensor.any"),)),
+    Op("smooth_l1", D, "Huber loss with threshold beta", (P("beta", "number", 1, kw_only=True),),
+       (Row("tensor.any , tensor.any"),)),
+    Op("pairwise", D, "Euclidean distance per sample, averaged over the batch", (),
+       (Row("tensor.any , tensor.any"),)),
+    Op("kl", D, "KL(teacher ‖ student) per sample, batch mean; on logits applies softmax(x / t) first",
+       (P("t", "number", 1, kw_only=True),),
+       (Row("tensor.p , tensor.p"), Row("tensor.logp , tensor.logp"), Row("flat , flat"))),
+    Op("js", D, "Jensen–Shannon divergence per sample, batch mean; on logits applies softmax(x / t) first",
+       (P("t", "number", 1, kw_only=True),), (Row("tensor.p , tensor.p"), Row("flat , flat"))),
+    Op("cosine", D, "1 − cosine similarity per sample, batch mean", (), (Row("tensor.any , tensor.any"),)),
+    Op("pearson", D, "1 − Pearson correlation per sample, batch mean", (), (Row("tensor.any , tensor.any"),)),
+    Op("mmd", D, "squared MMD with the polynomial kernel (x·y + c)^d over channels (NST)",
+       (P("d", "int", 2, kw_only=True), P("c", "number", 0, kw_only=True)),
+       (Row("map , map"), Row("matrix , matrix"), Row("tokens , tokens"))),
+    Op("ce", D, "cross-entropy of the student's logits against the labels (or the teacher's distribution)",
+       (P("t", "number", 1, kw_only=True),), (Row("logits , !labels"), Row("flat , !flat.p"))),
+    # weights: schedules over the epoch (training-free factors join them here)
+    Op("warmup", W, "min(epoch / epochs, 1): a linear ramp to the full weight", (P("epochs", "number"),)),
+    Op("after", W, "0 before the given epoch, 1 from it on", (P("epoch", "number"),)),
+    Op("linear", W, "from `start` to `end` linearly over `epochs`, then `end`",
+       (P("start", "number"), P("end", "number"), P("epochs", "number"))),
+]
+
+OPS: dict[str, Op] = {op.name: op for op in _OPS}
+
+
+def names(role: str | None = None) -> list[str]:
+    """The registered op names, optionally of one role."""
+    return [n for n, op in OPS.items() if role is None or op.role == role]
+
+
+def axis_of(op: Op, args: dict) -> str | None:
+    value = args.get("axis")
+    return value if isinstance(value, str) else None
+
+
+def transform_kind(op: Op, kind: Kind, args: dict, teacher: Kind | None = None) -> Kind | None:
+    """The kind a transform gives for ``kind``, or None when it does not take it.
+
+    >>> transform_kind(OPS["softmax"], Kind("logits"), {})
+    Kind(form='logits', prob='p')
+    >>> transform_kind(OPS["softmax"], Kind("map"), {}) is None   # maps need an axis: c or hw
+    True
+    """
+    axis = axis_of(op, args)
+    for row in op.rows:
+        if not matches(kind, row.takes) or (row.axes is not None and axis not in row.axes):
+            continue
+        return _output(row.gives, kind, teacher)
+    return None
+
+
+def _output(gives: str, kind: Kind, teacher: Kind | None) -> Kind:
+    if gives == "teacher":
+        return teacher if teacher is not None else kind
+    if gives.startswith("="):
+        if kind.unknown:
+            return kind
+        suffix = gives[1:]
+        return Kind(kind.form, None if suffix == "raw" else (suffix[1:] if suffix else kind.prob))
+    return parse_kind(gives)
+
+
+def distance_accepts(op: Op, student: Kind, teacher: Kind) -> bool:
+    """Does a distance take this pair of kinds?
+
+    >>> distance_accepts(OPS["kl"], Kind("map"), Kind("map"))
+    False
+    >>> distance_accepts(OPS["ce"], Kind("logits"), Kind("labels"))
+    True
+    """
+    for row in op.rows:
+        s_pat, _, t_pat = (x.strip() for x in row.takes.partition(","))
+        free = t_pat.startswith("!")
+        if not (matches(student, s_pat) and matches(teacher, t_pat.lstrip("!"))):
+            continue
+        if free or student.unknown or teacher.unknown or student == teacher:
+            return True
+    return False
