@@ -6,23 +6,24 @@ by name in the op's declared order, so equal programs are equal however they wer
 >>> prog = check_text("distiller kd(t = 4):\\n    logits -> softmax(t) -> kl -> t^2\\n")
 >>> prog.blocks[0].terms[0].steps[0]
 Call(op='softmax', args=(Arg(name='t', value=Name(id='t')),), side=None)
->>> check_text("distiller bad:\\n    stage3 -> kl -> 1\\n")
+>>> check_text("distiller bad:\\n    stage3 -> kl -> 1\\n")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-autokd_dsl.errors.KDError: <string>:2:15: error: `kl` does not take a feature map (N,C,H,W) with a feature map (N,C,H,W)
-...
+autokd_dsl.errors.KDError: <string>:2:15: error: `kl` does not take a feature map (N,C,H,W) with a feature map ...
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Iterable
 
 from . import ir
-from .errors import KDError, SourceText, did_you_mean, raise_all
+from .errors import KDError, SourceText, Span, did_you_mean, raise_all
 from .kinds import Kind, alias_kind
-from .ops import OPS, Op, distance_accepts, names, transform_kind
+from .ops import AXES, OPS, Op, distance_accepts, names, transform_kind
 from .parse import parse
+from .printer import print_step
 
 NONE = "none"  # the empty alternative of an optional transform slot in a space
 
@@ -89,6 +90,30 @@ def distance_fits(call: ir.Call, kinds: tuple[Kind, Kind]) -> bool:
     return distance_accepts(OPS[call.op], *kinds)
 
 
+def constant_value(expr: ir.Expr) -> int | float | None:
+    """The value of a number expression without names, or None (names, choices, no finite real value).
+
+    >>> constant_value(ir.Neg(ir.Num(2))), constant_value(ir.BinOp("^", ir.Num(2), ir.Num(3)))
+    (-2, 8.0)
+    """
+    if isinstance(expr, ir.Num):
+        return expr.value
+    if isinstance(expr, ir.Neg):
+        inner = constant_value(expr.operand)
+        return None if inner is None else -inner
+    if not isinstance(expr, ir.BinOp):
+        return None
+    a, b = constant_value(expr.left), constant_value(expr.right)
+    if a is None or b is None:
+        return None
+    try:  # `^` in floats: 9^9^9 must not build a huge integer
+        value = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b,
+                 "^": lambda: float(a) ** float(b)}[expr.op]()
+    except (ArithmeticError, ValueError):
+        return None
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
 # ---- the checker ------------------------------------------------------------------------------------
 
 
@@ -115,7 +140,9 @@ class _Checker:
         terms = []
         for term in block.terms:
             if term.label and term.label in labels:
-                self.error(f"term label `{term.label}` is used twice in `{block.name}`", term.span)
+                at = term.span and Span(term.span.line, term.span.col, term.span.line, term.span.col + len(term.label))
+                self.error(f"term label `{term.label}` is used twice in `{block.name}`", at,
+                           hint=f"the first `{term.label}` is on line {labels[term.label].span.line}")
             labels.setdefault(term.label or "", term)
             terms.append(self.term(term))
         return dataclasses.replace(block, terms=tuple(terms))
@@ -136,8 +163,14 @@ class _Checker:
 
     # terms
     def term(self, term: ir.Term) -> ir.Term:
+        before = len(self.errors)
         for slot in term.taps:
             self.tap_slot(slot)
+        if self.is_role(term.steps[-1], "distance"):
+            last = term.steps[-1]
+            self.error("the term has no weight", last.span,
+                       hint=f"a term ends with a weight after its distance, e.g. `-> {print_step(last)} -> 1`")
+            return term
         if len(term.steps) < 2:
             last = term.steps[-1]
             self.error("a term needs a distance and then a weight", getattr(last, "span", term.span),
@@ -147,9 +180,17 @@ class _Checker:
         steps.append(self.step(term.distance, "distance"))
         steps.append(self.weight(term.weight))
         checked = dataclasses.replace(term, steps=tuple(steps))
-        if not self.in_space and not any(isinstance(s, ir.Choice) for s in steps):
+        # kinds only for a term without other errors: a misplaced or misspelled op would report twice
+        if not self.in_space and len(self.errors) == before and not any(isinstance(s, ir.Choice) for s in steps):
             self.kinds(checked)
         return checked
+
+    def is_role(self, expr: ir.Expr, role: str) -> bool:
+        """Is ``expr`` an op of ``role`` (or a choice of them): `kl`, `mse(…)`, `(l1 | mse)`?"""
+        if isinstance(expr, ir.Choice):
+            return all(self.is_role(o, role) for o in expr.options)
+        name = expr.id if isinstance(expr, ir.Name) and expr.id not in self.params else getattr(expr, "op", None)
+        return name in OPS and OPS[name].role == role
 
     def tap_slot(self, slot: ir.TapSlot) -> None:
         if isinstance(slot, ir.TapChoice):
@@ -165,7 +206,10 @@ class _Checker:
         s, t = tap.student, tap.teacher
         for point in (s, t):
             if point is not None and point.call is not None and point.call < 1:
-                self.error("call numbers count from 1", point.span, hint=f"write `@1` for the first call")
+                self.error("call numbers count from 1", point.span, hint="write `@1` for the first call")
+            if point is not None and point.path == "labels" and point.side:
+                self.error("`labels` belong to the batch, not to a network", point.span,
+                           hint="write `labels` without `student.` or `teacher.`")
         if t is None:
             if s.is_labels:
                 self.error("`labels` can only be the right side of a pair", s.span, hint="write `logits ~ labels`")
@@ -214,8 +258,11 @@ class _Checker:
             self.error(self._role_message(op, role), expr.span,
                        hint="a term is taps -> transforms -> distance -> weight")
             return expr
-        if expr.side and op.side == "student" and expr.side != "student":
-            self.error(f"`{op.name}` is a student-side op", expr.span)
+        if expr.side and op.role != "transform":
+            self.error(f"`{op.name}` is a {op.role}; only transforms can be one-sided", expr.span,
+                       hint=f"write `{op.name}` without `{expr.side}.`")
+        elif expr.side and op.side == "student" and expr.side != "student":
+            self.error(f"`{op.name}` is a student-side op", expr.span, hint=f"write `{op.name}` or `student.{op.name}`")
         return self.bind(expr, op)
 
     def _role_message(self, op: Op, role: str) -> str:
@@ -253,17 +300,15 @@ class _Checker:
             return param
         value = arg.value
         is_symbol = isinstance(value, ir.Name) and value.id not in self.params
-        for param in op.params:
-            if param.name in bound or param.kw_only:
-                continue
-            if (param.type == "axis") == is_symbol:
+        free = [p for p in op.params if p.name not in bound and not p.kw_only]
+        for param in free:  # a symbol (an axis) binds to a parameter with choices, anything else to a number
+            if bool(param.choices) == is_symbol:
                 return param
+        if free:  # the wrong type for every free parameter: the value check of the next one says what it takes
+            return free[0]
         positional = [p.name for p in op.params if not p.kw_only]
         if not op.params:
             self.error(f"`{op.name}` takes no arguments", arg.span)
-        elif is_symbol and not any(p.type == "axis" for p in op.params):
-            self.error(f"unknown name `{value.id}`", arg.span,
-                       hint=did_you_mean(value.id, self.params) or "parameters are declared in the block header")
         else:
             extra = [p.name for p in op.params if p.kw_only]
             hint = f"keyword arguments: {', '.join(f'{n} = …' for n in extra)}" if extra else None
@@ -277,32 +322,38 @@ class _Checker:
                 for option in value.options:
                     self.arg_value(op, param, option)
             return
-        if param.type == "axis":
+        if param.choices:
             if not (isinstance(value, ir.Name) and value.id in param.choices):
                 self.error(f"`{op.name}`'s `{param.name}` is one of {', '.join(param.choices)}",
                            getattr(value, "span", None))
             return
-        self.number_expr(value, f"`{op.name}`'s `{param.name}`")
-        if isinstance(value, ir.Num):
+        if self.number_expr(value, f"`{op.name}`'s `{param.name}`"):
             self.number_range(op, param, value)
 
-    def number_range(self, op: Op, param, value: ir.Num) -> None:
-        v = value.value
+    def number_range(self, op: Op, param, value: ir.Expr) -> None:
+        v = constant_value(value)
+        if v is None:  # depends on a parameter
+            return
         if param.type == "int" and (not isinstance(v, int) or v < 1):
             self.error(f"`{op.name}`'s `{param.name}` must be a positive whole number", value.span)
         elif param.type == "fraction" and not 0 <= v < 1:
             self.error(f"`{op.name}`'s `{param.name}` must be at least 0 and below 1", value.span)
 
-    def number_expr(self, expr: ir.Expr, what: str) -> None:
+    def number_expr(self, expr: ir.Expr, what: str) -> bool:
+        """Report names and calls in a number; True when there was nothing to report."""
+        count = len(self.errors)
         for node in ir.walk(expr):
-            if isinstance(node, ir.Name) and node.id not in self.params:
+            if isinstance(node, ir.Name) and node.id in AXES and node.id not in self.params:
+                self.error(f"{what} must be a number, not the axis `{node.id}`", node.span)
+            elif isinstance(node, ir.Name) and node.id not in self.params:
                 hint = did_you_mean(node.id, self.params) or "parameters are declared in the block header"
                 self.error(f"unknown name `{node.id}` in {what}", node.span, hint=hint)
             elif isinstance(node, ir.Call):
                 self.error(f"{what} must be a number or a parameter, not a call", node.span)
-                return
+                return False
             elif isinstance(node, ir.Choice) and node is not expr:
                 self.choice_allowed(node)
+        return len(self.errors) == count
 
     # weights
     def weight(self, expr: ir.Expr) -> ir.Expr:
@@ -315,6 +366,10 @@ class _Checker:
     def weight_expr(self, expr: ir.Expr) -> ir.Expr:
         if isinstance(expr, ir.Call):
             op = OPS.get(expr.op)
+            if expr.side:
+                self.error(f"a weight cannot be one-sided (`{expr.side}.{expr.op}`)", expr.span,
+                           hint=f"write `{expr.op}` without `{expr.side}.`")
+                return expr
             if op is None or op.role != "weight":
                 if op is None:
                     hint = did_you_mean(expr.op, names("weight")) or f"weights: {', '.join(names('weight'))}"

@@ -136,6 +136,81 @@ def ops(role: Optional[str] = typer.Argument(None, help="transform, distance or 
     Console().print(table)
 
 
+@app.command()
+@user_errors
+def layers(
+    model: str = typer.Argument(..., help="A zoo name, timm:NAME or package.module:factory."),
+    input_size: str = typer.Option("3x32x32", "--input-size", help="CxHxW of the inputs."),
+    num_classes: int = typer.Option(100, "--num-classes"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List a model's tap points: module paths, output shapes, call counts and aliases."""
+    import json
+
+    from .models import create_model
+    from .options import parse_input_size
+    from .taps import aliases, list_layers
+
+    size = parse_input_size(input_size)
+    net = create_model(model, num_classes=num_classes, in_chans=size[0])
+    rows = list_layers(net, size)
+    if as_json:
+        payload = {"model": model, "input_size": list(size), "aliases": aliases(net),
+                   "layers": [{"name": r.name, "type": r.type, "shape": list(r.shape) if r.shape else None,
+                               "calls": r.calls, "aliases": list(r.aliases)} for r in rows]}
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("tap", "module", "output (per sample)", "calls", "aliases", title=f"{model} at {input_size}")
+    for r in rows:
+        shape = "×".join(map(str, r.shape)) if r.shape else "-"
+        table.add_row(r.name, r.type, shape, str(r.calls), ", ".join(r.aliases))
+    Console().print(table)
+    typer.echo("aliases: " + ", ".join(f"{a} = {s}" for a, s in aliases(net).items()))
+
+
+@app.command("compile")
+@user_errors
+def compile_cmd(
+    file: Path = typer.Argument(..., help="The .kd file holding the distiller."),
+    teacher: str = typer.Option(..., "--teacher", help="Teacher model name."),
+    student: str = typer.Option(..., "--student", help="Student model name."),
+    distiller: Optional[str] = typer.Option(None, "--distiller", help="Which distiller of the file."),
+    input_size: str = typer.Option("3x32x32", "--input-size", help="CxHxW of the inputs."),
+    num_classes: int = typer.Option(100, "--num-classes"),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the module here (default: stdout)."),
+) -> None:
+    """Compile a distiller into a standalone PyTorch loss module (imports only torch)."""
+    import torch
+
+    from .emit import emit
+    from .errors import SourceText
+    from .models import create_model
+    from .options import parse_input_size
+    from .runtime import compile_distiller, load_distiller
+
+    size = parse_input_size(input_size)
+    block = load_distiller(file, distiller)
+    torch.manual_seed(0)
+    t_net = create_model(teacher, num_classes=num_classes, in_chans=size[0])
+    s_net = create_model(student, num_classes=num_classes, in_chans=size[0])
+    try:
+        loss = compile_distiller(block, t_net, s_net, size, teacher_name=teacher, student_name=student)
+    except KDError as err:
+        raise err.located(SourceText(str(file), file.read_text(encoding="utf-8")))
+    text = emit(loss, teacher=teacher, student=student, input_size=size, num_classes=num_classes)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(out)
+    typer.echo(f"wrote {out}: distiller `{block.name}`, terms {', '.join(loss.term_names)}, "
+               f"{sum(p.numel() for p in loss.parameters())} connector parameters", err=True)
+
+
 def main() -> None:
     try:
         app()

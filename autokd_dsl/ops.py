@@ -22,7 +22,8 @@ AXES = ("c", "hw", "chw", "n", "k", "l", "d")
 
 @dataclass(frozen=True)
 class P:
-    """A parameter of an op. ``type`` is "number", "int", "fraction" (0 ≤ x < 1) or "axis"."""
+    """A parameter of an op. ``type`` is "number", "int", "fraction" (0 ≤ x < 1), "axis" or "symbol"
+    (a word from ``choices``; axes and symbols bind to positional arguments by type)."""
 
     name: str
     type: str = "number"
@@ -32,7 +33,7 @@ class P:
 
     @property
     def required(self) -> bool:
-        return self.default is None and self.type != "axis"
+        return self.default is None and not self.choices
 
 
 @dataclass(frozen=True)
@@ -147,8 +148,9 @@ _OPS: list[Op] = [
        (Row("tensor.any , tensor.any"),)),
     Op("pairwise", D, "Euclidean distance per sample, averaged over the batch", (),
        (Row("tensor.any , tensor.any"),)),
-    Op("kl", D, "KL(teacher ‖ student) per sample, batch mean; on logits applies softmax(x / t) first",
-       (P("t", "number", 1, kw_only=True),),
+    Op("kl", D, "KL(teacher ‖ student) summed over the distribution axis, averaged over the rest (reduce = all: "
+                "averaged over every entry); on logits applies softmax(x / t) first",
+       (P("t", "number", 1, kw_only=True), P("reduce", "symbol", "batch", kw_only=True, choices=("batch", "all"))),
        (Row("tensor.p , tensor.p"), Row("tensor.logp , tensor.logp"), Row("flat , flat"))),
     Op("js", D, "Jensen–Shannon divergence per sample, batch mean; on logits applies softmax(x / t) first",
        (P("t", "number", 1, kw_only=True),), (Row("tensor.p , tensor.p"), Row("flat , flat"))),

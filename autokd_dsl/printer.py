@@ -102,8 +102,8 @@ def print_expr(expr: ir.Expr, prec: int = 0, top: bool = False) -> str:
 
 def _binop(expr: ir.BinOp, prec: int) -> str:
     mine = _PREC[expr.op]
-    if expr.op == "^":  # right-associative, written tight: t^2
-        text = f"{print_expr(expr.left, mine + 1)}^{print_expr(expr.right, mine)}"
+    if expr.op == "^":  # right-associative, written tight: t^2; the exponent may be negated bare: t^-1
+        text = f"{print_expr(expr.left, mine + 1)}^{print_expr(expr.right, _PREC['neg'])}"
     else:
         text = f"{print_expr(expr.left, mine)} {expr.op} {print_expr(expr.right, mine + 1)}"
     return f"({text})" if mine < prec else text
@@ -127,9 +127,9 @@ def _print_args(call: ir.Call, op) -> list[str]:
     for param in op.params:
         arg = given.get(param.name)
         if arg is None:
-            contiguous = contiguous and param.type == "axis"
+            contiguous = contiguous and bool(param.choices)
             continue
         value = print_expr(arg.value, top=True)
-        positional = not param.kw_only and (param.type == "axis" or contiguous)
+        positional = not param.kw_only and (bool(param.choices) or contiguous)
         out.append(value if positional else f"{param.name} = {value}")
     return out

@@ -1,0 +1,85 @@
+"""Capture tapped activations with forward hooks, and run teacher + student + loss together.
+
+Like `kernels`, this module is copied verbatim into compiled files: torch and the standard library only.
+A tap spec is ``dotted.module.path[:in|:out][@N]`` (the N-th call of a module that runs several times).
+Captured tensors are cloned, so a later in-place op (``ReLU(inplace=True)``) cannot overwrite them.
+"""
+
+import torch
+from torch import nn
+
+
+def parse_spec(spec):
+    """``"layer1.0.relu:in@2"`` → ``("layer1.0.relu", "in", 2)``; the call number is 1 when absent."""
+    path, _, call = spec.partition("@")
+    path, _, io = path.partition(":")
+    return path, io or "out", int(call) if call else 1
+
+
+class TapCapture:
+    """Forward hooks on ``model`` that store the tapped tensors of the latest forward in ``values``."""
+
+    def __init__(self, model, taps, detach=False):
+        self.values, self.detach = {}, detach
+        self._calls, self._handles = {}, []
+        modules = dict(model.named_modules())
+        self._handles.append(model.register_forward_pre_hook(lambda m, a: self.reset()))
+        for name, spec in taps.items():
+            path, io, call = parse_spec(spec)
+            self._handles.append(modules[path].register_forward_hook(self._hook(name, path, io, call)))
+
+    def reset(self):
+        self.values, self._calls = {}, {}
+
+    def _hook(self, name, path, io, call):
+        def hook(module, inputs, output):
+            key = (name, path)
+            self._calls[key] = self._calls.get(key, 0) + 1
+            if self._calls[key] == call:
+                value = inputs[0] if io == "in" else output
+                value = value.detach() if self.detach else value
+                self.values[name] = value.clone()
+
+        return hook
+
+    def remove(self):
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+class Attached(nn.Module):
+    """``forward(x, labels=None, epoch=0)`` → ``(student_output, losses)``.
+
+    The teacher runs in eval mode without gradients; the student runs in its own mode. Only the loss
+    module (the distiller's learnable connectors) is registered, so ``parameters()`` are the connectors.
+    """
+
+    def __init__(self, teacher, student, loss, student_taps, teacher_taps):
+        super().__init__()
+        self.loss = loss
+        object.__setattr__(self, "_nets", (teacher, student))
+        object.__setattr__(self, "_captures", (TapCapture(teacher, teacher_taps, detach=True),
+                                               TapCapture(student, student_taps)))
+
+    @property
+    def teacher(self):
+        return self._nets[0]
+
+    @property
+    def student(self):
+        return self._nets[1]
+
+    def forward(self, x, labels=None, epoch=0):
+        teacher, student = self._nets
+        t_capture, s_capture = self._captures
+        teacher.eval()
+        with torch.no_grad():
+            teacher(x)
+        output = student(x)
+        losses = self.loss(**s_capture.values, **t_capture.values, labels=labels, epoch=epoch)
+        return output, losses
+
+    def detach_hooks(self):
+        for capture in self._captures:
+            capture.remove()

@@ -1,0 +1,23 @@
+"""Small parsers for command-line values, shared by the commands."""
+
+from __future__ import annotations
+
+from .errors import KDError
+
+
+def parse_input_size(text: str) -> tuple[int, int, int]:
+    """``"3x32x32"`` → ``(3, 32, 32)``; ``"16x16"`` means 3 channels.
+
+    >>> parse_input_size("1x16x16"), parse_input_size("16x16")
+    ((1, 16, 16), (3, 16, 16))
+    """
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        dims = ()
+    if len(dims) == 2:
+        dims = (3, *dims)
+    if len(dims) != 3 or min(dims) < 1 or dims[0] not in (1, 3):
+        raise KDError(f"bad input size `{text}`", hint="write CxHxW with C = 1 or 3, e.g. 3x32x32 or 1x16x16")
+    return dims

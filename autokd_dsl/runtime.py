@@ -1,0 +1,79 @@
+"""Compile a distiller for a teacher and a student, and attach it to them.
+
+>>> import torch
+>>> from autokd_dsl.models import create_model
+>>> teacher, student = create_model("resnet14", num_classes=10), create_model("resnet8", num_classes=10)
+>>> loss = compile_distiller(load_distiller("library/kd.kd"), teacher, student, input_size=(3, 16, 16))
+>>> model = attach(teacher, student, loss)
+>>> logits, losses = model(torch.randn(2, 3, 16, 16), labels=torch.tensor([1, 2]))
+>>> sorted(losses)
+['hard', 'soft', 'total']
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import fx, nn
+
+from . import ir
+from .check import check
+from .errors import KDError, SourceText
+from .hooks import Attached
+from .lower import Lowering, Model, term_names
+from .parse import parse_file
+
+
+def load_distiller(path: str | Path, name: str | None = None) -> ir.Block:
+    """Parse and check a `.kd` file and return its distiller ``name`` (or its only distiller)."""
+    program = parse_file(path)
+    text = Path(path).read_text(encoding="utf-8")
+    program = check(program, SourceText(str(path), text))
+    return pick_distiller(program, name, str(path))
+
+
+def pick_distiller(program: ir.Program, name: str | None, where: str) -> ir.Block:
+    distillers = [b for b in program.blocks if b.kind == "distiller"]
+    if name is not None:
+        block = program.block(name)
+        if block is None or block.kind != "distiller":
+            known = ", ".join(b.name for b in distillers) or "none"
+            raise KDError(f"{where} has no distiller `{name}`", hint=f"its distillers: {known}")
+        return block
+    if len(distillers) == 1:
+        return distillers[0]
+    if not distillers:
+        spaces = [b.name for b in program.blocks if b.kind == "space"]
+        hint = "a space is searched with `autokd-dsl search`" if spaces else None
+        raise KDError(f"{where} holds no distiller", hint=hint)
+    raise KDError(f"{where} holds several distillers", hint="pick one with --distiller: "
+                  + ", ".join(b.name for b in distillers))
+
+
+class DistillerLoss(fx.GraphModule):
+    """The compiled loss: ``forward(<student taps>, <teacher taps>, labels=None, epoch=0)`` → dict of terms."""
+
+    def tap_specs(self) -> dict[str, dict[str, str]]:
+        return {"student": dict(self.student_taps), "teacher": dict(self.teacher_taps)}
+
+
+def compile_distiller(block: ir.Block, teacher: nn.Module, student: nn.Module, input_size=(3, 32, 32),
+                      *, teacher_name: str | None = None, student_name: str | None = None) -> DistillerLoss:
+    """Lower a checked distiller onto two models; raises a located KDError where it does not fit."""
+    if block.kind != "distiller":
+        raise KDError(f"`{block.name}` is a space; compile one of its candidates (or search it)")
+    t_name = teacher_name or getattr(teacher, "kd_name", "teacher")
+    s_name = student_name or getattr(student, "kd_name", "student")
+    lowering = Lowering(block, Model(teacher, t_name), Model(student, s_name), tuple(input_size))
+    gm = lowering.build()
+    loss = DistillerLoss(gm, gm.graph, class_name="DistillerLoss")
+    loss.student_taps = dict(lowering.student.taps)
+    loss.teacher_taps = dict(lowering.teacher.taps)
+    loss.term_names = term_names(block)
+    loss.distiller = block
+    return loss
+
+
+def attach(teacher: nn.Module, student: nn.Module, loss: DistillerLoss) -> Attached:
+    """A module running teacher (eval, no grad) and student, returning ``(student_output, losses)``."""
+    return Attached(teacher, student, loss, loss.student_taps, loss.teacher_taps)

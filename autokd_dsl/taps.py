@@ -1,0 +1,116 @@
+"""Resolve the taps of a distiller on real models, and measure their shapes with a dry run.
+
+>>> from autokd_dsl.models import create_model
+>>> from autokd_dsl import ir
+>>> model = create_model("resnet8", num_classes=10)
+>>> resolve_point(model, ir.Point("stage3"), "resnet8")
+'layer3'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import ir
+from .errors import KDError, did_you_mean
+from .hooks import TapCapture, parse_spec
+
+
+def aliases(model: nn.Module) -> dict[str, str]:
+    return dict(getattr(model, "kd_aliases", {}) or {})
+
+
+def _hint(model_name: str) -> str:
+    return f"run `autokd-dsl layers {model_name}` to list the tap points"
+
+
+def resolve_point(model: nn.Module, point: ir.Point, model_name: str) -> str:
+    """The tap spec (``path[:in][@N]``) a point names on ``model``; a located KDError when it names nothing."""
+    names = aliases(model)
+    modules = dict(model.named_modules())
+    if point.path in names and point.io == "out" and point.call is None:
+        return names[point.path]
+    if point.path in names:
+        path, io, call = parse_spec(names[point.path])
+        if point.io == "in" or point.call is not None:
+            raise KDError(f"`{point.path}` is an alias; `:in` and `@N` apply to module paths", span=point.span,
+                          hint=f"on {model_name}, `{point.path}` is `{names[point.path]}`")
+    if point.path not in modules or point.path == "":
+        hint = did_you_mean(point.path, list(names) + [n for n in modules if n])
+        raise KDError(f"`{point.path}` is not a tap point of {model_name}", span=point.span,
+                      hint=f"{hint} {_hint(model_name)}" if hint else _hint(model_name))
+    spec = point.path + (":in" if point.io == "in" else "")
+    return spec + (f"@{point.call}" if point.call is not None else "")
+
+
+def example_input(input_size: tuple[int, int, int], batch: int = 4, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn((batch, *input_size), generator=generator)
+
+
+def probe(model: nn.Module, taps: dict[str, str], x: torch.Tensor, model_name: str) -> dict[str, torch.Tensor]:
+    """Run ``model`` once on ``x`` (eval mode, no grad) and return the tapped tensors by name."""
+    capture = TapCapture(model, taps, detach=True)
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x)
+    except Exception as err:  # a user model that cannot run at this input size
+        raise KDError(f"{model_name} does not run on inputs of shape {tuple(x.shape[1:])}: {err}",
+                      hint="pass the input size the model expects with --input-size") from None
+    finally:
+        model.train(was_training)
+        capture.remove()
+    missing = [spec for name, spec in taps.items() if name not in capture.values]
+    if missing:
+        path, _, call = parse_spec(missing[0])
+        raise KDError(f"`{missing[0]}` was not reached in a forward pass of {model_name}",
+                      hint=f"the module runs fewer than {call} time(s); {_hint(model_name)}")
+    bad = {n: v for n, v in capture.values.items() if not isinstance(v, torch.Tensor)}
+    if bad:
+        raise KDError(f"tap `{taps[next(iter(bad))]}` of {model_name} is not a single tensor",
+                      hint=_hint(model_name))
+    return capture.values
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    type: str
+    shape: tuple[int, ...] | None
+    calls: int
+    aliases: tuple[str, ...]
+
+
+def list_layers(model: nn.Module, input_size: tuple[int, int, int]) -> list[LayerInfo]:
+    """Every module of ``model`` with its output shape (first call) and call count, and the aliases naming it."""
+    shapes: dict[str, tuple] = {}
+    calls: dict[str, int] = {}
+    handles = []
+    for name, module in model.named_modules():
+        def hook(mod, inputs, output, name=name):
+            calls[name] = calls.get(name, 0) + 1
+            if name not in shapes and isinstance(output, torch.Tensor):
+                shapes[name] = tuple(output.shape[1:])
+
+        if name:
+            handles.append(module.register_forward_hook(hook))
+    try:
+        probe(model, {}, example_input(input_size, batch=2), getattr(model, "kd_name", "model"))
+    finally:
+        for h in handles:
+            h.remove()
+    by_path: dict[str, list[str]] = {}
+    for alias, spec in aliases(model).items():
+        by_path.setdefault(spec, []).append(alias)
+    rows = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+        tagged = tuple(sorted(a for spec, names in by_path.items() if parse_spec(spec)[0] == name for a in names))
+        rows.append(LayerInfo(name, type(module).__name__, shapes.get(name), calls.get(name, 0), tagged))
+    return rows
