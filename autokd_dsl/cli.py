@@ -211,10 +211,208 @@ def compile_cmd(
                f"{sum(p.numel() for p in loss.parameters())} connector parameters", err=True)
 
 
+def cache_dir() -> Path:
+    """Where teachers are cached: $AUTOKD_CACHE, else the user cache folder."""
+    import os
+
+    return Path(os.environ.get("AUTOKD_CACHE", "~/.cache/autokd-dsl")).expanduser() / "teachers"
+
+
+def obtain_teacher(arch: str, weights: Optional[Path], data_cfg, num_classes: int, console):
+    """The teacher from --teacher-weights, or the cached one (trained and cached on first use)."""
+    from .teacher import default_recipe, load_teacher, teacher_for
+
+    path = weights if weights is not None else teacher_for(arch, data_cfg, default_recipe(arch, data_cfg.name),
+                                                           cache_dir(), console)
+    return load_teacher(path, arch, num_classes, data_cfg.input_size)
+
+
+@app.command()
+@user_errors
+def search(
+    space_file: Path = typer.Argument(..., help="The .kd file holding a `space` block."),
+    teacher: str = typer.Option(..., "--teacher", help="Teacher model name."),
+    student: str = typer.Option(..., "--student", help="Student model name."),
+    teacher_weights: Optional[Path] = typer.Option(None, "--teacher-weights", help="Teacher checkpoint."),
+    data: str = typer.Option("digits", "--data", help="Dataset (digits, fashion-mnist, mnist, cifar10, ...)."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root"),
+    input_size: str = typer.Option("3x16x16", "--input-size", help="CxHxW; proxy searches run small."),
+    budget: int = typer.Option(48, "--budget", help="Candidates to evaluate."),
+    epochs: int = typer.Option(2, "--epochs", help="Proxy training epochs per candidate."),
+    subset: float = typer.Option(0.5, "--subset", help="Fraction of the training split used by the proxy."),
+    entropy: bool = typer.Option(True, "--entropy/--uniform", help="Draw the subset by teacher entropy."),
+    offline: bool = typer.Option(True, "--offline-teacher/--live-teacher",
+                                 help="Cache teacher outputs once (default) or run the teacher per batch."),
+    sparse: Optional[float] = typer.Option(None, "--sparse", help="Train a sparse student at this density."),
+    strategy: str = typer.Option("mcts", "--strategy", help="mcts, random or evolution."),
+    c: float = typer.Option(0.15, "--c", help="UCT exploration constant (on min-max normalised rewards)."),
+    workers: int = typer.Option(1, "--workers", help="Evaluate this many candidates at once (processes)."),
+    seed: int = typer.Option(0, "--seed"),
+    space_name: Optional[str] = typer.Option(None, "--space", help="Which space of the file."),
+    out: Path = typer.Option(Path("runs/search"), "--out", help="Output folder (store, best.kd, report)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the search stored in --out."),
+) -> None:
+    """Search a space of distillers with MCTS (or random / evolution) and write the best as best.kd."""
+    from rich.console import Console
+
+    from .data import DataConfig, load_data
+    from .options import parse_input_size
+    from .search.evaluate import ProxySettings
+    from .search.run import SearchConfig, load_space
+    from .search.run import search as run
+
+    console = Console(stderr=True)
+    size = parse_input_size(input_size)
+    if budget < 1 or epochs < 1 or not 0 < subset <= 1 or workers < 1:
+        raise KDError("--budget, --epochs and --workers must be at least 1, and --subset in (0, 1]")
+    load_space(str(space_file), space_name)  # a bad space fails before any training
+    proxy = ProxySettings(epochs=epochs, subset=subset, entropy_sampling=entropy, offline_teacher=offline,
+                          sparse_density=sparse, seed=seed)
+    cfg = SearchConfig(space_file=str(space_file), space_name=space_name, teacher=teacher, student=student,
+                       teacher_weights=str(teacher_weights) if teacher_weights else None, data=data,
+                       data_root=str(data_root) if data_root else None, input_size=size, budget=budget,
+                       strategy=strategy, c=c, workers=workers, seed=seed, proxy=proxy)
+    data_cfg = DataConfig(name=data, root=data_root, input_size=size, seed=seed, augment=False)
+    bundle = load_data(data_cfg)
+    teacher_net = obtain_teacher(teacher, teacher_weights, data_cfg, bundle.num_classes, console)
+    summary = run(cfg, out, resume, teacher_net, bundle, console)
+    if summary["best"] is None:
+        raise typer.Exit(1)
+
+
+def _plain_console(stderr: bool = False):
+    """A rich console for logs: no markup in paths, no wrapping of long lines when piped."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, soft_wrap=True, markup=False, highlight=False)
+
+
+def _slug(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
+
+
+@app.command("teacher")
+@user_errors
+def teacher_cmd(
+    model: str = typer.Argument(..., help="Teacher architecture: a zoo name, timm:NAME or package.module:factory."),
+    data: str = typer.Option(..., "--data", help="Dataset (digits, fashion-mnist, mnist, cifar10, cifar100, "
+                                                 "imagefolder:PATH)."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the dataset files."),
+    input_size: str = typer.Option("3x32x32", "--input-size", help="CxHxW; 1x16x16 for fast CPU proxies."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Default: 240 (RepDistiller), 15 for digits, "
+                                                                "10 for (fashion-)mnist."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Default 0.05 (0.01 for MobileNet/ShuffleNet)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default 64."),
+    seed: int = typer.Option(0, "--seed"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the checkpoint here (default: the teacher "
+                                                           "cache, reused by `train` and `search`)."),
+) -> None:
+    """Train a teacher with cross-entropy and save a checked checkpoint (or cache it)."""
+    from .data import DataConfig
+    from .models import create_model
+    from .options import parse_input_size
+    from .teacher import default_recipe, teacher_for, train_teacher
+
+    console = _plain_console()
+    data_cfg = DataConfig(name=data, root=data_root, input_size=parse_input_size(input_size))
+    create_model(model, num_classes=10, in_chans=data_cfg.input_size[0])  # an unknown name fails first
+    recipe = default_recipe(model, data_cfg.name, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+    if out is None:
+        path = teacher_for(model, data_cfg, recipe, cache_dir(), console)
+    else:
+        path = train_teacher(model, data_cfg, recipe, out, console)
+    console.print(f"teacher checkpoint: {path}")
+
+
+@app.command("train")
+@user_errors
+def train_cmd(
+    file: Path = typer.Argument(..., help="The .kd file holding the distiller."),
+    teacher: str = typer.Option(..., "--teacher", help="Teacher architecture."),
+    student: str = typer.Option(..., "--student", help="Student architecture."),
+    teacher_weights: Optional[Path] = typer.Option(None, "--teacher-weights",
+                                                   help="Teacher checkpoint (default: the cached teacher, "
+                                                        "trained first when there is none)."),
+    distiller: Optional[str] = typer.Option(None, "--distiller", help="Which distiller of the file."),
+    data: str = typer.Option(..., "--data", help="Dataset (digits, fashion-mnist, mnist, cifar10, cifar100, "
+                                                 "imagefolder:PATH)."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the dataset files."),
+    input_size: str = typer.Option("3x32x32", "--input-size", help="CxHxW; 1x16x16 for fast CPU proxies."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Default: 240 (RepDistiller), 15 for digits, "
+                                                                "10 for (fashion-)mnist."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Default 0.05 (0.01 for MobileNet/ShuffleNet)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default 64."),
+    train_subset: Optional[int] = typer.Option(None, "--train-subset",
+                                               help="Train on this many class-balanced images (drawn by --seed)."),
+    seed: int = typer.Option(0, "--seed"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/train-<distiller>-<student>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    offline_teacher: bool = typer.Option(False, "--offline-teacher",
+                                         help="Cache the teacher's outputs once instead of running it per batch "
+                                              "(needs augmentation off)."),
+) -> None:
+    """Distil a teacher into a student with a distiller; resumable (--resume), seeded and reproducible."""
+    from .data import DataConfig, describe, load_data
+    from .errors import SourceText
+    from .models import create_model
+    from .options import parse_input_size
+    from .runtime import load_distiller
+    from .teacher import default_recipe
+    from .train import TrainConfig, make_student, subset_train, train
+
+    console = _plain_console()
+    block = load_distiller(file, distiller)
+    data_cfg = DataConfig(name=data, root=data_root, input_size=parse_input_size(input_size))
+    in_chans = data_cfg.input_size[0]
+    for name in (teacher, student):  # unknown names fail before any data is read or teacher trained
+        create_model(name, num_classes=10, in_chans=in_chans)
+    defaults = default_recipe(student, data_cfg.name, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+    cfg = TrainConfig(**defaults.model_dump(), offline_teacher=offline_teacher)
+    bundle = load_data(data_cfg)
+    if train_subset is not None:
+        bundle = subset_train(bundle, train_subset, seed)
+    teacher_net = obtain_teacher(teacher, teacher_weights, data_cfg, bundle.num_classes, console)
+    student_net = make_student(student, bundle.num_classes, in_chans, seed)
+    out = out or Path("runs") / f"train-{block.name}-{_slug(student)}"
+    t_acc = (getattr(teacher_net, "kd_teacher", None) or {}).get("test_accuracy")
+    console.print(f"distiller {block.name} ({file}): {teacher}"
+                  + (f" (test {t_acc:.2%})" if isinstance(t_acc, float) else "")
+                  + f" -> {student}; {describe(bundle)}; {cfg.epochs} epochs, lr {cfg.lr}, batch {cfg.batch_size}, "
+                  f"{cfg.schedule} schedule, seed {cfg.seed}; run folder {out}")
+    try:
+        train(block, teacher_net, student_net, bundle, cfg, out, resume, console,
+              cache_root=cache_dir().parent / "teacher-outputs")
+    except KDError as err:
+        raise err.located(SourceText(str(file), file.read_text(encoding="utf-8"))) if err.span else err
+
+
+@app.command("models")
+@user_errors
+def models_cmd(
+    num_classes: int = typer.Option(100, "--num-classes", help="Classes of the parameter count."),
+) -> None:
+    """List the model zoo: names, families and parameter counts (timm:NAME and package.module:factory work too)."""
+    from rich.table import Table
+
+    from .models import ZOO, count_parameters, create_model, list_models
+
+    table = Table("model", "family", f"params ({num_classes} classes)")
+    for name in list_models():
+        params = count_parameters(create_model(name, num_classes=num_classes))
+        table.add_row(name, ZOO[name][0], f"{params / 1e6:.2f}M")
+    console = _plain_console()
+    console.print(table)
+    console.print("also: timm:NAME (any timm model, random weights) and package.module:factory (your own)")
+
+
 def main() -> None:
     try:
         app()
-    except KDError as err:  # raised while typer parsed options (callbacks)
+    except KDError as err:  # raised while typer parsed options (callbacks), or re-raised under --debug
+        if _state["debug"]:
+            raise
         typer.echo(err.render(), err=True)
         sys.exit(2)
 

@@ -1,0 +1,151 @@
+"""`autokd-dsl search`: the pieces put together (space → strategy → executor → store → report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import pydantic
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .. import ir
+from ..errors import KDError, SourceText
+from ..printer import print_block
+from .core import make_strategy, run_search
+from .evaluate import Outcome, ProxyContext, ProxySettings
+from .executor import make_executor
+from .space import SearchSpace
+from .store import Store
+
+
+class SearchConfig(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    space_file: str
+    space_name: Optional[str] = None
+    teacher: str
+    student: str
+    teacher_weights: Optional[str] = None
+    data: str = "digits"
+    data_root: Optional[str] = None
+    input_size: tuple[int, int, int] = (3, 16, 16)
+    budget: int = 48
+    strategy: str = "mcts"
+    c: float = 0.15
+    workers: int = 1
+    seed: int = 0
+    baseline: Optional[str] = "kd"
+    proxy: ProxySettings = ProxySettings()
+
+    def identity(self) -> dict:
+        """What must match for --resume to continue this search."""
+        keep = ("space_name", "teacher", "student", "teacher_weights", "data", "input_size", "strategy", "c", "seed")
+        return {k: getattr(self, k) for k in keep} | {"proxy": self.proxy.key(), "space_file": Path(self.space_file).name}
+
+
+def load_space(path: str, name: str | None) -> ir.Block:
+    from ..check import check
+    from ..parse import parse_file
+
+    program = check(parse_file(path), SourceText(path, Path(path).read_text(encoding="utf-8")))
+    spaces = [b for b in program.blocks if b.kind == "space"]
+    if name:
+        block = program.block(name)
+        if block is None or block.kind != "space":
+            raise KDError(f"{path} has no space `{name}`", hint="its spaces: " + (", ".join(b.name for b in spaces)
+                                                                                 or "none"))
+        return block
+    if len(spaces) != 1:
+        raise KDError(f"{path} holds {len(spaces)} spaces", hint="a search needs one `space NAME:` block; "
+                      "pick one with --space" if spaces else "write a `space NAME:` block with alternatives")
+    return spaces[0]
+
+
+def open_store(out: Path, cfg: SearchConfig, resume: bool) -> Store:
+    db = out / "search.sqlite"
+    if db.exists() and not resume:
+        raise KDError(f"{out} already holds a search", hint="pass --resume to continue it, or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    store = Store(db)
+    identity = store.meta().get("identity")
+    if identity is not None and identity != cfg.identity():
+        diff = sorted(k for k in identity if identity.get(k) != cfg.identity().get(k))
+        raise KDError(f"{out} holds a search with other settings ({', '.join(diff)})",
+                      hint="resume with the same settings, or choose another --out")
+    store.set_meta({"identity": cfg.identity(), "config": cfg.model_dump(mode="json")})
+    return store
+
+
+def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console: Console) -> dict:
+    """Run the search; every evaluation goes to the store before the next starts."""
+    block = load_space(cfg.space_file, cfg.space_name)
+    space = SearchSpace(block)
+    store = open_store(out, cfg, resume)
+    settings_key = cfg.proxy.key()
+    done_before = store.count()
+    console.print(f"space `{block.name}`: {space.num_levels()} choice levels, {space.size()} kind-valid candidates; "
+                  f"strategy {cfg.strategy}, budget {cfg.budget}" + (f", {done_before} already evaluated"
+                                                                     if done_before else ""))
+    ctx = ProxyContext(space, teacher, cfg.student, bundle, cfg.proxy, teacher_name=cfg.teacher)
+    executor = make_executor(ctx, cfg.workers)
+    strategy = make_strategy(cfg.strategy, space, seed=cfg.seed, **({"c": cfg.c} if cfg.strategy == "mcts" else {}))
+    progress = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.fields[best]}"), console=console, transient=False)
+
+    def evaluate(paths):
+        blocks = [space.candidate(p) for p in paths]
+        rows = [store.get(b.key, settings_key) for b in blocks]
+        todo = [i for i, r in enumerate(rows) if r is None]
+        outcomes = executor.map([print_block(blocks[i]) for i in todo]) if todo else []
+        for i, outcome in zip(todo, outcomes):
+            row = _row(blocks[i], paths[i], outcome, settings_key)
+            store.add(row)
+            rows[i] = row
+        for row in rows:
+            _advance(progress, task, row)
+        return [r["reward"] if r["status"] == "ok" else None for r in rows]
+
+    try:
+        with progress:
+            task = progress.add_task("search", total=cfg.budget, best="")
+            results = run_search(strategy, evaluate, cfg.budget, batch=max(1, cfg.workers))
+            baseline = _baseline(cfg, ctx, store, settings_key, executor, console)
+    finally:
+        executor.close()
+    from .report import write_outputs
+
+    summary = write_outputs(out, store, space, strategy, cfg, baseline, console)
+    summary["evaluated"] = len(results)
+    summary["teacher_runs"] = ctx.teacher_runs
+    store.close()
+    return summary
+
+
+def _row(block: ir.Block, path, outcome: Outcome, settings_key: str, baseline: int = 0) -> dict:
+    return {"key": block.key, "settings": settings_key, "kd": print_block(block), "path": list(path),
+            "reward": outcome.reward, "ce": outcome.ce, "gap": outcome.gap, "status": outcome.status,
+            "reason": outcome.reason, "seconds": outcome.seconds, "losses": outcome.losses, "baseline": baseline}
+
+
+def _advance(progress: Progress, task, row: dict) -> None:
+    best = progress.tasks[task].fields.get("best_value")
+    if row["status"] == "ok" and (best is None or row["reward"] > best):
+        progress.update(task, best_value=row["reward"], best=f"best reward {row['reward']:.4f}")
+    progress.advance(task)
+
+
+def _baseline(cfg: SearchConfig, ctx, store: Store, settings_key: str, executor, console) -> dict | None:
+    """KD (the library file) under the same proxy settings, for the report."""
+    if not cfg.baseline:
+        return None
+    from ..library import library_file
+    from ..runtime import load_distiller
+
+    block = load_distiller(library_file(cfg.baseline))
+    row = store.get(block.key, settings_key)
+    if row is None:
+        outcome = executor.map([print_block(block)])[0]
+        row = _row(block, [], outcome, settings_key, baseline=1)
+        store.add(row)
+    return row

@@ -1,0 +1,79 @@
+"""The on-disk record of a search: one SQLite row per candidate, written in its own transaction.
+
+A killed search loses at most the evaluation in flight; rows are keyed by (candidate key, proxy-settings key)
+so a resumed search replays finished candidates from here instead of training them again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+from ..errors import KDError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS evaluations (
+    key TEXT NOT NULL, settings TEXT NOT NULL, seq INTEGER NOT NULL, kd TEXT NOT NULL, path TEXT NOT NULL,
+    reward REAL, ce REAL, gap REAL, status TEXT NOT NULL, reason TEXT, seconds REAL, losses TEXT,
+    baseline INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
+    PRIMARY KEY (key, settings)
+);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+COLUMNS = ("key", "settings", "seq", "kd", "path", "reward", "ce", "gap", "status", "reason", "seconds",
+           "losses", "baseline")
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as err:
+            raise KDError(f"{self.path} is not a search store ({err})",
+                          hint="choose another --out folder") from None
+
+    def meta(self) -> dict:
+        return {k: json.loads(v) for k, v in self.db.execute("SELECT name, value FROM meta")}
+
+    def set_meta(self, values: dict) -> None:
+        with self.db:
+            for k, v in values.items():
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, json.dumps(v, sort_keys=True)))
+
+    def get(self, key: str, settings: str) -> dict | None:
+        cur = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM evaluations WHERE key = ? AND settings = ?",
+                              (key, settings))
+        row = cur.fetchone()
+        return dict(zip(COLUMNS, row)) if row else None
+
+    def add(self, row: dict) -> None:
+        values = dict(row)
+        values["path"] = json.dumps(list(values["path"]))
+        values["losses"] = json.dumps(values.get("losses") or {})
+        values.setdefault("baseline", 0)
+        values["seq"] = self.count(baseline=None)
+        values["created"] = time.time()
+        names = list(COLUMNS) + ["created"]
+        with self.db:
+            self.db.execute(f"INSERT OR IGNORE INTO evaluations ({', '.join(names)}) VALUES "
+                            f"({', '.join('?' * len(names))})", [values.get(n) for n in names])
+
+    def count(self, baseline: int | None = 0) -> int:
+        if baseline is None:
+            return self.db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+        return self.db.execute("SELECT COUNT(*) FROM evaluations WHERE baseline = ?", (baseline,)).fetchone()[0]
+
+    def rows(self, baseline: int = 0) -> list[dict]:
+        cur = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM evaluations WHERE baseline = ? ORDER BY seq",
+                              (baseline,))
+        return [dict(zip(COLUMNS, r)) for r in cur]
+
+    def close(self) -> None:
+        self.db.close()
