@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -69,8 +70,9 @@ def open_store(out: Path, cfg: SearchConfig, resume: bool) -> Store:
     out.mkdir(parents=True, exist_ok=True)
     store = Store(db)
     identity = store.meta().get("identity")
-    if identity is not None and identity != cfg.identity():
-        diff = sorted(k for k in identity if identity.get(k) != cfg.identity().get(k))
+    wanted = json.loads(json.dumps(cfg.identity(), sort_keys=True))
+    if identity is not None and identity != wanted:
+        diff = sorted(k for k in identity if identity.get(k) != wanted.get(k))
         raise KDError(f"{out} holds a search with other settings ({', '.join(diff)})",
                       hint="resume with the same settings, or choose another --out")
     store.set_meta({"identity": cfg.identity(), "config": cfg.model_dump(mode="json")})

@@ -1,0 +1,140 @@
+"""The search put together: kind-valid candidates, the store, resume after SIGKILL, rejections."""
+
+import csv
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from autokd_dsl.check import check_text  # noqa: E402
+from autokd_dsl.printer import print_block  # noqa: E402
+from autokd_dsl.search.core import make_strategy, run_search  # noqa: E402
+from autokd_dsl.search.space import SearchSpace  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACE = ROOT / "examples" / "space.kd"
+
+
+def autokd_space():
+    return SearchSpace(check_text(SPACE.read_text(), str(SPACE)).blocks[0])
+
+
+def test_only_kind_valid_candidates_from_the_example_space():
+    space = autokd_space()
+    rng = random.Random(0)
+    for _ in range(300):
+        path = ()
+        while len(path) < space.num_levels():
+            path += (rng.choice(space.options(path)),)
+        text = print_block(space.candidate(path))
+        again = check_text(text).blocks[0]  # raises KDError if the candidate were ill-kinded
+        assert again.key == space.candidate(path).key
+
+
+def test_pruning_removes_ill_kinded_candidates():
+    space = autokd_space()
+    # `stage3` with no transform before `kl` is not a distribution: kl must not be offered there
+    prefix = (0, 0, 0, 0)  # stage3, none, none, none
+    labels = [space.label(4, o) for o in space.options(prefix)]
+    assert labels and not any(lbl.startswith("kl") for lbl in labels)
+    all_labels = [space.label(4, o) for o in range(len(space.levels[4].options))]
+    assert any(lbl.startswith("kl") for lbl in all_labels)
+
+
+def test_mcts_on_the_space_proposes_only_valid_distinct_candidates():
+    space = autokd_space()
+    strategy = make_strategy("mcts", space, seed=1)
+    seen = []
+
+    def evaluate(paths):
+        for p in paths:
+            check_text(print_block(space.candidate(p)))
+            seen.append(space.key(p))
+        return [float(int(space.key(p)[:4], 16)) for p in paths]
+
+    run_search(strategy, evaluate, budget=40)
+    assert len(seen) == 40 and len(set(seen)) == 40
+
+
+# ---- end to end through the CLI (small: resnet8 at 1x8x8 on digits) ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(tmp_path_factory):
+    from rich.console import Console
+
+    from autokd_dsl.data import DataConfig
+    from autokd_dsl.teacher import Recipe, train_teacher
+
+    out = tmp_path_factory.mktemp("teacher") / "t.pt"
+    return train_teacher("resnet8", DataConfig(name="digits", input_size=(1, 8, 8)), Recipe(epochs=2, schedule="cosine"),
+                         out, Console(quiet=True))
+
+
+def _search_cmd(space: Path, out: Path, ckpt: Path, budget: int, *extra):
+    return [sys.executable, "-m", "autokd_dsl", "search", str(space), "--teacher", "resnet8", "--student",
+            "resnet8", "--teacher-weights", str(ckpt), "--data", "digits", "--input-size", "1x8x8", "--epochs",
+            "1", "--subset", "0.2", "--seed", "0", "--budget", str(budget), "--out", str(out), *extra]
+
+
+def _rows(out: Path):
+    with open(out / "evaluations.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.slow
+def test_search_writes_best_and_records_rejections(tmp_path, teacher_ckpt):
+    space = tmp_path / "s.kd"
+    space.write_text("space s:\n    ce: logits ~ labels -> ce -> 1\n"
+                     "    kd: stage3 -> (patches(4) | pool(1) | none) -> (mse | l1) -> (1 | 5)\n")
+    out = tmp_path / "run"
+    proc = subprocess.run(_search_cmd(space, out, teacher_ckpt, 6), capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    rows = _rows(out)
+    assert len(rows) == 6 and len({r["key"] for r in rows}) == 6
+    rejected = [r for r in rows if r["status"] == "rejected"]
+    # resnet8's stage3 is 2x2 at 8x8 inputs: patches(4) cannot apply
+    assert rejected and all("patches(4)" in r["kd"] and "does not compile" in r["reason"] for r in rejected)
+    check = subprocess.run([sys.executable, "-m", "autokd_dsl", "check", str(out / "best.kd")],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert (out / "report.md").read_text().count("|") > 10 and (out / "tree.graphml").exists()
+    again = subprocess.run(_search_cmd(space, out, teacher_ckpt, 6), capture_output=True, text=True, cwd=ROOT)
+    assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_keeps_every_row(tmp_path, teacher_ckpt):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_search_cmd(SPACE, out, teacher_ckpt, 10), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    db = out / "search.sqlite"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                n = sqlite3.connect(db).execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+            except sqlite3.Error:
+                n = 0
+            if n >= 3:
+                break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the search ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = sqlite3.connect(db).execute("SELECT key FROM evaluations ORDER BY seq").fetchall()
+    resumed = subprocess.run(_search_cmd(SPACE, out, teacher_ckpt, 10, "--resume"), capture_output=True, text=True,
+                             cwd=ROOT)
+    assert resumed.returncode == 0, resumed.stderr
+    rows = _rows(out)
+    keys = [r["key"] for r in rows]
+    assert len(rows) == 10 and len(set(keys)) == 10
+    assert [k for (k,) in before] == keys[: len(before)]
