@@ -54,6 +54,8 @@ def example_input(input_size: tuple[int, int, int], batch: int = 4, seed: int = 
 def probe(model: nn.Module, taps: dict[str, str], x: torch.Tensor, model_name: str) -> dict[str, torch.Tensor]:
     """Run ``model`` once on ``x`` (eval mode, no grad) and return the tapped tensors by name."""
     capture = TapCapture(model, taps, detach=True)
+    first = next(model.parameters(), None)
+    x = x.to(first.device) if first is not None else x
     was_training = model.training
     try:
         model.eval()

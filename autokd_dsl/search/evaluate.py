@@ -81,20 +81,22 @@ class ProxyContext:
     """Everything shared by all candidates: data, the teacher's cached outputs, and the settings."""
 
     def __init__(self, space, teacher: nn.Module, student_name: str, bundle, settings: ProxySettings,
-                 teacher_name: str = "teacher"):
+                 teacher_name: str = "teacher", device: str = "cpu"):
+        self.device = torch.device(device)
+        teacher = teacher.to(self.device)
         self.teacher, self.student_name, self.bundle, self.settings = teacher, student_name, bundle, settings
         self.teacher_name = teacher_name
         self.input_size = tuple(bundle.train.images.shape[1:])
         self.num_classes = bundle.num_classes
         teacher.eval()
-        self.train_x, self.train_y = bundle.train.images, bundle.train.labels
-        self.val_x, self.val_y = bundle.val.images, bundle.val.labels
+        self.train_x, self.train_y = bundle.train.images.to(self.device), bundle.train.labels.to(self.device)
+        self.val_x, self.val_y = bundle.val.images.to(self.device), bundle.val.labels.to(self.device)
         self.teacher_taps = self._teacher_taps(space)
         self.train_acts = self._run_teacher(self.train_x)
         if settings.subset < 1.0:
             size = max(self.num_classes, int(round(settings.subset * len(self.train_x))))
             if settings.entropy_sampling:
-                idx = entropy_subset(self.train_acts["__logits__"], size, settings.seed)
+                idx = entropy_subset(self.train_acts["__logits__"].cpu(), size, settings.seed)
             else:
                 idx = torch.randperm(len(self.train_x), generator=torch.Generator().manual_seed(settings.seed))[:size]
             self.train_x, self.train_y = self.train_x[idx], self.train_y[idx]
@@ -147,7 +149,7 @@ def evaluate(block: ir.Block, ctx: ProxyContext) -> Outcome:
     start = time.perf_counter()
     s = ctx.settings
     torch.manual_seed(s.seed)
-    student = create_model(ctx.student_name, num_classes=ctx.num_classes, in_chans=ctx.input_size[0])
+    student = create_model(ctx.student_name, num_classes=ctx.num_classes, in_chans=ctx.input_size[0]).to(ctx.device)
     try:
         loss = compile_distiller(block, ctx.teacher, student, ctx.input_size, teacher_name=ctx.teacher_name,
                                  student_name=ctx.student_name)
@@ -253,7 +255,7 @@ class _Runner:
         s_emb, t_emb = torch.cat(embs).flatten(1), ctx.val_acts["__embedding__"].flatten(1)
         if s_emb.shape[1] != t_emb.shape[1]:
             proj = torch.randn(s_emb.shape[1], t_emb.shape[1], generator=torch.Generator().manual_seed(1234))
-            s_emb = s_emb @ proj / math.sqrt(s_emb.shape[1])
+            s_emb = s_emb @ proj.to(s_emb.device) / math.sqrt(s_emb.shape[1])
         gap = float(F.mse_loss(s_emb, t_emb) / t_emb.var().clamp_min(1e-8))
         return ce, gap
 

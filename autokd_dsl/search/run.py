@@ -36,6 +36,7 @@ class SearchConfig(pydantic.BaseModel):
     c: float = 0.15
     workers: int = 1
     seed: int = 0
+    device: str = "cpu"  # where candidates train; not part of the search's identity
     baseline: Optional[str] = "kd"
     proxy: ProxySettings = ProxySettings()
 
@@ -89,7 +90,7 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
     console.print(f"space `{block.name}`: {space.num_levels()} choice levels, {space.size()} kind-valid candidates; "
                   f"strategy {cfg.strategy}, budget {cfg.budget}" + (f", {done_before} already evaluated"
                                                                      if done_before else ""))
-    ctx = ProxyContext(space, teacher, cfg.student, bundle, cfg.proxy, teacher_name=cfg.teacher)
+    ctx = ProxyContext(space, teacher, cfg.student, bundle, cfg.proxy, teacher_name=cfg.teacher, device=cfg.device)
     executor = make_executor(ctx, cfg.workers)
     strategy = make_strategy(cfg.strategy, space, seed=cfg.seed, **({"c": cfg.c} if cfg.strategy == "mcts" else {}))
     progress = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
