@@ -261,8 +261,11 @@ class _Checker:
         if expr.side and op.role != "transform":
             self.error(f"`{op.name}` is a {op.role}; only transforms can be one-sided", expr.span,
                        hint=f"write `{op.name}` without `{expr.side}.`")
-        elif expr.side and op.side == "student" and expr.side != "student":
-            self.error(f"`{op.name}` is a student-side op", expr.span, hint=f"write `{op.name}` or `student.{op.name}`")
+        elif expr.side and op.side != "both" and expr.side != op.side:
+            self.error(f"`{op.name}` is a {op.side}-side op", expr.span,
+                       hint=f"write `{op.name}` or `{op.side}.{op.name}`")
+        elif expr.side and expr.side == op.side:  # `student.adapt` is `adapt`: one program, one key
+            expr = dataclasses.replace(expr, side=None)
         return self.bind(expr, op)
 
     def _role_message(self, op: Op, role: str) -> str:
@@ -299,7 +302,7 @@ class _Checker:
                 self.error(f"`{op.name}` has no argument `{arg.name}`", arg.span, hint=hint or f"it takes: {takes}")
             return param
         value = arg.value
-        is_symbol = isinstance(value, ir.Name) and value.id not in self.params
+        is_symbol = self.is_symbol(value)
         free = [p for p in op.params if p.name not in bound and not p.kw_only]
         for param in free:  # a symbol (an axis) binds to a parameter with choices, anything else to a number
             if bool(param.choices) == is_symbol:
@@ -316,6 +319,12 @@ class _Checker:
                        f"({', '.join(positional) or 'none'})", arg.span, hint=hint)
         return None
 
+    def is_symbol(self, value: ir.Expr) -> bool:
+        """A word that is no parameter (an axis such as `hw`), or alternatives of such words (`c | hw`)."""
+        if isinstance(value, ir.Choice):
+            return all(self.is_symbol(o) for o in value.options)
+        return isinstance(value, ir.Name) and value.id not in self.params
+
     def arg_value(self, op: Op, param, value: ir.Expr) -> None:
         if isinstance(value, ir.Choice):
             if self.choice_allowed(value):
@@ -324,8 +333,9 @@ class _Checker:
             return
         if param.choices:
             if not (isinstance(value, ir.Name) and value.id in param.choices):
+                word = value.id if isinstance(value, ir.Name) else ""
                 self.error(f"`{op.name}`'s `{param.name}` is one of {', '.join(param.choices)}",
-                           getattr(value, "span", None))
+                           getattr(value, "span", None), hint=did_you_mean(word, [*param.choices, *self.params]))
             return
         if self.number_expr(value, f"`{op.name}`'s `{param.name}`"):
             self.number_range(op, param, value)
@@ -449,7 +459,8 @@ def _first_axis(axes: Iterable[str | None]) -> str | None:
 
 def _distance_hint(call: ir.Call, kinds: tuple[Kind, Kind]) -> str:
     if call.op in ("kl", "js") and kinds[0].form in ("map", "tokens"):
-        return f"`{call.op}` compares distributions: add `softmax(c)` or `softmax(hw)` before it"
+        a, b = ("c", "hw") if kinds[0].form == "map" else ("d", "l")
+        return f"`{call.op}` compares distributions: add `softmax({a})` or `softmax({b})` before it"
     if kinds[0] != kinds[1] and not kinds[0].unknown and not kinds[1].unknown:
         return "both sides must have the same kind; a student-side `adapt` can map one onto the other"
     return f"`{call.op}` takes {OPS[call.op].accepts()}"

@@ -41,8 +41,9 @@ class SourceText:
     text: str
 
     def line(self, number: int) -> str | None:
-        lines = self.text.splitlines()
-        return lines[number - 1] if 0 < number <= len(lines) else None
+        # only `\n` ends a line, as in the parser's line numbers (`str.splitlines` also splits on `\f`, `\x1c`, …)
+        lines = self.text.split("\n") if self.text else []
+        return lines[number - 1].rstrip("\r") if 0 < number <= len(lines) else None
 
     def is_printable(self) -> bool:
         return all(ch.isprintable() or ch in "\t\r\n" for ch in self.text)

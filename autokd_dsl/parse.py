@@ -10,12 +10,13 @@ module: they become :class:`~autokd_dsl.errors.KDError` with the characters a pe
 
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import ir
@@ -118,10 +119,7 @@ class _ToIR(Transformer):
         return ir.Tap(children[0], children[1] if len(children) > 1 else None, span=_span(meta))
 
     def point(self, meta, children):
-        path, side = str(children[0]), None
-        head = path.split(".", 1)
-        if len(head) == 2 and head[0] in SIDES:
-            side, path = head
+        path, side = _split_side(str(children[0]))
         io, call = "out", None
         for child in children[1:]:
             if isinstance(child, Token):
@@ -154,23 +152,41 @@ class _ToIR(Transformer):
         return ir.Neg(children[0], span=_span(meta))
 
     def number(self, meta, children):
-        text = str(children[0])
-        value = int(text) if text.isdigit() else float(text)
-        return ir.Num(value, span=_tok_span(children[0]))
+        text, span = str(children[0]), _tok_span(children[0])
+        shown = text if len(text) <= 24 else text[:20] + "…"
+        try:
+            value = int(text) if text.isdigit() else float(text)
+        except ValueError:  # more digits than Python converts
+            raise KDError(f"number `{shown}` is too long", span=span) from None
+        if not math.isfinite(value):
+            raise KDError(f"number `{shown}` is too large", span=span, hint="numbers must stay below 1e308")
+        return ir.Num(value, span=span)
 
     def name(self, meta, children):
         return ir.Name(str(children[0]), span=_tok_span(children[0]))
 
+    def path(self, meta, children):
+        # `student.adapt`: a one-sided op without arguments; any other dotted word stays a name
+        callee, side = _split_side(str(children[0]))
+        if side is None:
+            return ir.Name(callee, span=_tok_span(children[0]))
+        return ir.Call(callee, (), side, span=_tok_span(children[0]))
+
     def call(self, meta, children):
-        callee, side = str(children[0]), None
-        head = callee.split(".", 1)
-        if len(head) == 2 and head[0] in SIDES:
-            side, callee = head
+        callee, side = _split_side(str(children[0]))
         args = tuple(a if isinstance(a, ir.Arg) else ir.Arg(None, a, span=getattr(a, "span", None)) for a in children[1:])
         return ir.Call(callee, args, side, span=Span(meta.line, meta.column, meta.end_line, meta.end_column))
 
     def kwarg(self, meta, children):
         return ir.Arg(str(children[0]), children[1], span=_span(meta))
+
+
+def _split_side(word: str) -> tuple[str, str | None]:
+    """``"student.adapt"`` → ``("adapt", "student")``; words without a side prefix come back unchanged."""
+    head = word.split(".", 1)
+    if len(head) == 2 and head[0] in SIDES:
+        return head[1], head[0]
+    return word, None
 
 
 # ---- errors -----------------------------------------------------------------------------------------
@@ -190,41 +206,88 @@ def _end_span(text: str) -> Span:
     return Span(line, col, line, col + 1)
 
 
-def _syntax_error(err: UnexpectedInput, src: SourceText) -> KDError:
-    if isinstance(err, UnexpectedCharacters) and src.text[err.pos_in_stream - 1: err.pos_in_stream + 1] == "->":
-        col = err.column - 1
-        return KDError("unexpected `->`", span=Span(err.line, col, err.line, col + 2), source=src,
-                       hint="an op, a number or a name must come between two arrows")
+def _syntax_error(err: UnexpectedInput, src: SourceText, text: str, final: bool = True) -> KDError:
+    """Lark's error → a KDError in the user's words. ``text`` is what was parsed (the file, or one block of it
+    with its line numbers kept); ``final`` says whether it runs to the end of the file."""
+    if isinstance(err, UnexpectedCharacters) and text[err.pos_in_stream - 1: err.pos_in_stream + 1] == "->":
+        return _stray_arrow(err, src, text)
     if isinstance(err, UnexpectedCharacters):
-        ch = src.text[err.pos_in_stream] if err.pos_in_stream < len(src.text) else ""
+        ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
         shown = repr(ch)[1:-1] if not ch.isprintable() else ch
         return KDError(f"unexpected character `{shown}`", span=Span(err.line, err.column, err.line, err.column + 1),
                        source=src, hint=f"expected {_describe_expected(err.allowed)}" if err.allowed else None)
+    expected = getattr(err, "expected", None) or []
+    hint = f"expected {_describe_expected(expected)}" if expected else None
     if isinstance(err, UnexpectedToken) and err.token.type != "$END":
         tok = err.token
-        what = "end of line" if tok.type == "_NL" else f"`{str(tok).strip()}`"
-        span = Span(tok.line, tok.column, tok.line, tok.column + max(1, len(str(tok).split("\n")[0])))
-        if tok.type in ("_NL", "_ARROW", "_VBAR") and "\n" in str(tok):
-            prev = src.line(tok.line) or ""
-            span = Span(tok.line, len(prev) + 1, tok.line, len(prev) + 2)
-        return KDError(f"unexpected {what}", span=span, source=src,
-                       hint=f"expected {_describe_expected(err.expected)}")
-    expected = getattr(err, "expected", None) or []
-    return KDError("unexpected end of file", span=_end_span(src.text), source=src,
-                   hint=f"expected {_describe_expected(expected)}" if expected else "the last term is unfinished")
+        if not (tok.type == "_NL" and final and not text[tok.end_pos:].strip()):
+            return KDError(f"unexpected {_token_text(tok)}", span=_token_span(tok, src), source=src, hint=hint)
+    return KDError("unexpected end of file", span=_end_span(text), source=src,
+                   hint=f"the last term is unfinished: {hint}" if hint else "the last term is unfinished")
+
+
+def _token_text(tok: Token) -> str:
+    if tok.type == "_NL":
+        return "end of line"
+    last_line = str(tok).split("\n")[-1]  # `->` and `|` tokens start with the newlines before them
+    return f"`{last_line.strip()}`"
+
+
+def _token_span(tok: Token, src: SourceText) -> Span:
+    if tok.type in ("_ARROW", "_VBAR"):  # these tokens carry the newlines and spaces before the symbol
+        width = 2 if tok.type == "_ARROW" else 1
+        return Span(tok.end_line, tok.end_column - width, tok.end_line, tok.end_column)
+    if tok.type == "_NL":  # just after the end of the line
+        end = len(src.line(tok.line) or "") + 1
+        return Span(tok.line, end, tok.line, end + 1)
+    return Span(tok.line, tok.column, tok.line, tok.column + max(1, len(str(tok).split("\n")[0])))
+
+
+def _stray_arrow(err: UnexpectedCharacters, src: SourceText, text: str) -> KDError:
+    """`->` where it cannot go: lexed as `-` followed by an unexpected `>`."""
+    col = err.column - 1
+    before = text[: err.pos_in_stream - 1].rstrip(" \t\f")
+    line = before[before.rfind("\n") + 1:]
+    if before.endswith("->"):
+        hint = "an op, a number or a name must come between two arrows"
+    elif line.count("(") > line.count(")"):
+        hint = "is a `)` missing before it?"
+    else:
+        hint = None
+    return KDError("unexpected `->`", span=Span(err.line, col, err.line, col + 2), source=src, hint=hint)
 
 
 # ---- comments ---------------------------------------------------------------------------------------
 
 
-def _comments(text: str) -> dict[int, tuple[str, bool]]:
+def _lines(text: str) -> list[str]:
+    """The lines as lark counts them (only `\\n` ends a line; `str.splitlines` also splits on `\\f` and others)."""
+    return [line.rstrip("\r") for line in text.split("\n")]
+
+
+def _comments(lines: list[str]) -> dict[int, tuple[str, bool]]:
     """Line number → (comment text, whether the line holds nothing else). No strings exist in .kd."""
     found = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         at = line.find("#")
         if at >= 0:
             found[number] = (line[at:].rstrip(), not line[:at].strip())
     return found
+
+
+def _code_end(lines: list[str], span: Span) -> Span:
+    """``span`` cut back to its last character of code: rule spans run on over the newlines and comments that
+    end a term, up to the next token."""
+    for number in range(min(span.end_line, len(lines)), span.line - 1, -1):
+        code = lines[number - 1].split("#", 1)[0]
+        if number == span.end_line:
+            code = code[: span.end_col - 1]
+        code = code.rstrip()
+        if number == span.line and len(code) < span.col:
+            break
+        if code.strip():
+            return Span(span.line, span.col, number, len(code) + 1)
+    return span
 
 
 def _leading(comments: dict, lines: list[str], start: int, stop: int) -> tuple[str, ...]:
@@ -239,6 +302,11 @@ def _leading(comments: dict, lines: list[str], start: int, stop: int) -> tuple[s
     return tuple(out)
 
 
+def _inside(comments: dict, start: int, stop: int, whole: bool) -> list[str]:
+    """Comments in lines [start, stop] that are whole-line (``whole``) or that follow code."""
+    return [comments[n][0] for n in range(start, stop + 1) if n in comments and comments[n][1] == whole]
+
+
 def _strip_blanks(comments: tuple[str, ...]) -> tuple[str, ...]:
     out = list(comments)
     while out and out[-1] == "":
@@ -247,19 +315,29 @@ def _strip_blanks(comments: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _attach_comments(blocks: tuple[ir.Block, ...], text: str) -> tuple[tuple[ir.Block, ...], tuple[str, ...]]:
-    comments, lines = _comments(text), text.splitlines()
+    """Give every comment to a node: whole-line comments lead the block or term below them, comments after code
+    trail their term. Comments the printer has no place for (on a block's header, on a line inside a wrapped
+    term) move up to lead that block or term, so formatting never drops a comment."""
+    lines = _lines(text)
+    comments = _comments(lines)
     done, cursor = [], 1
     for block in blocks:
+        span = _code_end(lines, block.span)
+        header_end = block.terms[0].span.line - 1 if block.terms else span.end_line
+        header_end = _code_end(lines, Span(block.span.line, block.span.col, header_end + 1, 1)).end_line
         lead = _leading(comments, lines, cursor, block.span.line)
-        cursor = block.span.line + 1
+        lead += tuple(_inside(comments, block.span.line, header_end, True))
+        lead += tuple(_inside(comments, block.span.line, header_end, False))
+        cursor = header_end + 1
         terms = []
         for term in block.terms:
+            tspan = _code_end(lines, term.span)
             term_lead = _strip_blanks(_leading(comments, lines, cursor, term.span.line))
-            trailing = [comments[n][0] for n in range(term.span.line, term.span.end_line + 1)
-                        if n in comments and not comments[n][1]]
-            cursor = term.span.end_line + 1
-            terms.append(_replace(term, comments=term_lead, trailing=" ".join(trailing) or None))
-        done.append(_replace(block, terms=tuple(terms), comments=lead))
+            term_lead += tuple(_inside(comments, tspan.line + 1, tspan.end_line, True))
+            trailing = _inside(comments, tspan.line, tspan.end_line, False)
+            cursor = tspan.end_line + 1
+            terms.append(_replace(term, span=tspan, comments=term_lead, trailing=" ".join(trailing) or None))
+        done.append(_replace(block, span=span, terms=tuple(terms), comments=lead))
     trailer = _strip_blanks(_leading(comments, lines, cursor, len(lines) + 1))
     return tuple(done), trailer
 
@@ -275,13 +353,33 @@ def _replace(node, **changes):
 _BLOCK_START = re.compile(r"^(distiller|space)\b", re.M)
 
 
-def _parse_blocks(text: str, src: SourceText) -> tuple[ir.Block, ...]:
+# Deeper syntax trees would overflow the recursive passes (transformer, checker, printer, content key).
+MAX_DEPTH = 100
+
+
+def _check_depth(tree: Tree) -> None:
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise KDError(f"expression nested more than {MAX_DEPTH} levels deep", span=_span(node.meta),
+                          hint="split it into parameters, or leave out redundant operators")
+        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
+
+
+def _parse_blocks(text: str, src: SourceText, final: bool = True) -> tuple[ir.Block, ...]:
     try:
-        return _ToIR().transform(_parser().parse(text))
+        tree = _parser().parse(text)
+        _check_depth(tree)
+        return _ToIR().transform(tree)
+    except KDError as err:
+        raise err.located(src) from None
     except VisitError as err:
+        if isinstance(err.orig_exc, KDError):
+            raise err.orig_exc.located(src) from None
         raise err.orig_exc from None
     except (UnexpectedInput, UnexpectedEOF) as err:
-        raise _syntax_error(err, src) from None
+        raise _syntax_error(err, src, text, final) from None
 
 
 def parse(text: str, path: str = "<string>") -> ir.Program:
@@ -311,7 +409,7 @@ def _errors_per_block(body: str, src: SourceText) -> list[KDError]:
     for begin, end in zip(starts, starts[1:] + [len(body)]):
         chunk = "\n" * body.count("\n", 0, begin) + body[begin:end]
         try:
-            _parse_blocks(chunk, src)
+            _parse_blocks(chunk, src, final=end == len(body))
         except KDError as err:
             errors.append(err)
     return errors
