@@ -138,3 +138,19 @@ def test_resume_after_sigkill_keeps_every_row(tmp_path, teacher_ckpt):
     keys = [r["key"] for r in rows]
     assert len(rows) == 10 and len(set(keys)) == 10
     assert [k for (k,) in before] == keys[: len(before)]
+
+
+@pytest.mark.slow
+def test_final_retraining_reports_test_accuracy(tmp_path, teacher_ckpt):
+    out = tmp_path / "run"
+    proc = subprocess.run(_search_cmd(SPACE, out, teacher_ckpt, 3, "--final-epochs", "1", "--final-seeds", "2"),
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    final = json.loads((out / "final.json").read_text())
+    labels = [r["label"] for r in final]
+    assert labels[-1].startswith("KD") and 2 <= len(final) <= 4
+    for r in final:
+        assert len(r["accuracies"]) == 2 and all(0.0 <= a <= 1.0 for a in r["accuracies"])
+    assert "Final retraining" in (out / "report.md").read_text()

@@ -37,6 +37,9 @@ class SearchConfig(pydantic.BaseModel):
     workers: int = 1
     seed: int = 0
     device: str = "cpu"  # where candidates train; not part of the search's identity
+    final_epochs: int = 0  # > 0: retrain the top candidates and KD this long and report test accuracy
+    final_seeds: int = 3
+    final_top: int = 3
     baseline: Optional[str] = "kd"
     proxy: ProxySettings = ProxySettings()
 
@@ -120,6 +123,15 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
 
     summary = write_outputs(out, store, space, strategy, cfg, baseline, console)
     summary["evaluated"] = len(results)
+    if cfg.final_epochs > 0:
+        from .final import retrain
+
+        top = [r for r in sorted(store.rows(), key=lambda r: -(r["reward"] or -1e30)) if r["status"] == "ok"]
+        picks = [(f"rank {i} ({r['key'][:8]})", r["kd"]) for i, r in enumerate(top[: cfg.final_top], 1)]
+        if baseline is not None:
+            picks.append(("KD (library/kd.kd)", baseline["kd"]))
+        summary["final"] = retrain(out, picks, teacher, cfg.student, bundle, cfg.final_epochs, cfg.final_seeds,
+                                   console)
     summary["teacher_runs"] = ctx.teacher_runs
     store.close()
     return summary
