@@ -39,10 +39,17 @@ def _forward(loss) -> str:
 
 
 def _init(loss) -> str:
-    lines = ["    def __init__(self):", "        super().__init__()"]
+    """``__init__`` rebuilding each module from its constructor arguments (connectors keep them in ``args``)."""
+    lines = ["    needs_index = True  # pass index= (the batch's dataset positions)", ""] if _needs_index(loss) else []
+    lines += ["    def __init__(self):", "        super().__init__()"]
     for name, module in loss.named_children():
-        lines.append(f"        self.{name} = Connector({module.student_shape!r}, {module.teacher_shape!r})")
+        args = ", ".join(repr(a) for a in module.args)
+        lines.append(f"        self.{name} = {type(module).__name__}({args})")
     return "\n".join(lines) + "\n"
+
+
+def _needs_index(loss) -> bool:
+    return bool(getattr(loss, "needs_index", False))
 
 
 def emit(loss, *, teacher: str, student: str, input_size, num_classes: int) -> str:

@@ -26,7 +26,12 @@ class TapCapture:
         self._handles.append(model.register_forward_pre_hook(lambda m, a: self.reset()))
         for name, spec in taps.items():
             path, io, call = parse_spec(spec)
-            self._handles.append(modules[path].register_forward_hook(self._hook(name, path, io, call)))
+            hook = self._hook(name, path, io, call)
+            if io == "in":  # before the call: an in-place module (ReLU(inplace=True)) overwrites its input
+                handle = modules[path].register_forward_pre_hook(lambda m, inputs, hook=hook: hook(m, inputs, None))
+            else:
+                handle = modules[path].register_forward_hook(hook)
+            self._handles.append(handle)
 
     def reset(self):
         self.values, self._calls = {}, {}
@@ -49,10 +54,13 @@ class TapCapture:
 
 
 class Attached(nn.Module):
-    """``forward(x, labels=None, epoch=0)`` → ``(student_output, losses)``.
+    """``forward(x, labels=None, epoch=0, index=None)`` → ``(student_output, losses)``.
 
     The teacher runs in eval mode without gradients; the student runs in its own mode. Only the loss
     module (the distiller's learnable connectors) is registered, so ``parameters()`` are the connectors.
+    Loss modules that read the teacher's parameters (OFD's margins, SRRL's classifier) copy them here.
+    ``index`` (the dataset positions of the batch's samples) reaches the loss when it asks for it
+    (``needs_index``: CRD's memory banks).
     """
 
     def __init__(self, teacher, student, loss, student_taps, teacher_taps):
@@ -61,6 +69,9 @@ class Attached(nn.Module):
         object.__setattr__(self, "_nets", (teacher, student))
         object.__setattr__(self, "_captures", (TapCapture(teacher, teacher_taps, detach=True),
                                                TapCapture(student, student_taps)))
+        for module in loss.modules():
+            if hasattr(module, "copy_from_teacher"):
+                module.copy_from_teacher(teacher)
 
     @property
     def teacher(self):
@@ -70,14 +81,15 @@ class Attached(nn.Module):
     def student(self):
         return self._nets[1]
 
-    def forward(self, x, labels=None, epoch=0):
+    def forward(self, x, labels=None, epoch=0, index=None):
         teacher, student = self._nets
         t_capture, s_capture = self._captures
         teacher.eval()
         with torch.no_grad():
             teacher(x)
         output = student(x)
-        losses = self.loss(**s_capture.values, **t_capture.values, labels=labels, epoch=epoch)
+        extra = {"index": index} if getattr(self.loss, "needs_index", False) else {}
+        losses = self.loss(**s_capture.values, **t_capture.values, labels=labels, epoch=epoch, **extra)
         return output, losses
 
     def detach_hooks(self):

@@ -5,6 +5,8 @@ and the standard library. Kernels see real tensors; layouts are (N,C,H,W) maps, 
 matrices, (N,D) vectors / logits and (N,N) relations. ``dims`` arguments are resolved by the compiler.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -12,10 +14,16 @@ EPS = 1e-7
 
 
 def _over(x, dims, fn):
-    """Apply ``fn(x, dim)`` over several trailing dims by flattening them into one."""
+    """Apply ``fn(x, dim)`` over several dims by flattening them into one (moved last when not adjacent)."""
     dims = tuple(dims)
     if len(dims) == 1:
         return fn(x, dims[0])
+    if dims != tuple(range(dims[0], dims[-1] + 1)):
+        order = [d for d in range(x.dim()) if d not in dims] + list(dims)
+        moved = x.permute(*order)
+        keep = x.dim() - len(dims)
+        out = fn(moved.reshape(*moved.shape[:keep], -1), keep).reshape(moved.shape)
+        return out.permute(*[order.index(d) for d in range(x.dim())])
     first = dims[0]
     flat = x.flatten(first, dims[-1])
     return fn(flat, first).view(x.shape)
@@ -33,7 +41,9 @@ def channel_attention(x):
 
 
 def attention(x, p=2.0):
-    return F.normalize(x.abs().pow(p).mean(1).flatten(1), dim=1)
+    # |x|^p == x^p for even integer p: skipping abs saves a pass (and its backward) over the whole map
+    x = x if float(p) % 2 == 0 else x.abs()
+    return F.normalize(x.pow(p).mean(1).flatten(1), dim=1)
 
 
 def _position_mask(x, keep):
@@ -41,8 +51,13 @@ def _position_mask(x, keep):
     return (torch.rand(shape, device=x.device) < keep).to(x.dtype)
 
 
-def mask(s, t, ratio):
-    m = _position_mask(t, 1.0 - ratio)
+def _channel_mask(x, ratio):
+    shape = x.shape[:2] + (1,) * (x.dim() - 2) if x.dim() != 3 else (x.shape[0], 1, x.shape[2])
+    return (torch.rand(shape, device=x.device) >= ratio).to(x.dtype)
+
+
+def mask(s, t, ratio, over="positions"):
+    m = _channel_mask(t, ratio) if over == "channels" else _position_mask(t, 1.0 - ratio)
     return s * m, t * m
 
 
@@ -97,12 +112,18 @@ def transpose(x):
     return x.t()
 
 
+def _temper(x, t):
+    return x if t == 1 else x / t
+
+
 def softmax(x, t=1.0, dims=(1,)):
-    return _over(x / t, dims, lambda v, d: v.softmax(d))
+    x = x if t == 1 else x / t
+    return x.softmax(dims[0]) if len(dims) == 1 else _over(x, dims, lambda v, d: v.softmax(d))
 
 
 def log_softmax(x, t=1.0, dims=(1,)):
-    return _over(x / t, dims, lambda v, d: v.log_softmax(d))
+    x = x if t == 1 else x / t
+    return x.log_softmax(dims[0]) if len(dims) == 1 else _over(x, dims, lambda v, d: v.log_softmax(d))
 
 
 def normalize(x, dims=(1,)):
@@ -203,7 +224,9 @@ def mse(s, t):
     return F.mse_loss(s, t)
 
 
-def l2(s, t):
+def l2(s, t, dims=None):
+    if dims is not None:
+        return (s - t).pow(2).sum(dim=tuple(dims)).mean()
     return (s - t).pow(2).flatten(1).sum(1).mean()
 
 
@@ -223,14 +246,16 @@ def _reduce(per_entry, dims, reduce):
 
 def kl(s, t, mode="p", dims=(1,), temp=1.0, reduce="batch"):
     """KL(teacher ‖ student). mode: "logits" (softmax(x / temp) first), "p" or "logp"."""
-    if mode == "logits":
-        log_s, log_t = log_softmax(s, temp, dims), log_softmax(t, temp, dims)
-        p_t = log_t.exp()
-    elif mode == "logp":
-        log_s, log_t, p_t = s, t, t.exp()
-    else:
-        log_s, log_t, p_t = torch.log(s + EPS), torch.log(t + EPS), t
-    return _reduce(p_t * (log_t - log_s), dims, reduce)
+    if mode in ("logits", "logp"):
+        if mode == "logits":
+            s, t = log_softmax(s, temp, dims), log_softmax(t, temp, dims)
+        # one fused op: sum of exp(t) * (t - s); its mean over the non-distribution entries follows
+        if reduce != "all" and s.dim() == 2 and tuple(dims) == (1,):
+            return F.kl_div(s, t, reduction="batchmean", log_target=True)
+        total = F.kl_div(s, t, reduction="sum", log_target=True)
+        return total / (s.numel() if reduce == "all" else s.numel() // math.prod(s.shape[d] for d in dims))
+    log_s, log_t = torch.log(s + EPS), torch.log(t + EPS)
+    return _reduce(t * (log_t - log_s), dims, reduce)
 
 
 def js(s, t, mode="p", dims=(1,), temp=1.0):
@@ -243,13 +268,15 @@ def js(s, t, mode="p", dims=(1,), temp=1.0):
 
 
 def cosine(s, t):
-    return 1.0 - F.cosine_similarity(s.flatten(1), t.flatten(1), dim=1, eps=1e-8).mean()
+    return torch.rsub(F.cosine_similarity(s.flatten(1), t.flatten(1), dim=1, eps=1e-8).mean(), 1.0)
 
 
 def pearson(s, t):
-    s, t = s.flatten(1), t.flatten(1)
-    s, t = s - s.mean(1, keepdim=True), t - t.mean(1, keepdim=True)
-    return 1.0 - F.cosine_similarity(s, t, dim=1, eps=1e-8).mean()
+    s, t, dim = (s, t, 1) if s.dim() == 2 else (s.flatten(1), t.flatten(1), 1)
+    if s.stride(0) == 1 and s.stride(1) != 1:  # a transposed view (DIST's intra-class term): same math on
+        s, t, dim = s.t(), t.t(), 0            # the contiguous original, reducing over its rows (faster)
+    s, t = s - s.mean(dim, keepdim=True), t - t.mean(dim, keepdim=True)
+    return torch.rsub(F.cosine_similarity(s, t, dim=dim, eps=1e-8).mean(), 1.0)  # 1 - ρ
 
 
 def mmd(s, t, d=2, c=0.0):
@@ -263,8 +290,62 @@ def mmd(s, t, d=2, c=0.0):
 
 def ce(s, t, soft=False, temp=1.0):
     if soft:
-        return -(t * F.log_softmax(s / temp, dim=1)).sum(1).mean()
-    return F.cross_entropy(s / temp, t)
+        return -(t * F.log_softmax(_temper(s, temp), dim=1)).sum(1).mean()
+    return F.cross_entropy(_temper(s, temp), t)
+
+
+def cc(s, t):
+    d = (s - t).abs().flatten(1)
+    return (d[:-1] * d[1:]).sum(1).mean()
+
+
+def boundary(s, t, margin=1.0):
+    on = ((s > -margin) & (t <= 0)).to(s.dtype)
+    off = ((s <= margin) & (t > 0)).to(s.dtype)
+    return ((s + margin).pow(2) * on + (s - margin).pow(2) * off).sum() / s.shape[0]
+
+
+def partial_l2(s, t):
+    where = ((s > t) | (t > 0)).to(s.dtype)
+    return ((s - t).pow(2) * where).sum() / s.shape[0]
+
+
+def hcl(s, t):
+    loss, weight, norm = F.mse_loss(s, t), 1.0, 1.0
+    for size in (4, 2, 1) if s.dim() == 4 else ():
+        if size < s.shape[2]:
+            weight /= 2.0
+            loss = loss + weight * F.mse_loss(F.adaptive_avg_pool2d(s, size), F.adaptive_avg_pool2d(t, size))
+            norm += weight
+    return loss / norm
+
+
+# ---- labels inside a transform, relations across taps --------------------------------------------------------
+
+
+def target_binary(x, labels, log=False):
+    """(p of the label's class, p of the rest); on log-probabilities the same in logs (exact, no epsilon)."""
+    target = F.one_hot(labels, x.shape[1]).bool()
+    own = x.gather(1, labels[:, None])
+    if log:
+        return torch.cat([own, x.masked_fill(target, float("-inf")).logsumexp(1, keepdim=True)], dim=1)
+    return torch.cat([own, x.masked_fill(target, 0.0).sum(1, keepdim=True)], dim=1)
+
+
+def drop_target(x, labels, value=1000.0):
+    return x - value * F.one_hot(labels, x.shape[1]).to(x.dtype)
+
+
+def fsp(*xs):
+    """One FSP matrix per consecutive pair of maps: (N, C_b, C_a), the larger map average-pooled first."""
+    out = []
+    for a, b in zip(xs[:-1], xs[1:]):
+        if a.shape[2] > b.shape[2]:
+            a = F.adaptive_avg_pool2d(a, b.shape[2:])
+        elif a.shape[2] < b.shape[2]:
+            b = F.adaptive_avg_pool2d(b, a.shape[2:])
+        out.append(b.flatten(2) @ a.flatten(2).transpose(1, 2) / (a.shape[2] * a.shape[3]))
+    return tuple(out)
 
 
 # ---- weights ---------------------------------------------------------------------------------------------
@@ -276,6 +357,10 @@ def warmup(epoch, epochs):
 
 def after(epoch, at):
     return 1.0 if epoch >= at else 0.0
+
+
+def before(epoch, at):
+    return 1.0 if epoch < at else 0.0
 
 
 def linear(epoch, start, end, epochs):

@@ -1,4 +1,5 @@
-"""Where the distiller library lives: inside the installed package, or `library/` in a source checkout.
+"""The distiller library: where it lives (inside the installed package, or `library/` in a source checkout)
+and what each file holds.
 
 >>> library_file("kd").name
 'kd.kd'
@@ -6,6 +7,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -21,6 +24,45 @@ def library_dir() -> Path:
 
 def library_names() -> list[str]:
     return sorted(p.stem for p in library_dir().glob("*.kd"))
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One library distiller: its name, the paper in its header, and what its terms match."""
+
+    name: str
+    paper: str
+    matches: str
+
+
+def library_entries() -> list[Entry]:
+    """Every library distiller, read from its file (the header's first line names the paper)."""
+    return [describe(library_file(name)) for name in library_names()]
+
+
+def describe(path: Path) -> Entry:
+    """The paper line and a one-line summary of the terms (taps → transforms → distance) of a library file.
+
+    >>> describe(library_file("at")).matches
+    'stage1, stage2, stage3: attention → mse'
+    """
+    from .check import check_text
+    from .printer import print_step, print_tap_slot
+
+    text = path.read_text(encoding="utf-8")
+    header = " ".join(ln[1:].strip() for ln in text.splitlines() if ln.startswith("#"))
+    cited = re.search(r"^.*?\b(19|20)\d\d\.", header)  # the citation ends at its year
+    first = cited.group(0) if cited else header
+    paper = first.split(":", 1)[1].strip() if ":" in first.split(".")[0] else first
+    block = check_text(text, str(path)).blocks[0]
+    parts = []
+    for term in block.terms:
+        taps = ", ".join(print_tap_slot(t) for t in term.taps)
+        if "labels" in taps:
+            continue
+        ops = [print_step(s).split("(")[0] for s in term.steps[:-1]]
+        parts.append(f"{taps}: {' → '.join(ops)}")
+    return Entry(path.stem, paper, "; ".join(parts))
 
 
 def library_file(name: str) -> Path:

@@ -7,6 +7,7 @@ the real shapes and kinds, and a located error as soon as something does not fit
 
 from __future__ import annotations
 
+import copy
 import operator
 import re
 from dataclasses import dataclass, field
@@ -14,9 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx, nn
 
-from . import ir, kernels
-from .check import apply_transform, distance_fits
-from .connectors import Connector, connector_fits
+from . import ir, kernels, opmodules
+from .check import _distance_hint, apply_transform, distance_fits
 from .errors import KDError
 from .kinds import Kind
 from .ops import OPS
@@ -34,6 +34,16 @@ class Val:
     pdims: tuple[int, ...] | None = None
     logits: "Val | None" = None  # the input of the softmax that made this value (for fused kl)
     temp: float = 1.0
+
+
+@dataclass
+class Chain:
+    """One tap's pipeline inside a term: its current student and teacher values and their memo keys."""
+
+    s: Val
+    t: Val
+    key: tuple
+    tap: ir.Tap
 
 
 @dataclass
@@ -56,6 +66,7 @@ class Lowering:
         self.params = {p.name: _constant(p.value, {}) for p in block.params}
         self.x = example_input(input_size, batch)
         self.labels = torch.arange(batch) % 2
+        self.index = torch.arange(batch)  # example dataset positions of the batch's samples
 
     # ---- graph inputs ----------------------------------------------------------------------------
     def collect_taps(self) -> None:
@@ -81,6 +92,7 @@ class Lowering:
         self.collect_taps()
         s_ex = probe(self.student.net, self.student.taps, self.x, self.student.name)
         t_ex = probe(self.teacher.net, self.teacher.taps, self.x, self.teacher.name)
+        self.labels = self.labels.to(next(iter(s_ex.values())).device) if s_ex else self.labels
         self.inputs = {}
         for name in self.student.taps:
             self.inputs[name] = (self.graph.placeholder(name), s_ex[name])
@@ -88,6 +100,7 @@ class Lowering:
             self.inputs[name] = (self.graph.placeholder(name), t_ex[name])
         self.labels_node = self.graph.placeholder("labels", default_value=None)
         self.epoch_node = self.graph.placeholder("epoch", default_value=0)
+        self.index_node = self.graph.placeholder("index", default_value=None) if self.uses("index") else None
         for name in self.teacher.taps:  # the teacher side never carries gradients
             node, ex = self.inputs[name]
             self.inputs[name] = (self.graph.call_method("detach", (node,)), ex)
@@ -98,12 +111,28 @@ class Lowering:
         out = dict(terms)
         out["total"] = self.fn(kernels.total, tuple(terms.values()), name="total")
         self.graph.output(out)
-        self.graph.eliminate_dead_code()
-        return fx.GraphModule(self.root, self.graph, class_name="DistillerLoss")
+        # dead-code elimination asks the owning module whether call_module nodes (connectors) are pure
+        gm = fx.GraphModule(self.root, self.graph, class_name="DistillerLoss")
+        gm.graph.eliminate_dead_code()
+        gm.delete_all_unused_submodules()
+        gm.recompile()
+        return gm
+
+    def uses(self, graph_input: str) -> bool:
+        """Does an op of the distiller take this graph input (`index`)?"""
+        return any(graph_input in OPS[c.op].needs for term in self.block.terms for c in term.steps
+                   if isinstance(c, ir.Call) and c.op in OPS)
 
     # ---- terms -----------------------------------------------------------------------------------------
     def term(self, term: ir.Term, name: str) -> fx.Node:
-        parts = [self.tap_term(term, tap, name) for tap in term.taps]
+        """Each tap's pipeline, run in lockstep so that an op across taps sees all of them, then summed."""
+        chains = [self.start(tap) for tap in term.taps]
+        for call in term.transforms:
+            if OPS[call.op].across:
+                chains = self.across(call, chains)
+            else:
+                chains = [Chain(*self.transform(call, c.s, c.t, c.key, c.tap), c.tap) for c in chains]
+        parts = [self.distance(term.distance, c.s, c.t, c.tap, name) for c in chains]
         value = parts[0]
         for part in parts[1:]:
             value = self.graph.call_function(operator.add, (value, part))
@@ -127,16 +156,13 @@ class Lowering:
         node, ex = self.inputs[name]
         return Val(node, ex, _base_kind(model, point, ex))
 
-    def tap_term(self, term: ir.Term, tap: ir.Tap, term_name: str) -> fx.Node:
+    def start(self, tap: ir.Tap) -> Chain:
         s = self.source_val(self.student, tap.student, "s")
         if tap.teacher_point.is_labels:
             t = Val(self.labels_node, self.labels, Kind("labels"))
         else:
             t = self.source_val(self.teacher, tap.teacher_point, "t")
-        key = (print_point(tap.student), print_point(tap.teacher_point))
-        for call in term.transforms:
-            s, t, key = self.transform(call, s, t, key, tap)
-        return self.distance(term.distance, s, t, tap, term_name)
+        return Chain(s, t, (print_point(tap.student), print_point(tap.teacher_point)), tap)
 
     # ---- transforms --------------------------------------------------------------------------------------
     def transform(self, call: ir.Call, s: Val, t: Val, key: tuple, tap: ir.Tap):
@@ -151,24 +177,29 @@ class Lowering:
         new_key = (key[0] + "|" + step if side != "teacher" else key[0],
                    key[1] + "|" + step if side != "student" else key[1])
         if op.random:
-            s2, t2 = self.paired(call, s, t, kinds, new_key)
+            s2, t2 = self.paired(call, s, t, kinds, new_key, side)
         else:
-            s2 = self.one_side(call, s, kinds[0], ("s", new_key[0]), t) if side != "teacher" else s
-            t2 = self.one_side(call, t, kinds[1], ("t", new_key[1]), None) if side != "student" else t
+            s2 = self.one_side(call, s, kinds[0], ("s", new_key[0]), t, tap) if side != "teacher" else s
+            t2 = self.one_side(call, t, kinds[1], ("t", new_key[1]), s, tap) if side != "student" else t
         return s2, t2, new_key
 
-    def one_side(self, call: ir.Call, v: Val, kind: Kind, key: tuple, teacher: Val | None) -> Val:
+    def one_side(self, call: ir.Call, v: Val, kind: Kind, key: tuple, other: Val, tap: ir.Tap) -> Val:
         if key in self.memo:
             return self.memo[key]
         op = OPS[call.op]
         base = v.node.name.removesuffix("_detached")
-        if op.learnable:
-            out = self.connector(call, v, teacher, base)
+        if op.module:
+            module = opmodules.build(self, call, v, other, tap)
+            out = self.module_val(call, module, base, [v], kind, other.pdims if op.learnable else None)
         else:
             kwargs = self.kernel_args(call, v)
             fn = getattr(kernels, call.op)
-            node = self.fn(fn, (v.node,), kwargs, name=f"{base}_{call.op}")
-            example = self.run(call, fn, (v.example,), kwargs)
+            args, examples = (v.node,), (v.example,)
+            if "labels" in op.needs:
+                args, examples = (v.node, self.labels_node), (v.example, self.labels)
+                kwargs.update({"log": v.kind.prob == "logp"} if call.op == "target_binary" else {})
+            node = self.fn(fn, args, kwargs, name=f"{base}_{call.op}")
+            example = self.run(call, fn, examples, kwargs)
             out = Val(node, example, kind)
             if call.op in ("softmax", "log_softmax"):
                 out.pdims, out.logits, out.temp = kwargs["dims"], (v if call.op == "softmax" else None), kwargs["t"]
@@ -177,8 +208,9 @@ class Lowering:
         self.memo[key] = out
         return out
 
-    def paired(self, call: ir.Call, s: Val, t: Val, kinds, key: tuple) -> tuple[Val, Val]:
-        memo_key = ("pair", key)
+    def paired(self, call: ir.Call, s: Val, t: Val, kinds, key: tuple, side: str | None) -> tuple[Val, Val]:
+        """A random op: one draw for both sides (the same mask), or applied to one side only."""
+        memo_key = ("pair", side, key)
         if memo_key in self.memo:
             return self.memo[memo_key]
         fn = getattr(kernels, call.op)
@@ -187,25 +219,83 @@ class Lowering:
         s_ex, t_ex = self.run(call, fn, (s.example, t.example), kwargs)
         outs = []
         for i, (v, ex, kind) in enumerate(((s, s_ex, kinds[0]), (t, t_ex, kinds[1]))):
+            if side is not None and side != ("student", "teacher")[i]:
+                outs.append(v)
+                continue
             node = self.fn(operator.getitem, (pair, i), name=f"{v.node.name.removesuffix('_detached')}_{call.op}")
             outs.append(Val(node, ex, kind, v.pdims))
         self.memo[memo_key] = tuple(outs)
         return self.memo[memo_key]
 
-    def connector(self, call: ir.Call, v: Val, teacher: Val | None, base: str) -> Val:
-        s_shape, t_shape = tuple(v.example.shape[1:]), tuple(teacher.example.shape[1:])
-        if not connector_fits(s_shape, t_shape):
-            raise KDError(f"no connector maps the student's {_shape(s_shape)} onto the teacher's {_shape(t_shape)}",
-                          span=call.span, hint="adapt maps maps, tokens and vectors onto maps, tokens or vectors")
-        name = self.graph._graph_namespace.create_name(f"adapt_{base.removeprefix('s_')}", None)
-        self.root.add_module(name, Connector(s_shape, t_shape))
-        node = self.graph.call_module(name, (v.node,))
-        module = getattr(self.root, name)
-        module.eval()
-        with torch.no_grad():
-            example = module(v.example)
-        module.train()
-        return Val(node, example, teacher.kind, teacher.pdims)
+    def module_val(self, call: ir.Call, module: nn.Module, base: str, inputs: list, kind: Kind,
+                   pdims=None) -> Val:
+        """Register ``module`` as a submodule, call it on ``inputs`` and run it once on their examples."""
+        op = OPS[call.op]
+        stem = base.removeprefix({"student": "s_", "teacher": "t_"}.get(op.side, "&"))
+        name, k = f"{call.op}_{stem}", 2
+        while hasattr(self.root, name):
+            name, k = f"{call.op}_{stem}_{k}", k + 1
+        self.root.add_module(name, module.to(inputs[0].example.device))
+        node = self.graph.create_node("call_module", name, tuple(v.node for v in inputs), {}, name=f"{base}_{call.op}")
+        probe_module = copy.deepcopy(module) if op.stateful else module  # an example must not change the state
+        probe_module.eval()
+        try:
+            with torch.no_grad():
+                example = probe_module(*(v.example for v in inputs))
+        except (RuntimeError, ValueError, IndexError) as err:
+            shapes = " and ".join(_shape(tuple(v.example.shape[1:])) for v in inputs)
+            raise KDError(f"`{print_call(call)}` cannot run on {shapes}: {str(err).splitlines()[0]}",
+                          span=call.span) from None
+        finally:
+            module.train()
+        return Val(node, example, kind, pdims)
+
+    def across(self, call: ir.Call, chains: list[Chain]) -> list[Chain]:
+        """An op that takes every tap of the term at once: one output per tap, or per consecutive pair."""
+        op = OPS[call.op]
+        if op.across == "pairs" and len(chains) < 2:
+            raise KDError(f"`{call.op}` relates consecutive taps, and this term has one", span=call.span,
+                          hint=f"list two or more taps before it, e.g. `stage1, stage2, stage3 -> {call.op}`")
+        kinds = [self.transform_kinds(call, c.s, c.t) for c in chains]
+        # an output depends on every tap (memo keys name them all), so no value is shared with another term
+        joined = ["&".join(c.key[side] for c in chains) + "|" + print_call(call) for side in (0, 1)]
+        if op.module:  # student side, learnable (ReviewKD's fusion)
+            module = opmodules.build_across(call, [c.s for c in chains], [c.t for c in chains])
+            base = f"{chains[0].s.node.name}_to_{chains[-1].s.node.name.removeprefix('s_')}"
+            group = self.module_val(call, module, base, [c.s for c in chains], kinds[0][0])
+            outs = [Val(self.fn(operator.getitem, (group.node, i), name=f"{c.s.node.name}_{call.op}"),
+                        group.example[i], kinds[i][0], c.t.pdims) for i, c in enumerate(chains)]
+            return [Chain(o, c.t, (f"{joined[0]}#{i}", c.key[1]), c.tap) for i, (o, c) in enumerate(zip(outs, chains))]
+        s_outs = self.across_side(call, [c.s for c in chains], [k[0] for k in kinds])
+        t_outs = self.across_side(call, [c.t for c in chains], [k[1] for k in kinds])
+        taps = [c.tap for c in chains][-len(s_outs):]
+        out = [Chain(s, t, (f"{joined[0]}#{i}", f"{joined[1]}#{i}"), tap)
+               for i, (s, t, tap) in enumerate(zip(s_outs, t_outs, taps))]
+        if op.same_channels:
+            for c in out:
+                if c.s.example.shape != c.t.example.shape:
+                    raise KDError(f"`{call.op}` needs equal channel counts on both networks: it gives "
+                                  f"{_shape(tuple(c.s.example.shape[1:]))} for {self.student.name} and "
+                                  f"{_shape(tuple(c.t.example.shape[1:]))} for {self.teacher.name} at "
+                                  f"`{_tap_text(c.tap)}`", span=call.span,
+                                  hint=f"`{call.op}` compares C×C matrices, which only match when the channels do")
+        return out
+
+    def across_side(self, call: ir.Call, vals: list[Val], kinds: list[Kind]) -> list[Val]:
+        fn = getattr(kernels, call.op)
+        base = vals[0].node.name.removesuffix("_detached")
+        group = self.fn(fn, tuple(v.node for v in vals), {}, name=f"{base}_{call.op}")
+        examples = self.run(call, fn, tuple(v.example for v in vals), {})
+        return [Val(self.fn(operator.getitem, (group, i), name=f"{base}_{call.op}_{i}"), ex, kinds[i])
+                for i, ex in enumerate(examples)]
+
+    def transform_kinds(self, call: ir.Call, s: Val, t: Val) -> tuple[Kind, Kind]:
+        kinds = apply_transform(call, (s.kind, t.kind))
+        if kinds is None:
+            raise KDError(f"`{print_call(call)}` does not take {s.kind.describe()} (student {self.student.name}) "
+                          f"and {t.kind.describe()} (teacher {self.teacher.name})", span=call.span,
+                          hint=f"`{call.op}` takes {OPS[call.op].accepts()}")
+        return kinds
 
     def kernel_args(self, call: ir.Call, v: Val) -> dict:
         op = OPS[call.op]
@@ -214,6 +304,8 @@ class Lowering:
             expr = call.arg(param.name)
             if param.type == "axis":
                 kwargs["dims"] = axis_dims(param_value(expr), v.example.dim())
+            elif param.type == "symbol":  # passed only when written, so the kernel's default stays implicit
+                kwargs.update({param.name: expr.id} if isinstance(expr, ir.Name) else {})
             elif expr is not None:
                 kwargs[param.name] = _constant(expr, self.params)
             elif param.default is not None:
@@ -242,13 +334,17 @@ class Lowering:
         if not distance_fits(call, (s.kind, t.kind)):
             raise KDError(f"`{call.op}` does not take {s.kind.describe()} (student {self.student.name}) with "
                           f"{t.kind.describe()} (teacher {self.teacher.name})", span=call.span,
-                          hint=f"`{call.op}` takes {OPS[call.op].accepts()}")
-        if t.kind.form != "labels" and t.example.shape != s.example.shape and call.op != "ce":
+                          hint=_distance_hint(call, (s.kind, t.kind)))
+        if t.kind.form != "labels" and not _shapes_fit(OPS[call.op].shapes, s.example.shape, t.example.shape):
             raise KDError(
                 f"`{call.op}` compares {_shape(tuple(s.example.shape[1:]))} from {self.student.name} with "
                 f"{_shape(tuple(t.example.shape[1:]))} from {self.teacher.name} (tap `{_tap_text(tap)}`): "
                 "the shapes differ", span=call.span,
                 hint="add a student-side connector before the distance: `-> adapt ->`")
+        if OPS[call.op].module:
+            inputs = [s, t] + ([Val(self.index_node, self.index, Kind("labels"))] if self.index_node else [])
+            module = opmodules.build(self, call, s, t, tap)
+            return self.module_val(call, module, term_name, inputs, Kind("scalar")).node
         fn = getattr(kernels, call.op)
         args, kwargs = self.distance_args(call, s, t)
         node = self.fn(fn, args, kwargs, name=f"{term_name}_{call.op}")
@@ -267,7 +363,10 @@ class Lowering:
     def distance_args(self, call: ir.Call, s: Val, t: Val):
         op = OPS[call.op]
         own = {p.name: _constant(call.arg(p.name), self.params) if call.arg(p.name) is not None
-               and p.type != "symbol" else p.default for p in op.params}
+               and p.type not in ("symbol", "axis") else p.default for p in op.params}
+        if op.param("axis") is not None:  # a distance along an axis (per row), only when written
+            axis = param_value(call.arg("axis"))
+            own["axis"], own["dims"] = None, axis_dims(axis, s.example.dim()) if axis else None
         if call.op in ("kl", "js"):
             kwargs = {"mode": "p", "dims": s.pdims or (1,), "temp": 1.0}
             if call.op == "kl":
@@ -324,12 +423,21 @@ def term_names(block: ir.Block) -> list[str]:
     return out
 
 
+def _shapes_fit(rule: str, s: torch.Size, t: torch.Size) -> bool:
+    """Do a distance's two inputs fit: the same shape, the same but for the channels ("positions"), or any?"""
+    if rule == "any":
+        return True
+    if rule == "positions":
+        return len(s) == len(t) and s[0] == t[0] and s[2:] == t[2:]
+    return s == t
+
+
 def axis_dims(axis: str | None, ndim: int) -> tuple[int, ...]:
     """The tensor dims an axis name means for a tensor of ``ndim`` dims."""
     if axis == "n":
         return (0,)
     if ndim == 4:
-        return {"c": (1,), "hw": (2, 3), "chw": (1, 2, 3)}.get(axis, (1,))
+        return {"c": (1,), "hw": (2, 3), "chw": (1, 2, 3), "nhw": (0, 2, 3)}.get(axis, (1,))
     if ndim == 3:
         return {"l": (1,), "d": (2,)}.get(axis, (2,))
     return (1,)

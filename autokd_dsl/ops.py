@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from .kinds import Kind, describe_pattern, matches, parse_kind
 
-AXES = ("c", "hw", "chw", "n", "k", "l", "d")
+AXES = ("c", "hw", "chw", "n", "k", "l", "d", "nhw")
 
 
 @dataclass(frozen=True)
@@ -52,15 +52,36 @@ class Op:
     doc: str
     params: tuple[P, ...] = ()
     rows: tuple[Row, ...] = ()
-    side: str = "both"  # "student": applies to the student side only (learnable connectors)
-    learnable: bool = False
+    side: str = "both"  # "student" / "teacher": applies to that side only
+    learnable: bool = False  # owns parameters (sized from the real shapes), trained with the student
     random: bool = False
+    stateful: bool = False  # carries buffers from batch to batch (memory banks)
+    teacher: bool = False  # reads the teacher's parameters (copied into buffers, so compiled files stay standalone)
+    needs: tuple[str, ...] = ()  # graph inputs beyond the activations: "labels", "index" (dataset positions)
+    across: str | None = None  # takes all taps of its term at once: "chain" (one output each) or "pairs"
+    same_channels: bool = False  # student and teacher must give the same shape (e.g. FSP's C×C matrices)
+    shapes: str = "same"  # distances: the shapes they compare: "same", "positions" (channels may differ), "any"
 
     def param(self, name: str) -> P | None:
         return next((p for p in self.params if p.name == name), None)
 
     def accepts(self) -> str:
         return "; ".join(_describe_row(self, r) for r in self.rows)
+
+    @property
+    def module(self) -> bool:
+        """Backed by an nn.Module the compiler builds (learnable, stateful or reading the teacher)."""
+        return self.learnable or self.stateful or self.teacher
+
+    def constructs(self) -> list[str]:
+        """What this op needs beyond a pure tensor function, in words (for `autokd-dsl ops` and the docs).
+
+        >>> OPS["crd"].constructs()
+        ['state across batches', 'random', 'input: index']
+        """
+        flags = [(self.learnable, "learnable"), (self.stateful, "state across batches"), (self.random, "random"),
+                 (self.teacher, "teacher parameters"), (self.across is not None, f"across taps ({self.across})")]
+        return [word for on, word in flags if on] + [f"input: {n}" for n in self.needs]
 
 
 def _describe_row(op: Op, row: Row) -> str:
@@ -82,8 +103,10 @@ _OPS: list[Op] = [
     Op("channel_attention", T, "mean over positions: which channels fire, (N,C,1,1)", (), (Row("map", "map"),)),
     Op("attention", T, "AT map: L2-normalised, flattened mean over channels of |x|^p (Zagoruyko & Komodakis)",
        (P("p", "number", 2),), (Row("map", "vector"),)),
-    Op("mask", T, "zero a random fraction of positions (maps, tokens) or features, the same mask on both sides",
-       (P("ratio", "fraction"),), (Row("feature", "="),), random=True),
+    Op("mask", T, "zero a random fraction of positions (maps, tokens) or features, the same mask on both sides; "
+                  "over = channels drops whole channels (MGD)",
+       (P("ratio", "fraction"), P("over", "symbol", "positions", kw_only=True, choices=("positions", "channels"))),
+       (Row("feature", "="),), random=True),
     Op("dropout", T, "element-wise dropout with one shared mask, scaled by 1/(1-p)",
        (P("p", "fraction"),), (Row("feature", "="),), random=True),
     # spatial granularity (second slot)
@@ -116,7 +139,7 @@ _OPS: list[Op] = [
         Row("relation.any", "=raw", (None,)))),
     Op("standardize", T, "subtract the mean and divide by the standard deviation along an axis",
        (_any_axis,),
-       (Row("flat", "=", (None, "c", "k", "n")), Row("map", "=", ("c", "hw", "chw", "n")),
+       (Row("flat", "=", (None, "c", "k", "n")), Row("map", "=", ("c", "hw", "chw", "n", "nhw")),
         Row("tokens", "=", ("l", "d", "n")))),
     Op("minmax", T, "rescale each sample to [0, 1]", (), (Row("tensor.any", "=raw"),)),
     # element-wise math
@@ -140,10 +163,41 @@ _OPS: list[Op] = [
     # learnable connectors (student side only)
     Op("adapt", T, "learnable connector sized from the real shapes: 1×1 conv + BN for maps, linear otherwise",
        (), (Row("*", "teacher"),), side="student", learnable=True),
+    Op("align", T, "identity where the student already has the teacher's shape, otherwise `adapt` (AB, MGD, PKD)",
+       (), (Row("*", "teacher"),), side="student", learnable=True),
+    Op("regress", T, "learnable 1×1 conv + BN + ReLU onto the teacher's channels, resized like `adapt`; on vectors "
+                     "linear + BN + ReLU (FitNet's hint regressor, SRRL's transfer)",
+       (), (Row("map", "teacher"), Row("vector", "teacher")), side="student", learnable=True),
+    Op("mlp", T, "learnable 1×1-conv MLP conv–ReLU–conv–ReLU–conv onto the teacher's channels, as wide as the "
+                 "teacher (VID's regressor of the mean)",
+       (), (Row("map", "teacher"), Row("vector", "teacher")), side="student", learnable=True),
+    Op("generate", T, "learnable generator conv3×3 → ReLU → conv3×3 onto the teacher's channels (MGD)",
+       (), (Row("map", "teacher"),), side="student", learnable=True),
+    Op("project", T, "learnable linear map of the flattened activation to `dim` features, one per side (CRD, CC)",
+       (P("dim", "int"),), (Row("feature", "vector"),), learnable=True),
+    Op("review", T, "ReviewKD's attention-based fusion across the term's taps, deepest first, each level mapped "
+                    "onto the teacher's shape", (), (Row("map", "teacher"), Row("vector", "teacher")),
+       side="student", learnable=True, across="chain"),
+    # taking the teacher's parameters (read from the teacher model at compile time and again when attached)
+    Op("margin", T, "OFD's teacher margin: max(x, m), m per channel = E[x | x < 0] under the statistics (γ, β) of "
+                    "the BatchNorm feeding the tapped point", (), (Row("map", "map"),), side="teacher", teacher=True),
+    Op("teacher_head", T, "the teacher's classifier (frozen) applied to a feature of its input width (SRRL)",
+       (), (Row("vector", "logits"),), teacher=True),
+    # labels inside a transform
+    Op("target_binary", T, "(probability of the labelled class, of all the others): DKD's binary distribution",
+       (), (Row("logits.p", "logits.p"), Row("logits.logp", "logits.logp")), needs=("labels",)),
+    Op("drop_target", T, "logits with the labelled class lowered by 1000, so a softmax spreads over the other "
+                         "classes only (DKD's non-target distribution)", (), (Row("logits", "logits"),),
+       needs=("labels",)),
+    # relations across taps
+    Op("fsp", T, "FSP matrices of consecutive taps: (N, C_next, C) means over positions of products, the larger "
+                 "map pooled to the smaller (one matrix per pair of taps)", (), (Row("map", "matrix"),),
+       across="pairs", same_channels=True),
     # distances: "student , teacher"; both sides must have the same kind unless the teacher pattern has "!"
     Op("l1", D, "mean absolute difference", (), (Row("tensor.any , tensor.any"),)),
     Op("mse", D, "mean squared difference", (), (Row("tensor.any , tensor.any"),)),
-    Op("l2", D, "squared L2 distance per sample, averaged over the batch", (), (Row("tensor.any , tensor.any"),)),
+    Op("l2", D, "squared L2 distance per sample (with an axis: per row along it), averaged over the rest",
+       (_any_axis,), (Row("tensor.any , tensor.any"),)),
     Op("smooth_l1", D, "Huber loss with threshold beta", (P("beta", "number", 1, kw_only=True),),
        (Row("tensor.any , tensor.any"),)),
     Op("pairwise", D, "Euclidean distance per sample, averaged over the batch", (),
@@ -158,12 +212,30 @@ _OPS: list[Op] = [
     Op("pearson", D, "1 − Pearson correlation per sample, batch mean", (), (Row("tensor.any , tensor.any"),)),
     Op("mmd", D, "squared MMD with the polynomial kernel (x·y + c)^d over channels (NST)",
        (P("d", "int", 2, kw_only=True), P("c", "number", 0, kw_only=True)),
-       (Row("map , map"), Row("matrix , matrix"), Row("tokens , tokens"))),
+       (Row("map , map"), Row("matrix , matrix"), Row("tokens , tokens")), shapes="positions"),
     Op("ce", D, "cross-entropy of the student's logits against the labels (or the teacher's distribution)",
-       (P("t", "number", 1, kw_only=True),), (Row("logits , !labels"), Row("flat , !flat.p"))),
+       (P("t", "number", 1, kw_only=True),), (Row("logits , !labels"), Row("flat , !flat.p")), shapes="any"),
+    Op("cc", D, "correlation congruence as benchmarked (RepDistiller's CC): mean over consecutive samples i, i+1 "
+                "of Σ |s − t|ᵢ · |s − t|ᵢ₊₁", (), (Row("flat , flat"),)),
+    Op("gaussian_nll", D, "VID: −log N(t; s, σ²) per entry (constants dropped), averaged; σ² per channel is "
+                          "learnable, softplus(θ) + 1e-5, starting at init_var",
+       (P("init_var", "number", 5),), (Row("map , map"), Row("flat , flat")), learnable=True),
+    Op("crd", D, "CRD's contrastive (NCE) loss against a memory bank per network of all n_data training samples: k "
+                 "negatives drawn uniformly, temperature t, banks updated with momentum; needs the sample index",
+       (P("n_data", "int"), P("k", "int", 16384, kw_only=True), P("t", "number", 0.07, kw_only=True),
+        P("momentum", "fraction", 0.5, kw_only=True)),
+       (Row("vector , vector"),), stateful=True, random=True, needs=("index",)),
+    Op("boundary", D, "activation-boundary loss (AB) on pre-activations: (s + m)² where s > −m and t ≤ 0, "
+                      "(s − m)² where s ≤ m and t > 0; summed per sample, batch mean",
+       (P("margin", "number", 1, kw_only=True),), (Row("map , map"),)),
+    Op("partial_l2", D, "OFD's partial L2: (s − t)² where s > t or t > 0; summed per sample, batch mean", (),
+       (Row("map , map"),)),
+    Op("hcl", D, "ReviewKD's hierarchical context loss: MSE plus the MSEs of 4×4, 2×2 and 1×1 average poolings "
+                 "smaller than the map, with halving weights, normalised", (), (Row("map , map"), Row("flat , flat"))),
     # weights: schedules over the epoch (training-free factors join them here)
     Op("warmup", W, "min(epoch / epochs, 1): a linear ramp to the full weight", (P("epochs", "number"),)),
     Op("after", W, "0 before the given epoch, 1 from it on", (P("epoch", "number"),)),
+    Op("before", W, "1 before the given epoch, 0 from it on (a pre-training stage)", (P("epoch", "number"),)),
     Op("linear", W, "from `start` to `end` linearly over `epochs`, then `end`",
        (P("start", "number"), P("end", "number"), P("epochs", "number"))),
 ]

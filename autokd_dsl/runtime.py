@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 from torch import fx, nn
@@ -53,8 +54,18 @@ def pick_distiller(program: ir.Program, name: str | None, where: str) -> ir.Bloc
 class DistillerLoss(fx.GraphModule):
     """The compiled loss: ``forward(<student taps>, <teacher taps>, labels=None, epoch=0)`` → dict of terms."""
 
+    _KEPT = ("student_taps", "teacher_taps", "term_names", "distiller", "needs_index")
+
     def tap_specs(self) -> dict[str, dict[str, str]]:
         return {"student": dict(self.student_taps), "teacher": dict(self.teacher_taps)}
+
+    def __deepcopy__(self, memo):
+        # GraphModule copies its graph and submodules only; the compile results ride along here
+        copied = super().__deepcopy__(memo)
+        for name in self._KEPT:
+            if name in self.__dict__:
+                setattr(copied, name, copy.deepcopy(self.__dict__[name], memo))
+        return copied
 
 
 def compile_distiller(block: ir.Block, teacher: nn.Module, student: nn.Module, input_size=(3, 32, 32),
@@ -71,6 +82,7 @@ def compile_distiller(block: ir.Block, teacher: nn.Module, student: nn.Module, i
     loss.teacher_taps = dict(lowering.teacher.taps)
     loss.term_names = term_names(block)
     loss.distiller = block
+    loss.needs_index = lowering.index_node is not None  # CRD's memory banks: the trainer passes index=
     return loss
 
 

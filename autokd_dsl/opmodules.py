@@ -1,0 +1,191 @@
+"""Build the modules behind learnable, stateful and teacher-reading ops, sized from the real shapes.
+
+The lowering calls :func:`build` for a transform or distance whose op is backed by a module (``Op.module``),
+with the value it applies to and the other side's value at the same point. Every module comes from
+:mod:`autokd_dsl.connectors` and keeps its constructor arguments in ``args``, so a compiled file rebuilds it;
+a module that reads the teacher (OFD's margins, SRRL's classifier) records *where* in the teacher it reads and
+copies the values in ``copy_from_teacher`` — at compile time here, and again when the loss is attached.
+
+>>> from autokd_dsl.models import create_model
+>>> net = create_model("resnet8", num_classes=10)
+>>> bn_feeding(net, "layer2.0.relu:in@2", torch.randn(2, 3, 16, 16))
+'layer2.0.bn2'
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import connectors as cn
+from .errors import KDError
+from .hooks import parse_spec
+from .taps import resolve_point
+
+
+def _shape(v) -> tuple[int, ...]:
+    return tuple(v.example.shape[1:])
+
+
+def _text(shape: tuple) -> str:
+    return "×".join(str(d) for d in shape) or "scalar"
+
+
+def _same_form(call, s: tuple, t: tuple, what: str) -> None:
+    if len(s) != len(t) or len(s) not in (1, 3):
+        raise KDError(f"`{call.op}` maps {what}; here the student gives {_text(s)} and the teacher {_text(t)}",
+                      span=call.span, hint="tap points of the same kind on both networks, or use `adapt`")
+
+
+def _connector(call, s: tuple, t: tuple) -> nn.Module:
+    if not cn.connector_fits(s, t):
+        raise KDError(f"no connector maps the student's {_text(s)} onto the teacher's {_text(t)}",
+                      span=call.span, hint="adapt maps maps, tokens and vectors onto maps, tokens or vectors")
+    return cn.Connector(s, t)
+
+
+def _align(lw, call, v, other, tap) -> nn.Module:
+    s, t = _shape(v), _shape(other)
+    if s != t:
+        _connector(call, s, t)
+    return cn.Align(s, t)
+
+
+def _regress(lw, call, v, other, tap) -> nn.Module:
+    _same_form(call, _shape(v), _shape(other), "a map onto a map or a vector onto a vector")
+    return cn.Regressor(_shape(v), _shape(other))
+
+
+def _mlp(lw, call, v, other, tap) -> nn.Module:
+    _same_form(call, _shape(v), _shape(other), "a map onto a map or a vector onto a vector")
+    return cn.MLP(_shape(v), _shape(other))
+
+
+def _generate(lw, call, v, other, tap) -> nn.Module:
+    if len(_shape(v)) != 3 or len(_shape(other)) != 3:
+        raise KDError(f"`generate` maps a feature map onto the teacher's feature map, not {_text(_shape(v))} onto "
+                      f"{_text(_shape(other))}", span=call.span)
+    return cn.Generator(_shape(v), _shape(other))
+
+
+def _project(lw, call, v, other, tap) -> nn.Module:
+    return cn.Project(int(v.example[0].numel()), int(lw.kernel_args(call, v)["dim"]))
+
+
+def _margin(lw, call, v, other, tap) -> nn.Module:
+    teacher = lw.teacher
+    spec = resolve_point(teacher.net, tap.teacher_point, teacher.name)
+    channels = v.example.shape[1]
+    if not hasattr(lw, "teacher_events"):  # one recorded pass serves every margin of the distiller
+        lw.teacher_events = forward_events(teacher.net, lw.x)
+    path = bn_feeding(teacher.net, spec, lw.x, lw.teacher_events)
+    bn = dict(teacher.net.named_modules()).get(path) if path else None
+    if bn is None or bn.num_features != channels or not bn.affine:
+        raise KDError(f"`margin` needs a BatchNorm with {channels} channels before `{spec}` in {teacher.name}; "
+                      f"{'the last one there is `' + path + '`' if path else 'there is none'}", span=call.span,
+                      hint="OFD's margins come from the BatchNorm just before a ReLU: tap a pre-activation "
+                           "such as `stage3_pre`")
+    module = cn.TeacherMargin(path, channels)
+    module.copy_from_teacher(teacher.net)
+    return module
+
+
+def _teacher_head(lw, call, v, other, tap) -> nn.Module:
+    teacher = lw.teacher
+    spec = getattr(teacher.net, "kd_aliases", {}).get("logits")
+    path, linear = _last_linear(teacher.net, parse_spec(spec)[0] if spec else None)
+    if linear is None:
+        raise KDError(f"`teacher_head` needs the teacher's classifier; {teacher.name} names none (alias `logits`)",
+                      span=call.span)
+    width = v.example.shape[1]
+    if v.example.dim() != 2 or width != linear.in_features:
+        raise KDError(f"`teacher_head` takes features of the teacher classifier's width {linear.in_features}; this "
+                      f"value is {_text(_shape(v))}", span=call.span,
+                      hint="map the student's feature onto the teacher's first: `-> regress -> teacher_head`")
+    module = cn.TeacherHead(path, linear.in_features, linear.out_features)
+    module.copy_from_teacher(teacher.net)
+    return module
+
+
+def _gaussian_nll(lw, call, s, t, tap) -> nn.Module:
+    return cn.GaussianNLL(t.example.shape[1], float(lw.kernel_args(call, s)["init_var"]))
+
+
+def _crd(lw, call, s, t, tap) -> nn.Module:
+    args = lw.kernel_args(call, s)
+    return cn.ContrastMemory(int(args["n_data"]), s.example.shape[1], int(args["k"]), float(args["t"]),
+                             float(args["momentum"]))
+
+
+BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "adapt": lambda lw, call, v, other, tap: _connector(call, _shape(v), _shape(other)),
+    "align": _align,
+    "regress": _regress,
+    "mlp": _mlp,
+    "generate": _generate,
+    "project": _project,
+    "margin": _margin,
+    "teacher_head": _teacher_head,
+    "gaussian_nll": _gaussian_nll,
+    "crd": _crd,
+}
+
+
+def build(lw, call, v, other, tap) -> nn.Module:
+    """The module of a module-backed op at this point of the pipeline (``other``: the other side's value)."""
+    return BUILDERS[call.op](lw, call, v, other, tap)
+
+
+def build_across(call, students: list, teachers: list) -> nn.Module:
+    """The module of a learnable op that takes all taps of a term at once (ReviewKD's fusion)."""
+    return cn.ReviewFusion([_shape(v) for v in students], [_shape(v) for v in teachers])
+
+
+# ---- reading the teacher ------------------------------------------------------------------------------------
+
+
+def _last_linear(net: nn.Module, path: str | None) -> tuple[str, nn.Linear | None]:
+    """The linear layer at ``path``, or the last one inside it (a classifier wrapped in a Sequential)."""
+    modules = dict(net.named_modules())
+    if path is None or path not in modules:
+        return "", None
+    found = [(path, modules[path])] if isinstance(modules[path], nn.Linear) else []
+    found += [(f"{path}.{n}", m) for n, m in modules[path].named_modules() if n and isinstance(m, nn.Linear)]
+    return found[-1] if found else ("", None)
+
+
+def bn_feeding(net: nn.Module, spec: str, x: torch.Tensor, events: list | None = None) -> str | None:
+    """The BatchNorm that ran last before the tapped point ``spec`` was reached in a forward pass of ``x``
+    (``events``: a recorded :func:`forward_events` of that pass, to spare running it again)."""
+    path, io, call = parse_spec(spec)
+    last, seen = None, 0
+    for when, name, is_bn in events if events is not None else forward_events(net, x):
+        if (when, name) == (io, path):
+            seen += 1
+            if seen == call:
+                return last
+        if when == "out" and is_bn:
+            last = name
+    return None
+
+
+def forward_events(net: nn.Module, x: torch.Tensor) -> list[tuple[str, str, bool]]:
+    """Every module's start ("in") and end ("out") in one forward pass, in order, and whether it is a BatchNorm."""
+    events: list[tuple[str, str, bool]] = []
+    handles = []
+    for name, module in net.named_modules():
+        is_bn = isinstance(module, nn.modules.batchnorm._BatchNorm)
+        handles.append(module.register_forward_pre_hook(lambda *_, n=name, b=is_bn: events.append(("in", n, b))))
+        handles.append(module.register_forward_hook(lambda *_, n=name, b=is_bn: events.append(("out", n, b))))
+    was_training = net.training
+    try:
+        net.eval()
+        with torch.no_grad():
+            net(x)
+    finally:
+        net.train(was_training)
+        for h in handles:
+            h.remove()
+    return events

@@ -1,0 +1,318 @@
+"""Compiling distillers onto real models: gradients, shared work, taps, timm models, errors, torch.compile.
+
+The emitted file itself (goldens, bytes, standalone use) is tested in test_emit.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from autokd_dsl import kernels
+from autokd_dsl.check import check_text
+from autokd_dsl.connectors import Connector
+from autokd_dsl.hooks import TapCapture
+from autokd_dsl.models import create_model
+from autokd_dsl.runtime import attach, compile_distiller, load_distiller, pick_distiller
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures" / "compile"
+SIZE = (3, 16, 16)
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: more threads only add contention on a shared machine
+    yield
+    torch.set_num_threads(threads)
+
+
+def build(teacher: str, student: str, seed: int = 0, size=SIZE, classes: int = 10):
+    torch.manual_seed(seed)
+    return (create_model(teacher, num_classes=classes, in_chans=size[0]),
+            create_model(student, num_classes=classes, in_chans=size[0]))
+
+
+def compile_text(text: str, teacher, student, size=SIZE):
+    return compile_distiller(pick_distiller(check_text(text), None, "<test>"), teacher, student, size)
+
+
+def batch(size=SIZE, n: int = 4, classes: int = 10):
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn((n, *size), generator=generator), torch.arange(n) % classes
+
+
+def count_calls(loss, fn) -> int:
+    return sum(1 for node in loss.graph.nodes if node.op == "call_function" and node.target is fn)
+
+
+# ---- gradients and parameters ------------------------------------------------------------------------------
+
+
+def test_gradients_reach_student_and_connectors_never_the_teacher():
+    teacher, student = build("wrn_40_2", "wrn_40_1")
+    loss = compile_distiller(load_distiller(FIXTURES / "fitnet.kd"), teacher, student, SIZE)
+    model = attach(teacher, student, loss)
+    x, labels = batch()
+    _, losses = model(x, labels=labels)
+    assert set(losses) == {"ce", "hint", "total"}
+    losses["total"].backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is not None for p in loss.parameters())
+    assert student.conv1.weight.grad is not None and student.conv1.weight.grad.abs().sum() > 0
+    connectors = [m for m in loss.modules() if isinstance(m, Connector)]
+    assert len(connectors) == 1
+    assert connectors[0].student_shape == (32, 8, 8) and connectors[0].teacher_shape == (64, 8, 8)
+    ids = {id(p) for p in loss.parameters()}
+    assert ids == {id(p) for c in connectors for p in c.parameters()}
+    assert {id(p) for p in model.parameters()} == ids  # the trainer optimises these with the student's
+
+
+def test_a_distiller_without_adapt_has_no_parameters():
+    teacher, student = build("resnet14", "resnet8")
+    loss = compile_distiller(load_distiller(ROOT / "library" / "kd.kd"), teacher, student, SIZE)
+    assert list(loss.parameters()) == []
+    assert loss.student_taps == {"s_logits": "fc"} and loss.teacher_taps == {"t_logits": "fc"}
+
+
+# ---- shared subexpressions -------------------------------------------------------------------------------------
+
+
+def test_shared_attention_is_computed_once_per_side():
+    teacher, student = build("resnet32", "resnet8")
+    loss = compile_distiller(load_distiller(FIXTURES / "multi.kd"), teacher, student, SIZE)
+    assert count_calls(loss, kernels.attention) == 2  # one per side for the two terms reading it
+    assert count_calls(loss, kernels.softmax) == 2
+    x, labels = batch()
+    _, losses = attach(teacher, student, loss)(x, labels=labels)
+    assert set(losses) == {"at", "at_cos", "inter", "total"}
+    assert torch.isclose(losses["total"], losses["at"] + losses["at_cos"] + losses["inter"])
+
+
+def test_shared_softmax_and_fused_kl():
+    teacher, student = build("resnet14", "resnet8")
+    loss = compile_text("distiller d(t = 4):\n"
+                        "    inter: logits -> softmax(t) -> pearson -> t^2\n"
+                        "    intra: logits -> softmax(t) -> transpose -> pearson -> t^2\n"
+                        "    kd: logits -> softmax(t) -> kl -> t^2\n", teacher, student)
+    assert count_calls(loss, kernels.softmax) == 2  # shared by inter and intra; kl reads the logits
+    assert count_calls(loss, kernels.transpose) == 2
+    (kl,) = [n for n in loss.graph.nodes if n.target is kernels.kl]
+    assert kl.kwargs["mode"] == "logits" and kl.kwargs["temp"] == 4
+
+
+# ---- taps --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def user_nets(monkeypatch):
+    monkeypatch.syspath_prepend(str(FIXTURES))
+    torch.manual_seed(0)
+    return create_model("inplace_nets:teacher", num_classes=10), create_model("inplace_nets:student", num_classes=10)
+
+
+def test_taps_before_an_inplace_relu_keep_the_pre_activation(user_nets):
+    teacher, _ = user_nets
+    teacher.eval()
+    x, _ = batch()
+    capture = TapCapture(teacher, {"bn1": "bn1", "pre": "relu:in@2", "act": "relu@1"})
+    with torch.no_grad():
+        teacher(x)
+        stem, pre = teacher.stem(x), teacher.pre(x)
+    capture.remove()
+    assert (stem < 0).any() and (pre < 0).any()  # the in-place ReLU would have zeroed these
+    torch.testing.assert_close(capture.values["bn1"], stem)
+    torch.testing.assert_close(capture.values["pre"], pre)
+    torch.testing.assert_close(capture.values["act"], stem.relu())
+
+
+def test_attached_loss_sees_pre_activations(user_nets):
+    teacher, student = user_nets
+    loss = compile_text("distiller p:\n    feat: stage1 -> adapt -> mse -> 1\n"
+                        "    pre: student.relu:in@2 ~ teacher.relu:in@2 -> adapt -> mse -> 1\n",
+                        teacher, student)
+    assert loss.student_taps == {"s_stage1": "bn1", "s_relu_in2": "relu:in@2"}
+    teacher.eval(), student.eval(), loss.eval()
+    x, _ = batch()
+    _, losses = attach(teacher, student, loss)(x)
+    with torch.no_grad():
+        feat = torch.nn.functional.mse_loss(loss.adapt_stage1(student.stem(x)), teacher.stem(x))
+        pre = torch.nn.functional.mse_loss(loss.adapt_relu_in2(student.pre(x)), teacher.pre(x))
+    torch.testing.assert_close(losses["feat"].detach(), feat)
+    torch.testing.assert_close(losses["pre"].detach(), pre)
+
+
+def test_preactivation_pair_on_zoo_models():
+    teacher, student = build("resnet32", "resnet8")
+    loss = compile_distiller(load_distiller(FIXTURES / "preact.kd"), teacher, student, SIZE)
+    assert loss.student_taps == {"s_layer1_0_relu_in2": "layer1.0.relu:in@2"}
+    assert loss.teacher_taps == {"t_layer1_0_relu_in2": "layer1.0.relu:in@2"}
+    teacher.eval(), student.eval()
+    x, _ = batch()
+    _, losses = attach(teacher, student, loss)(x)
+    with torch.no_grad():  # the residual sum of layer1.0, before its ReLU
+        def pre(net):
+            h = net.relu(net.bn1(net.conv1(x)))
+            block = net.layer1[0]
+            return block.bn2(block.conv2(block.relu(block.bn1(block.conv1(h))))) + h
+        expected = torch.nn.functional.mse_loss(pre(student), pre(teacher))
+    assert (pre(student) < 0).any()
+    torch.testing.assert_close(losses["pre"].detach(), expected)
+
+
+# ---- timm models -------------------------------------------------------------------------------------------------
+
+
+def run_and_check(teacher, student, loss, size, classes):
+    x, labels = batch(size, n=2, classes=classes)
+    _, losses = attach(teacher, student, loss)(x, labels=labels)
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["total"].backward()
+    assert list(loss.parameters()) and all(p.grad is not None and p.grad.abs().sum() > 0 for p in loss.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
+    return losses
+
+
+def test_timm_cnn_pair():
+    size = (3, 64, 64)
+    teacher, student = build("timm:resnet18", "timm:resnet10t", size=size)
+    loss = compile_text("distiller f(t = 4):\n"
+                        "    fit: student.stage3 ~ teacher.stage4 -> adapt -> mse -> 1\n"
+                        "    kd: logits -> softmax(t) -> kl -> t^2\n"
+                        "    ce: logits ~ labels -> ce -> 1\n", teacher, student, size)
+    assert loss.student_taps == {"s_stage3": "layer3", "s_logits": "fc"}
+    (connector,) = loss.children()
+    assert connector.student_shape == (256, 4, 4) and connector.teacher_shape == (512, 2, 2)
+    run_and_check(teacher, student, loss, size, 10)
+
+
+def test_timm_vit_teacher_cnn_student():
+    size = (3, 32, 32)
+    teacher, student = build("timm:test_vit", "resnet8", size=size)  # timm's smallest ViT
+    loss = compile_text("distiller f(t = 4):\n"
+                        "    fit: stage3 -> adapt -> mse -> 1\n"
+                        "    kd: logits -> softmax(t) -> kl -> t^2\n", teacher, student, size)
+    (connector,) = loss.children()
+    assert connector.student_shape == (64, 8, 8) and len(connector.teacher_shape) == 2  # a map onto tokens
+    run_and_check(teacher, student, loss, size, 10)
+
+
+# ---- the CLI: errors and `layers` (one batch of subprocesses, run side by side) ---------------------------------
+
+BAD = {  # name → (.kd text, teacher, student, input size)
+    "unknown_tap": ("distiller bad:\n    x: student.layer3.0.conv9 ~ teacher.layer3 -> mse -> 1\n",
+                    "resnet14", "resnet8", "3x16x16"),
+    "shape": ("distiller bad:\n    fit: stage3 -> mse -> 1\n", "wrn_40_2", "resnet8", "3x16x16"),
+    "kl_tokens": ("distiller bad:\n    k: student.blocks.1 ~ teacher.blocks.2 -> kl -> 1\n",
+                  "timm:test_vit", "timm:test_vit", "3x32x32"),
+    "map_tokens": ("distiller bad:\n    fit: stage3 -> mse -> 1\n", "timm:test_vit", "resnet8", "3x32x32"),
+}
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory):
+    """Every CLI call of this section, started together; name → (CompletedProcess-like, .kd path)."""
+    tmp = tmp_path_factory.mktemp("cli")
+    commands = {"layers": ["layers", "resnet8", "--input-size", "3x16x16"],
+                "layers_json": ["layers", "resnet8", "--input-size", "3x16x16", "--json"]}
+    for name, (text, teacher, student, size) in BAD.items():
+        (tmp / f"{name}.kd").write_text(text, encoding="utf-8")
+        commands[name] = ["compile", str(tmp / f"{name}.kd"), "--teacher", teacher, "--student", student,
+                          "--input-size", size, "-o", str(tmp / f"{name}_out.py")]
+    env = {**ENV, "OMP_NUM_THREADS": "1"}  # tiny probes; threads would only fight each other
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two at a time: the import of torch dominates
+        runs = {name: pool.submit(subprocess.run, [sys.executable, "-m", "autokd_dsl", *args], capture_output=True,
+                                  text=True, cwd=ROOT, env=env, timeout=300) for name, args in commands.items()}
+        return {name: run.result() for name, run in runs.items()}, tmp
+
+
+def compile_error(cli_runs, name: str) -> tuple[str, str]:
+    """The stderr of a failed compile, and the .kd path as the error shows it."""
+    results, tmp = cli_runs
+    proc = results[name]
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp / f"{name}_out.py").exists()
+    return proc.stderr, str(tmp / f"{name}.kd")
+
+
+def test_cli_unknown_tap(cli_runs):
+    err, path = compile_error(cli_runs, "unknown_tap")
+    assert f"{path}:2:8: error: `layer3.0.conv9` is not a tap point of resnet8" in err
+    assert "student.layer3.0.conv9 ~ teacher.layer3" in err and "^^^^" in err
+    assert "did you mean `layer3.0.conv2`?" in err
+    assert "autokd-dsl layers resnet8" in err
+
+
+def test_cli_shape_mismatch_suggests_adapt(cli_runs):
+    err, path = compile_error(cli_runs, "shape")
+    assert f"{path}:2:20: error:" in err
+    assert "64×4×4 from resnet8" in err and "128×4×4 from wrn_40_2" in err
+    assert "-> adapt ->" in err
+
+
+def test_cli_kl_on_vit_tokens(cli_runs):
+    err, path = compile_error(cli_runs, "kl_tokens")
+    assert f"{path}:2:47: error: `kl` does not take tokens (N,L,D)" in err
+    assert "softmax(d)" in err
+
+
+def test_cli_map_against_tokens_suggests_adapt(cli_runs):
+    err, _ = compile_error(cli_runs, "map_tokens")
+    assert "a feature map (N,C,H,W) (student resnet8)" in err and "tokens (N,L,D) (teacher timm:test_vit)" in err
+    assert "adapt" in err
+
+
+def test_layers_table(cli_runs):
+    table = cli_runs[0]["layers"]
+    assert table.returncode == 0, table.stderr
+    assert "layer1.0.relu" in table.stdout and "stage1_pre" in table.stdout
+    aliases = table.stdout.split("aliases: ")[-1]
+    assert "stem = relu" in aliases and "stage1 = layer1" in aliases and "logits = fc" in aliases
+
+
+def test_layers_json(cli_runs):
+    proc = cli_runs[0]["layers_json"]
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["model"] == "resnet8" and data["input_size"] == [3, 16, 16]
+    assert data["aliases"]["stage3"] == "layer3" and data["aliases"]["logits"] == "fc"
+    assert data["aliases"]["stage1_pre"] == "layer1.0.relu:in@2"
+    rows = {row["name"]: row for row in data["layers"]}
+    assert rows["layer3"]["shape"] == [64, 4, 4] and rows["layer3"]["aliases"] == ["stage3"]
+    assert rows["layer1.0.relu"]["calls"] == 2 and rows["fc"]["shape"] == [100]
+    assert rows["fc"]["type"] == "Linear" and "logits" in rows["fc"]["aliases"]
+
+
+# ---- torch.compile -------------------------------------------------------------------------------------------
+
+
+def test_torch_compile_of_the_attached_model_gives_the_same_losses():
+    teacher, student = build("resnet8", "resnet8", size=(3, 8, 8))
+    loss = compile_text("distiller f(t = 4):\n"
+                        "    fit: student.stage2 ~ teacher.stage3 -> adapt -> mse -> 10\n"
+                        "    pre: stage3_pre -> attention(2) -> mse -> 100\n"
+                        "    kd: logits -> softmax(t) -> kl -> t^2\n"
+                        "    ce: logits ~ labels -> ce -> 1\n", teacher, student, (3, 8, 8))
+    student.eval(), loss.eval()  # no BatchNorm statistics updates between the two runs
+    model = attach(teacher, student, loss)
+    x, labels = batch((3, 8, 8))
+    _, expected = model(x, labels=labels)
+    torch._dynamo.reset()
+    # "aot_eager" traces the forward and the backward like inductor does, without a C++ toolchain
+    _, got = torch.compile(model, backend="aot_eager")(x, labels=labels)
+    got["total"].backward()
+    assert set(got) == set(expected)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name])
+    assert all(p.grad is not None for p in loss.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
