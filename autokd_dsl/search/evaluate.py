@@ -234,7 +234,7 @@ class _Runner:
                 sched.step()
                 _apply_masks(self.masks)
                 for k, v in values.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
             _regrow(self.masks, self.generator)
         return {k: v / max(1, steps) for k, v in sums.items()}
 

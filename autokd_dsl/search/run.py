@@ -31,6 +31,7 @@ class SearchConfig(pydantic.BaseModel):
     data: str = "digits"
     data_root: Optional[str] = None
     input_size: tuple[int, int, int] = (3, 16, 16)
+    train_subset: Optional[int] = None
     budget: int = 48
     strategy: str = "mcts"
     c: float = 0.15
@@ -45,7 +46,8 @@ class SearchConfig(pydantic.BaseModel):
 
     def identity(self) -> dict:
         """What must match for --resume to continue this search."""
-        keep = ("space_name", "teacher", "student", "teacher_weights", "data", "input_size", "strategy", "c", "seed")
+        keep = ("space_name", "teacher", "student", "teacher_weights", "data", "input_size", "train_subset",
+                "strategy", "c", "seed")
         return {k: getattr(self, k) for k in keep} | {"proxy": self.proxy.key(), "space_file": Path(self.space_file).name}
 
 
