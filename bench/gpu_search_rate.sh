@@ -9,11 +9,11 @@ DEVICE=${DEVICE:-cuda}
 OUTDIR=runs/search-$DEVICE
 SAVE=${OUT:-runs}
 TEACHER=gpu_check/resnet56_fmnist_1ep.pt
-if [ -d .whl ] && ! python3 -c "import lark, pydantic" 2>/dev/null; then
+PY=${PY:-python3}
+if [ -d .whl ] && ! $PY -c "import lark, pydantic" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD
 fi
-PY=${PY:-python3}
 [ "$DEVICE" = cpu ] || nvidia-smi -L
 if [ ! -f "$TEACHER" ]; then  # one epoch: the teacher's quality does not change the rate
   $PY -m autokd_dsl teacher resnet56 --data fashion-mnist --data-root gpu_check --input-size 3x32x32 \
