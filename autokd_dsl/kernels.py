@@ -282,8 +282,8 @@ def pearson(s, t):
 def mmd(s, t, d=2, c=0.0):
     s, t = s.flatten(2), t.flatten(2)
 
-    def k(a, b):
-        return (a.unsqueeze(1) * b.unsqueeze(2)).sum(-1).add(c).pow(d).mean()
+    def k(a, b):  # (x_i · y_j + c)^d over all channel pairs, as one batched matrix product
+        return (b @ a.transpose(1, 2)).add(c).pow(d).mean()
 
     return k(t, t) + k(s, s) - 2 * k(s, t)
 
@@ -323,9 +323,15 @@ def hcl(s, t):
 # ---- labels inside a transform, relations across taps --------------------------------------------------------
 
 
+def _need_labels(labels):
+    if labels is None:
+        raise ValueError("this distiller uses the labels inside a transform: pass labels=")
+    return labels
+
+
 def target_binary(x, labels, log=False):
     """(p of the label's class, p of the rest); on log-probabilities the same in logs (exact, no epsilon)."""
-    target = F.one_hot(labels, x.shape[1]).bool()
+    target = F.one_hot(_need_labels(labels), x.shape[1]).bool()
     own = x.gather(1, labels[:, None])
     if log:
         return torch.cat([own, x.masked_fill(target, float("-inf")).logsumexp(1, keepdim=True)], dim=1)
@@ -333,7 +339,7 @@ def target_binary(x, labels, log=False):
 
 
 def drop_target(x, labels, value=1000.0):
-    return x - value * F.one_hot(labels, x.shape[1]).to(x.dtype)
+    return x - value * F.one_hot(_need_labels(labels), x.shape[1]).to(x.dtype)
 
 
 def fsp(*xs):

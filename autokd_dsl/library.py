@@ -33,6 +33,7 @@ class Entry:
     name: str
     paper: str
     matches: str
+    constructs: tuple[str, ...] = ()
 
 
 def library_entries() -> list[Entry]:
@@ -62,7 +63,30 @@ def describe(path: Path) -> Entry:
             continue
         ops = [print_step(s).split("(")[0] for s in term.steps[:-1]]
         parts.append(f"{taps}: {' → '.join(ops)}")
-    return Entry(path.stem, paper, "; ".join(parts))
+    return Entry(path.stem, paper, "; ".join(parts), constructs_of(block))
+
+
+def constructs_of(block) -> tuple[str, ...]:
+    """What a distiller uses beyond pure transform → distance → weight: the ops' constructs (`Op.constructs`),
+    pre-activation taps, different points per side, and epoch schedules.
+
+    >>> from autokd_dsl.check import check_text
+    >>> constructs_of(check_text("distiller d:\\n    stage3_pre -> adapt -> mse -> warmup(5)").blocks[0])
+    ('learnable', 'pre-activation taps', 'epoch schedule')
+    """
+    from . import ir
+    from .ops import OPS
+
+    found: list[str] = []
+    for term in block.terms:
+        for step in term.steps[:-1]:
+            found += OPS[step.op].constructs() if isinstance(step, ir.Call) and step.op in OPS else []
+        points = [p for tap in term.taps if isinstance(tap, ir.Tap) for p in (tap.student, tap.teacher) if p]
+        if any(p.path.endswith("_pre") or p.io == "in" for p in points):
+            found.append("pre-activation taps")
+        if any(isinstance(e, ir.Call) for e in ir.walk(term.weight)):
+            found.append("epoch schedule")
+    return tuple(dict.fromkeys(found))
 
 
 def library_file(name: str) -> Path:

@@ -21,7 +21,7 @@ from .errors import KDError
 from .kinds import Kind
 from .ops import OPS
 from .printer import print_call, print_point
-from .taps import example_input, probe, resolve_point
+from .taps import example_input, probe_examples, resolve_point
 
 
 @dataclass
@@ -58,7 +58,7 @@ def _ident(text: str) -> str:
 
 
 class Lowering:
-    def __init__(self, block: ir.Block, teacher: Model, student: Model, input_size, batch: int = 4):
+    def __init__(self, block: ir.Block, teacher: Model, student: Model, input_size, batch: int = 2):
         self.block, self.teacher, self.student = block, teacher, student
         self.graph = fx.Graph()
         self.root = nn.Module()
@@ -90,8 +90,8 @@ class Lowering:
 
     def build(self) -> fx.GraphModule:
         self.collect_taps()
-        s_ex = probe(self.student.net, self.student.taps, self.x, self.student.name)
-        t_ex = probe(self.teacher.net, self.teacher.taps, self.x, self.teacher.name)
+        s_ex = probe_examples(self.student.net, self.student.taps, self.x, self.student.name)
+        t_ex = probe_examples(self.teacher.net, self.teacher.taps, self.x, self.teacher.name)
         self.labels = self.labels.to(next(iter(s_ex.values())).device) if s_ex else self.labels
         self.inputs = {}
         for name in self.student.taps:
@@ -125,14 +125,18 @@ class Lowering:
 
     # ---- terms -----------------------------------------------------------------------------------------
     def term(self, term: ir.Term, name: str) -> fx.Node:
-        """Each tap's pipeline, run in lockstep so that an op across taps sees all of them, then summed."""
-        chains = [self.start(tap) for tap in term.taps]
-        for call in term.transforms:
-            if OPS[call.op].across:
-                chains = self.across(call, chains)
-            else:
-                chains = [Chain(*self.transform(call, c.s, c.t, c.key, c.tap), c.tap) for c in chains]
-        parts = [self.distance(term.distance, c.s, c.t, c.tap, name) for c in chains]
+        """Each tap's pipeline and distance, summed; with an op across taps the pipelines run in lockstep so
+        that it sees all of them (otherwise tap after tap, which keeps each tap's nodes together)."""
+        groups = [term.taps] if any(OPS[call.op].across for call in term.transforms) else [[t] for t in term.taps]
+        parts = []
+        for taps in groups:
+            chains = [self.start(tap) for tap in taps]
+            for call in term.transforms:
+                if OPS[call.op].across:
+                    chains = self.across(call, chains)
+                else:
+                    chains = [Chain(*self.transform(call, c.s, c.t, c.key, c.tap), c.tap) for c in chains]
+            parts += [self.distance(term.distance, c.s, c.t, c.tap, name) for c in chains]
         value = parts[0]
         for part in parts[1:]:
             value = self.graph.call_function(operator.add, (value, part))

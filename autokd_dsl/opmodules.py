@@ -14,6 +14,7 @@ copies the values in ``copy_from_teacher`` — at compile time here, and again w
 
 from __future__ import annotations
 
+import weakref
 from typing import Callable
 
 import torch
@@ -78,9 +79,11 @@ def _margin(lw, call, v, other, tap) -> nn.Module:
     teacher = lw.teacher
     spec = resolve_point(teacher.net, tap.teacher_point, teacher.name)
     channels = v.example.shape[1]
-    if not hasattr(lw, "teacher_events"):  # one recorded pass serves every margin of the distiller
-        lw.teacher_events = forward_events(teacher.net, lw.x)
-    path = bn_feeding(teacher.net, spec, lw.x, lw.teacher_events)
+    key = (tuple(lw.x.shape), sum(1 for _ in teacher.net.modules()))
+    events = _EVENTS.setdefault(teacher.net, {})
+    if key not in events:  # one recorded pass serves every margin (of every distiller compiled for it)
+        events[key] = forward_events(teacher.net, lw.x)
+    path = bn_feeding(teacher.net, spec, lw.x, events[key])
     bn = dict(teacher.net.named_modules()).get(path) if path else None
     if bn is None or bn.num_features != channels or not bn.affine:
         raise KDError(f"`margin` needs a BatchNorm with {channels} channels before `{spec}` in {teacher.name}; "
@@ -90,6 +93,9 @@ def _margin(lw, call, v, other, tap) -> nn.Module:
     module = cn.TeacherMargin(path, channels)
     module.copy_from_teacher(teacher.net)
     return module
+
+
+_EVENTS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
 def _teacher_head(lw, call, v, other, tap) -> nn.Module:

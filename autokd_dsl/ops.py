@@ -73,6 +73,12 @@ class Op:
         """Backed by an nn.Module the compiler builds (learnable, stateful or reading the teacher)."""
         return self.learnable or self.stateful or self.teacher
 
+    @property
+    def plain(self) -> bool:
+        """Needs nothing but its tap's values: no other taps, graph inputs, teacher parameters or state (a search
+        can put it in any slot)."""
+        return self.across is None and not self.needs and not self.teacher and not self.stateful
+
     def constructs(self) -> list[str]:
         """What this op needs beyond a pure tensor function, in words (for `autokd-dsl ops` and the docs).
 

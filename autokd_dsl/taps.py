@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -77,6 +78,26 @@ def probe(model: nn.Module, taps: dict[str, str], x: torch.Tensor, model_name: s
         raise KDError(f"tap `{taps[next(iter(bad))]}` of {model_name} is not a single tensor",
                       hint=_hint(model_name))
     return capture.values
+
+
+_EXAMPLES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def probe_examples(model: nn.Module, taps: dict[str, str], x: torch.Tensor, model_name: str) -> dict[str, torch.Tensor]:
+    """:func:`probe`, remembering every tap's example per model and input shape, so that compiling many
+    distillers for the same networks (a library, a search) runs each network once per new tap point. Examples
+    only give shapes and kinds, which do not change as the weights train."""
+    key = (tuple(x.shape), sum(1 for _ in model.modules()))
+    seen = _EXAMPLES.setdefault(model, {}).setdefault(key, {})
+    missing = {name: spec for name, spec in taps.items() if spec not in seen}
+    if missing:
+        extra = {f"_alias_{a}": spec for a, spec in aliases(model).items() if spec not in seen}
+        try:  # the aliases ride along: the next distiller most likely taps them
+            got = probe(model, {**extra, **missing}, x, model_name)
+        except KDError:
+            got = probe(model, missing, x, model_name)
+        seen.update({({**extra, **missing})[name]: value for name, value in got.items()})
+    return {name: seen[spec] for name, spec in taps.items()}
 
 
 @dataclass(frozen=True)

@@ -51,12 +51,12 @@ class DistillerLoss(nn.Module):
         ce = kernels.ce(s_logits, labels, soft = False, temp = 1);  s_logits = labels = None
         s_stage1_attention = kernels.attention(s_stage1, p = 2);  s_stage1 = None
         t_stage1_attention = kernels.attention(t_stage1_detached, p = 2);  t_stage1_detached = None
+        at_mse = kernels.mse(s_stage1_attention, t_stage1_attention);  s_stage1_attention = t_stage1_attention = None
         s_stage2_attention = kernels.attention(s_stage2, p = 2);  s_stage2 = None
         t_stage2_attention = kernels.attention(t_stage2_detached, p = 2);  t_stage2_detached = None
+        at_mse_1 = kernels.mse(s_stage2_attention, t_stage2_attention);  s_stage2_attention = t_stage2_attention = None
         s_stage3_attention = kernels.attention(s_stage3, p = 2);  s_stage3 = None
         t_stage3_attention = kernels.attention(t_stage3_detached, p = 2);  t_stage3_detached = None
-        at_mse = kernels.mse(s_stage1_attention, t_stage1_attention);  s_stage1_attention = t_stage1_attention = None
-        at_mse_1 = kernels.mse(s_stage2_attention, t_stage2_attention);  s_stage2_attention = t_stage2_attention = None
         at_mse_2 = kernels.mse(s_stage3_attention, t_stage3_attention);  s_stage3_attention = t_stage3_attention = None
         add = at_mse + at_mse_1;  at_mse = at_mse_1 = None
         add_1 = add + at_mse_2;  add = at_mse_2 = None
