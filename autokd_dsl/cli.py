@@ -131,7 +131,8 @@ def ops(role: Optional[str] = typer.Argument(None, help="transform, distance or 
         if role and op.role != role:
             continue
         args = ", ".join(p.name + ("" if p.default is None else f"={p.default}") for p in op.params)
-        table.add_row(op.name, op.role + (" (student side)" if op.side == "student" else ""), args,
+        notes = ([f"{op.side} side"] if op.side != "both" else []) + op.constructs()
+        table.add_row(op.name, op.role + (f" ({'; '.join(notes)})" if notes else ""), args,
                       op.accepts() if op.role != "weight" else "epoch", op.doc)
     Console().print(table)
 
@@ -211,6 +212,18 @@ def compile_cmd(
                f"{sum(p.numel() for p in loss.parameters())} connector parameters", err=True)
 
 
+def check_device(device: str) -> None:
+    """A clear error for a device this machine does not have."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise KDError(f"unknown device `{device}`", hint="use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise KDError(f"device `{device}` is not available here", hint="this machine has no GPU: use --device cpu")
+
+
 def cache_dir() -> Path:
     """Where teachers are cached: $AUTOKD_CACHE, else the user cache folder."""
     import os
@@ -237,6 +250,8 @@ def search(
     data: str = typer.Option("digits", "--data", help="Dataset (digits, fashion-mnist, mnist, cifar10, ...)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root"),
     input_size: str = typer.Option("3x16x16", "--input-size", help="CxHxW; proxy searches run small."),
+    train_subset: Optional[int] = typer.Option(None, "--train-subset",
+                                               help="Low-data runs: a class-balanced subset of N training images."),
     budget: int = typer.Option(48, "--budget", help="Candidates to evaluate."),
     epochs: int = typer.Option(2, "--epochs", help="Proxy training epochs per candidate."),
     subset: float = typer.Option(0.5, "--subset", help="Fraction of the training split used by the proxy."),
@@ -248,9 +263,12 @@ def search(
     c: float = typer.Option(0.15, "--c", help="UCT exploration constant (on min-max normalised rewards)."),
     workers: int = typer.Option(1, "--workers", help="Evaluate this many candidates at once (processes)."),
     seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N: where candidates train."),
     space_name: Optional[str] = typer.Option(None, "--space", help="Which space of the file."),
     out: Path = typer.Option(Path("runs/search"), "--out", help="Output folder (store, best.kd, report)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the search stored in --out."),
+    final_epochs: int = typer.Option(0, "--final-epochs", help="Retrain the top 3 and KD this long (test accuracy)."),
+    final_seeds: int = typer.Option(3, "--final-seeds", help="Seeds for the final retraining."),
 ) -> None:
     """Search a space of distillers with MCTS (or random / evolution) and write the best as best.kd."""
     from rich.console import Console
@@ -263,16 +281,21 @@ def search(
 
     console = Console(stderr=True)
     size = parse_input_size(input_size)
-    if budget < 1 or epochs < 1 or not 0 < subset <= 1 or workers < 1:
-        raise KDError("--budget, --epochs and --workers must be at least 1, and --subset in (0, 1]")
+    if budget < 1 or epochs < 1 or not 0 < subset <= 1 or workers < 1 or final_epochs < 0 or final_seeds < 1:
+        raise KDError("--budget, --epochs, --workers and --final-seeds must be at least 1, --final-epochs at least 0, "
+                      "and --subset in (0, 1]")
+    check_device(device)
     load_space(str(space_file), space_name)  # a bad space fails before any training
     proxy = ProxySettings(epochs=epochs, subset=subset, entropy_sampling=entropy, offline_teacher=offline,
                           sparse_density=sparse, seed=seed)
     cfg = SearchConfig(space_file=str(space_file), space_name=space_name, teacher=teacher, student=student,
                        teacher_weights=str(teacher_weights) if teacher_weights else None, data=data,
                        data_root=str(data_root) if data_root else None, input_size=size, budget=budget,
-                       strategy=strategy, c=c, workers=workers, seed=seed, proxy=proxy)
-    data_cfg = DataConfig(name=data, root=data_root, input_size=size, seed=seed, augment=False)
+                       train_subset=train_subset,
+                       strategy=strategy, c=c, workers=workers, seed=seed, proxy=proxy, device=device,
+                       final_epochs=final_epochs, final_seeds=final_seeds)
+    data_cfg = DataConfig(name=data, root=data_root, input_size=size, seed=seed, augment=False,
+                          train_subset=train_subset)
     bundle = load_data(data_cfg)
     teacher_net = obtain_teacher(teacher, teacher_weights, data_cfg, bundle.num_classes, console)
     summary = run(cfg, out, resume, teacher_net, bundle, console)
@@ -301,13 +324,14 @@ def teacher_cmd(
                                                  "imagefolder:PATH)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the dataset files."),
     input_size: str = typer.Option("3x32x32", "--input-size", help="CxHxW; 1x16x16 for fast CPU proxies."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Default: 240 (RepDistiller), 15 for digits, "
-                                                                "10 for (fashion-)mnist."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Default: 240 (RepDistiller), 10 for digits, "
+                                                                "8 for (fashion-)mnist."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Default 0.05 (0.01 for MobileNet/ShuffleNet)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default 64."),
     seed: int = typer.Option(0, "--seed"),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the checkpoint here (default: the teacher "
                                                            "cache, reused by `train` and `search`)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, or cuda to train the teacher on a GPU."),
 ) -> None:
     """Train a teacher with cross-entropy and save a checked checkpoint (or cache it)."""
     from .data import DataConfig
@@ -320,9 +344,9 @@ def teacher_cmd(
     create_model(model, num_classes=10, in_chans=data_cfg.input_size[0])  # an unknown name fails first
     recipe = default_recipe(model, data_cfg.name, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     if out is None:
-        path = teacher_for(model, data_cfg, recipe, cache_dir(), console)
+        path = teacher_for(model, data_cfg, recipe, cache_dir(), console, device=device)
     else:
-        path = train_teacher(model, data_cfg, recipe, out, console)
+        path = train_teacher(model, data_cfg, recipe, out, console, device=device)
     console.print(f"teacher checkpoint: {path}")
 
 
@@ -340,8 +364,8 @@ def train_cmd(
                                                  "imagefolder:PATH)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the dataset files."),
     input_size: str = typer.Option("3x32x32", "--input-size", help="CxHxW; 1x16x16 for fast CPU proxies."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Default: 240 (RepDistiller), 15 for digits, "
-                                                                "10 for (fashion-)mnist."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Default: 240 (RepDistiller), 10 for digits, "
+                                                                "8 for (fashion-)mnist."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Default 0.05 (0.01 for MobileNet/ShuffleNet)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default 64."),
     train_subset: Optional[int] = typer.Option(None, "--train-subset",
@@ -379,13 +403,34 @@ def train_cmd(
     t_acc = (getattr(teacher_net, "kd_teacher", None) or {}).get("test_accuracy")
     console.print(f"distiller {block.name} ({file}): {teacher}"
                   + (f" (test {t_acc:.2%})" if isinstance(t_acc, float) else "")
-                  + f" -> {student}; {describe(bundle)}; {cfg.epochs} epochs, lr {cfg.lr}, batch {cfg.batch_size}, "
+                  + f" -> {student}; {describe(bundle)}"
+                  + (f" (class-balanced subset, seed {seed})" if train_subset is not None else "")
+                  + f"; {cfg.epochs} epochs, lr {cfg.lr}, batch {cfg.batch_size}, "
                   f"{cfg.schedule} schedule, seed {cfg.seed}; run folder {out}")
     try:
         train(block, teacher_net, student_net, bundle, cfg, out, resume, console,
               cache_root=cache_dir().parent / "teacher-outputs")
     except KDError as err:
         raise err.located(SourceText(str(file), file.read_text(encoding="utf-8"))) if err.span else err
+
+
+@app.command("library")
+@user_errors
+def library_cmd(name: Optional[str] = typer.Argument(None, help="A library distiller to print, e.g. `dkd`.")) -> None:
+    """List the published distillers that ship with autokd-dsl, or print one (`autokd-dsl library dkd`)."""
+    from .library import library_entries, library_file
+
+    if name is not None:
+        typer.echo(library_file(name).read_text(encoding="utf-8"), nl=False)
+        return
+    from rich.table import Table
+
+    table = Table("name", "paper", "matches (taps: transforms → distance)", "beyond transform → distance")
+    for entry in library_entries():
+        table.add_row(entry.name, entry.paper, entry.matches, ", ".join(entry.constructs) or "-")
+    console = _plain_console()
+    console.print(table)
+    console.print("print one with `autokd-dsl library NAME`; compile it with `autokd-dsl compile` on its file")
 
 
 @app.command("models")

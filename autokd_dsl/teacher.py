@@ -1,0 +1,317 @@
+"""Teachers: train one, save it as a checked checkpoint, load it back, and cache it per recipe.
+
+A teacher checkpoint is a ``torch.save``-d dict of plain values and the state dict, so
+``torch.load(path, weights_only=True)`` reads it::
+
+    {"format": "autokd-dsl/teacher/1", "architecture": "resnet20", "dataset": "digits",
+     "data_config": {...}, "input_size": [3, 32, 32], "num_classes": 10, "recipe": {...},
+     "test_accuracy": 0.97, "val_accuracy": 0.98, "train_seconds": 41.0, "device": "cpu",
+     "content_hash": "<sha256 of the state dict>", "state_dict": {...}}
+
+:func:`load_teacher` checks every field against what the run needs and turns each mismatch or a corrupt file
+into a :class:`~autokd_dsl.errors.KDError`. Bare state dicts and RepDistiller's ``{"model": state_dict}``
+checkpoints load too (their architecture is then checked by the state dict's shapes only).
+
+>>> default_recipe("resnet56", "cifar100").schedule, default_recipe("resnet20", "digits").epochs
+('step', 10)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from .data import DataConfig, batches, describe, load_data
+from .errors import KDError
+from .models import create_model
+from .optim import SGDSettings, accuracy, make_optimizer, seed_everything
+from .progress import EpochBar
+
+FORMAT = "autokd-dsl/teacher/1"
+#: RepDistiller's CIFAR recipe length; shorter runs use the scaled (cosine) recipe.
+REPDISTILLER_EPOCHS = 240
+#: Epochs that reach a good teacher on the small datasets on a CPU (digits: > 95 % test in under a minute).
+SHORT_EPOCHS = {"digits": 10, "mnist": 8, "fashion-mnist": 8}
+#: RepDistiller's learning rate for the light architectures.
+LIGHT_LR = {"mobilenetv2": 0.01, "mobile_half": 0.01, "shufflev1": 0.01, "shufflev2": 0.01}
+
+
+class Recipe(SGDSettings):
+    """How a teacher is trained (see :class:`~autokd_dsl.optim.SGDSettings` for the fields)."""
+
+    def key(self) -> str:
+        return _short_hash(self.model_dump(mode="json"))
+
+
+def default_recipe(arch: str, dataset: str, epochs: int | None = None, lr: float | None = None,
+                   batch_size: int | None = None, seed: int = 0) -> Recipe:
+    """RepDistiller's recipe for runs of 240 epochs or more, else the same SGD with a cosine schedule."""
+    epochs = epochs or SHORT_EPOCHS.get(dataset, REPDISTILLER_EPOCHS)
+    return Recipe(
+        epochs=epochs,
+        lr=lr or LIGHT_LR.get(arch, 0.05),
+        batch_size=batch_size or 64,
+        schedule="step" if epochs >= REPDISTILLER_EPOCHS else "cosine",
+        seed=seed,
+    )
+
+
+def teacher_data(cfg: DataConfig) -> DataConfig:
+    """The data a teacher trains on: the whole training split of ``cfg`` (never a student's subset)."""
+    return cfg.model_copy(update={"train_subset": None})
+
+
+# ------------------------------------------------------------------------------------------- hashing
+
+
+def _short_hash(payload: Any) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def state_hash(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of a state dict, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode("utf-8"))
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def train_teacher(arch: str, data_cfg: DataConfig, recipe: Recipe, out: str | Path,
+                  console: Console | None = None, device: str = "cpu") -> Path:
+    """Train ``arch`` with cross-entropy on ``data_cfg`` and write its checkpoint to ``out``; return ``out``.
+
+    Example: ``train_teacher("resnet20", DataConfig(name="digits"), default_recipe("resnet20", "digits"),
+    "t.pt")``.
+    """
+    console = console or Console()
+    dev = _device(device)
+    bundle = _on_device(load_data(data_cfg), dev)
+    generator = seed_everything(recipe.seed)
+    model = create_model(arch, bundle.num_classes, data_cfg.input_size[0]).to(dev)
+    opt, sched = make_optimizer(model.parameters(), recipe)
+    console.print(f"training teacher {arch} on {describe(bundle)}: {recipe.epochs} epochs, lr {recipe.lr}, "
+                  f"batch {recipe.batch_size}, {recipe.schedule} schedule")
+    start = time.perf_counter()
+    val_acc = 0.0
+    for epoch in range(1, recipe.epochs + 1):
+        loss, train_acc = _teacher_epoch(model, bundle, recipe, opt, generator, console, epoch)
+        val_acc = accuracy(model, bundle.val.images, bundle.val.labels)
+        console.print(f"teacher epoch {epoch}/{recipe.epochs}  loss {loss:.4f}  train {train_acc:.2%}  "
+                      f"val {val_acc:.2%}  lr {opt.param_groups[0]['lr']:.4g}")
+        sched.step()
+    test_acc = accuracy(model, bundle.test.images, bundle.test.labels)
+    seconds = time.perf_counter() - start
+    console.print(f"teacher {arch}: test accuracy {test_acc:.2%} ({seconds:.0f}s)")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    checkpoint = {
+        "format": FORMAT,
+        "architecture": arch,
+        "dataset": data_cfg.name,
+        "data_config": data_cfg.model_dump(mode="json"),
+        "input_size": list(data_cfg.input_size),
+        "num_classes": bundle.num_classes,
+        "recipe": recipe.model_dump(mode="json"),
+        "test_accuracy": test_acc,
+        "val_accuracy": val_acc,
+        "train_seconds": seconds,
+        "device": dev.type,
+        "content_hash": state_hash(state),
+        "state_dict": state,
+    }
+    return save_atomic(checkpoint, Path(out))
+
+
+def _device(name: str) -> torch.device:
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise KDError(f"unknown device `{name}`", hint="use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise KDError(f"device `{name}` is not available: this machine has no CUDA GPU", hint="use --device cpu")
+    return dev
+
+
+def _on_device(bundle, dev: torch.device):
+    if dev.type == "cpu":
+        return bundle
+    return dataclasses.replace(bundle, train=bundle.train.to(dev), val=bundle.val.to(dev), test=bundle.test.to(dev))
+
+
+def _teacher_epoch(model, bundle, recipe, opt, generator, console, epoch) -> tuple[float, float]:
+    model.train()
+    total, correct, seen = 0.0, 0, 0
+    steps = -(-len(bundle.train) // recipe.batch_size)
+    with EpochBar(console, f"teacher {epoch}/{recipe.epochs}", steps) as bar:
+        for x, y, _ in batches(bundle.train, recipe.batch_size, shuffle=True, generator=generator,
+                               augment=bundle.augment):
+            out = model(x)
+            loss = nn.functional.cross_entropy(out, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(y)
+            correct += int((out.argmax(1) == y).sum())
+            seen += len(y)
+            bar.advance({"ce": total / seen})
+    return total / seen, correct / seen
+
+
+def save_atomic(obj: Any, path: Path) -> Path:
+    """``torch.save`` to a temporary file next to ``path``, flushed to disk, then renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+
+def read_checkpoint(path: str | Path, what: str = "teacher weights") -> dict:
+    """``torch.load(weights_only=True)`` with every way of failing turned into a :class:`KDError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise KDError(f"{what} {path} not found" if not path.exists() else f"{what} {path} is not a file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix, never a crash
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise KDError(f"cannot read {what} {path}: the file is truncated, corrupt or not a PyTorch checkpoint "
+                      f"({reason})", hint="train it again, or delete it so it is re-created") from None
+    if not isinstance(obj, dict):
+        raise KDError(f"{what} {path} holds a {type(obj).__name__}, not a checkpoint dict")
+    return obj
+
+
+def _normalise(obj: dict, path: Path) -> dict:
+    """Our format as is; a bare or RepDistiller state dict wrapped with empty metadata."""
+    if obj.get("format") == FORMAT:
+        missing = [k for k in ("architecture", "num_classes", "input_size", "state_dict", "content_hash")
+                   if k not in obj]
+        if missing:
+            raise KDError(f"teacher weights {path} lack {', '.join(missing)}", hint="the file is corrupt")
+        return obj
+    for key in ("model", "state_dict"):
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise KDError(f"{path} is not a teacher checkpoint", hint="create one with `autokd-dsl teacher`")
+    return {"format": None, "state_dict": obj, "content_hash": state_hash(obj)}
+
+
+def _fmt_size(size) -> str:
+    return "x".join(str(int(v)) for v in size)
+
+
+def check_teacher_meta(ckpt: dict, path: Path, arch: str, num_classes: int, input_size) -> None:
+    """Raise a :class:`KDError` naming the first field of ``ckpt`` that does not fit the run."""
+    if ckpt.get("format") is None:
+        return
+    if ckpt["architecture"] != arch:
+        raise KDError(f"teacher weights {path} are for `{ckpt['architecture']}`, not `{arch}`",
+                      hint=f"pass --teacher {ckpt['architecture']}, or weights trained for {arch}")
+    if int(ckpt["num_classes"]) != int(num_classes):
+        raise KDError(f"teacher weights {path} were trained for {ckpt['num_classes']} classes; "
+                      f"this dataset has {num_classes}", hint="use weights trained on this dataset")
+    if tuple(ckpt["input_size"]) != tuple(input_size):
+        raise KDError(f"teacher weights {path} were trained at input size {_fmt_size(ckpt['input_size'])}; "
+                      f"this run uses {_fmt_size(input_size)}",
+                      hint=f"pass --input-size {_fmt_size(ckpt['input_size'])}, or weights trained at "
+                           f"{_fmt_size(input_size)}")
+    if state_hash(ckpt["state_dict"]) != ckpt["content_hash"]:
+        raise KDError(f"teacher weights {path} are corrupt: their content hash does not match",
+                      hint="train them again, or delete the file so it is re-created")
+
+
+def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, arch: str) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or extra or shapes:
+        if shapes:
+            k = shapes[0]
+            what = f"`{k}` has shape {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model"
+        else:
+            what = f"missing `{missing[0]}`" if missing else f"unexpected `{extra[0]}`"
+        raise KDError(f"teacher weights {path} do not fit {arch}: {what}",
+                      hint="check --teacher, the dataset's number of classes and --input-size channels")
+    model.load_state_dict(state)
+
+
+def load_teacher(path: str | Path, arch: str, num_classes: int, input_size) -> nn.Module:
+    """Build ``arch`` and load checked weights from ``path``; the model is in eval mode, without gradients.
+
+    The checkpoint's metadata (everything but the weights) is kept as ``model.kd_teacher``, and its
+    ``content_hash`` keys the offline teacher-output cache. Example:
+    ``load_teacher("t.pt", "resnet20", num_classes=10, input_size=(3, 32, 32))``.
+    """
+    path = Path(path)
+    ckpt = _normalise(read_checkpoint(path), path)
+    check_teacher_meta(ckpt, path, arch, num_classes, input_size)
+    model = create_model(arch, num_classes, int(input_size[0]))
+    _load_state(model, ckpt["state_dict"], path, arch)
+    model.eval()
+    model.requires_grad_(False)
+    model.kd_teacher = {k: v for k, v in ckpt.items() if k != "state_dict"} | {"path": str(path)}
+    return model
+
+
+# --------------------------------------------------------------------------------------------- cache
+
+
+def cached_path(arch: str, data_cfg: DataConfig, recipe: Recipe, cache_dir: Path) -> Path:
+    """Where the cached teacher for (architecture, dataset, input size, recipe) lives."""
+    data_cfg = teacher_data(data_cfg)
+    key = _short_hash({"format": FORMAT, "arch": arch, "data": data_cfg.key(), "recipe": recipe.key()})
+    dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", data_cfg.name).strip("_")[:40]
+    arch_slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", arch)
+    return Path(cache_dir) / f"{arch_slug}-{dataset}-{_fmt_size(data_cfg.input_size)}-{key}.pt"
+
+
+def teacher_for(arch: str, data_cfg: DataConfig, recipe: Recipe, cache_dir: str | Path,
+                console: Console | None = None, device: str = "cpu") -> Path:
+    """The cached teacher checkpoint for this setting, training and caching it first when there is none.
+
+    Example: ``teacher_for("resnet20", DataConfig(name="digits"), recipe, Path("~/.cache/autokd-dsl/teachers"))``.
+    """
+    console = console or Console()
+    data_cfg = teacher_data(data_cfg)
+    path = cached_path(arch, data_cfg, recipe, Path(cache_dir).expanduser())
+    if path.exists():
+        try:
+            ckpt = _normalise(read_checkpoint(path), path)
+            check_teacher_meta(ckpt, path, arch, ckpt["num_classes"], data_cfg.input_size)
+        except KDError as err:
+            console.print(f"cached teacher {path} is unusable ({err.message}); training it again")
+        else:
+            console.print(f"using cached teacher {arch} ({data_cfg.name}, {_fmt_size(data_cfg.input_size)}, "
+                          f"test accuracy {ckpt['test_accuracy']:.2%}): {path}")
+            return path
+    console.print(f"no cached teacher {arch} for {data_cfg.name} at {_fmt_size(data_cfg.input_size)}; "
+                  f"training one ({recipe.epochs} epochs) and caching it at {path}")
+    return train_teacher(arch, data_cfg, recipe, path, console, device)
