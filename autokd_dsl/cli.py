@@ -297,7 +297,9 @@ def search(
     data_cfg = DataConfig(name=data, root=data_root, input_size=size, seed=seed, augment=False,
                           train_subset=train_subset)
     bundle = load_data(data_cfg)
-    teacher_net = obtain_teacher(teacher, teacher_weights, data_cfg, bundle.num_classes, console)
+    # the teacher's data setting is the one `train` and `teacher` use, so they share the cached teacher
+    teacher_cfg = DataConfig(name=data, root=data_root, input_size=size)
+    teacher_net = obtain_teacher(teacher, teacher_weights, teacher_cfg, bundle.num_classes, console)
     summary = run(cfg, out, resume, teacher_net, bundle, console)
     if summary["best"] is None:
         raise typer.Exit(1)
