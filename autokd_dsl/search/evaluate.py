@@ -199,7 +199,7 @@ class _Runner:
         if not torch.isfinite(total):
             return "loss is NaN or infinite on the probe batch"
         if total.abs() > 1e6:
-            return f"loss explodes on the probe batch ({float(total):.3g})"
+            return f"loss explodes on the probe batch ({float(total.detach()):.3g})"
         distill = [v for k, v in values.items() if k != "total" and v.requires_grad]
         if not distill:
             return "no loss term depends on the student"
