@@ -253,8 +253,9 @@ def search(
     train_subset: Optional[int] = typer.Option(None, "--train-subset",
                                                help="Low-data runs: a class-balanced subset of N training images."),
     budget: int = typer.Option(48, "--budget", help="Candidates to evaluate."),
-    epochs: int = typer.Option(2, "--epochs", help="Proxy training epochs per candidate."),
-    subset: float = typer.Option(0.5, "--subset", help="Fraction of the training split used by the proxy."),
+    epochs: int = typer.Option(6, "--epochs", help="Proxy training epochs per candidate."),
+    subset: float = typer.Option(1.0, "--subset", help="Fraction of the training split used by the proxy "
+                                                     "(below 1: drawn by teacher entropy)."),
     entropy: bool = typer.Option(True, "--entropy/--uniform", help="Draw the subset by teacher entropy."),
     offline: bool = typer.Option(True, "--offline-teacher/--live-teacher",
                                  help="Cache teacher outputs once (default) or run the teacher per batch."),

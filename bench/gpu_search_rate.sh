@@ -24,7 +24,7 @@ rm -rf "$OUTDIR"
 start=$(date +%s.%N)
 PYTHONUNBUFFERED=1 $PY -m autokd_dsl search examples/space.kd --teacher resnet56 --student resnet20 \
   --teacher-weights "$TEACHER" --data fashion-mnist --data-root gpu_check \
-  --input-size 3x32x32 --budget 16 --seed 0 --device "$DEVICE" --out "$OUTDIR"
+  --input-size 3x32x32 --budget 16 --epochs 2 --subset 0.5 --seed 0 --device "$DEVICE" --out "$OUTDIR"
 end=$(date +%s.%N)
 $PY - "$OUTDIR" "$start" "$end" <<'PYEOF'
 import csv, sys

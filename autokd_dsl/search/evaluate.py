@@ -32,8 +32,8 @@ class ProxySettings(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
-    epochs: int = 2
-    subset: float = 0.5  # fraction of the training split, drawn by teacher entropy
+    epochs: int = 6  # on digits: validation CE ≈ 0.03-0.09 after 6 epochs, but 2.7-9.9 after 2 (too noisy)
+    subset: float = 1.0  # fraction of the training split; below 1 drawn by teacher entropy
     entropy_sampling: bool = True
     batch_size: int = 64
     lr: float = 0.05
