@@ -31,6 +31,8 @@ import math
 import torch
 from torch import nn
 
+from autokd_dsl.models.init import fan_out_init
+
 __all__ = ["MobileNetV2", "InvertedResidual", "build_mobilenetv2"]
 
 
@@ -102,18 +104,7 @@ class MobileNetV2(nn.Module):
         self.flatten = nn.Flatten(1)
         self.classifier = nn.Sequential(nn.Linear(self.last_channel, num_classes))
 
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                m.weight.data.normal_(0, math.sqrt(2.0 / fan_out))
-                if m.bias is not None:
-                    m.bias.data.zero_()
-            elif isinstance(m, nn.BatchNorm2d):
-                m.weight.data.fill_(1)
-                m.bias.data.zero_()
-            elif isinstance(m, nn.Linear):
-                m.weight.data.normal_(0, 0.01)
-                m.bias.data.zero_()
+        fan_out_init(self)
 
         self.kd_aliases = {"stem": "conv1", "embedding": "classifier:in", "logits": "classifier"}
         for k, idx in enumerate(_STAGE_BLOCKS, start=1):
