@@ -64,9 +64,10 @@ def main() -> None:
             blocks.append(space.candidate(p))
     variants = {
         f"reference: {args.ref_epochs} epochs, all images": ProxySettings(epochs=args.ref_epochs, subset=1.0),
+        "6 epochs, all images (default)": ProxySettings(epochs=6, subset=1.0),
         "2 epochs, all images": ProxySettings(epochs=2, subset=1.0),
         "1 epoch, all images": ProxySettings(epochs=1, subset=1.0),
-        "2 epochs, 50% by entropy (default)": ProxySettings(epochs=2, subset=0.5),
+        "2 epochs, 50% by entropy": ProxySettings(epochs=2, subset=0.5),
         "2 epochs, 50% uniform": ProxySettings(epochs=2, subset=0.5, entropy_sampling=False),
         "2 epochs, 25% by entropy": ProxySettings(epochs=2, subset=0.25),
         "2 epochs, 25% uniform": ProxySettings(epochs=2, subset=0.25, entropy_sampling=False),
