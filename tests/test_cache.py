@@ -17,13 +17,7 @@ SIZE = (1, 8, 8)
 SPECS = ["layer1", "layer2.0.relu:in@2", "layer3", "fc", "fc:in"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and a busy machine makes them slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

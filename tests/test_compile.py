@@ -28,12 +28,7 @@ SIZE = (3, 16, 16)
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: more threads only add contention on a shared machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(teacher: str, student: str, seed: int = 0, size=SIZE, classes: int = 10):

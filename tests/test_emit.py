@@ -54,12 +54,7 @@ sys.meta_path.insert(0, _Block())
 """
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: more threads only add contention on a shared machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def compiled(case: str, seed: int = 0):

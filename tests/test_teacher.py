@@ -28,13 +28,7 @@ DATA = DataConfig(name="digits", input_size=SIZE)
 RECIPE = Recipe(epochs=1, lr=0.05, batch_size=64, schedule="cosine")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and a busy machine makes them slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def quiet() -> Console:

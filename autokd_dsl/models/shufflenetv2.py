@@ -32,18 +32,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from autokd_dsl.models.shufflenetv1 import ShuffleBlock
+
 __all__ = ["ShuffleNetV2", "BasicBlock", "DownBlock", "build_shufflev2", "SHUFFLEV2_CONFIGS"]
-
-
-class ShuffleBlock(nn.Module):
-    def __init__(self, groups: int = 2) -> None:
-        super().__init__()
-        self.groups = groups
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        g = self.groups
-        return x.view(n, g, c // g, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
 class SplitBlock(nn.Module):
@@ -68,7 +59,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(c)
         self.conv3 = nn.Conv2d(c, c, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm2d(c)
-        self.shuffle = ShuffleBlock()
+        self.shuffle = ShuffleBlock(2)
         self.relu_out = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,7 +89,7 @@ class DownBlock(nn.Module):
         self.conv5 = nn.Conv2d(mid, mid, kernel_size=1, bias=False)
         self.bn5 = nn.BatchNorm2d(mid)
         self.relu5 = nn.ReLU()
-        self.shuffle = ShuffleBlock()
+        self.shuffle = ShuffleBlock(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         left = self.relu2(self.bn2(self.conv2(self.bn1(self.conv1(x)))))
