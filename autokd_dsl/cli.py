@@ -262,6 +262,8 @@ def search(
     sparse: Optional[float] = typer.Option(None, "--sparse", help="Train a sparse student at this density."),
     strategy: str = typer.Option("mcts", "--strategy", help="mcts, random or evolution."),
     c: float = typer.Option(0.15, "--c", help="UCT exploration constant (on min-max normalised rewards)."),
+    rollout: str = typer.Option("mast", "--rollout", help="MCTS rollout policy: mast (guided by the mean reward "
+                                                        "of each choice) or random (uniform)."),
     workers: int = typer.Option(1, "--workers", help="Evaluate this many candidates at once (processes)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N: where candidates train."),
@@ -285,6 +287,8 @@ def search(
     if budget < 1 or epochs < 1 or not 0 < subset <= 1 or workers < 1 or final_epochs < 0 or final_seeds < 1:
         raise KDError("--budget, --epochs, --workers and --final-seeds must be at least 1, --final-epochs at least 0, "
                       "and --subset in (0, 1]")
+    if rollout not in ("mast", "random"):
+        raise KDError(f"unknown rollout policy `{rollout}`", hint="choose mast or random")
     check_device(device)
     load_space(str(space_file), space_name)  # a bad space fails before any training
     proxy = ProxySettings(epochs=epochs, subset=subset, entropy_sampling=entropy, offline_teacher=offline,
@@ -293,7 +297,7 @@ def search(
                        teacher_weights=str(teacher_weights) if teacher_weights else None, data=data,
                        data_root=str(data_root) if data_root else None, input_size=size, budget=budget,
                        train_subset=train_subset,
-                       strategy=strategy, c=c, workers=workers, seed=seed, proxy=proxy, device=device,
+                       strategy=strategy, c=c, rollout=rollout, workers=workers, seed=seed, proxy=proxy, device=device,
                        final_epochs=final_epochs, final_seeds=final_seeds)
     data_cfg = DataConfig(name=data, root=data_root, input_size=size, seed=seed, augment=False,
                           train_subset=train_subset)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import networkx as nx
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -309,6 +310,48 @@ def test_mcts_selection_rule_is_pluggable():
     assert len({r.key for r in c}) == 40
 
 
+def _additive_space(levels: int = 6, options: int = 5) -> TabulatedSpace:
+    """Option 0 is best at every level (reward = number of levels choosing option 0, minus a small rank term)."""
+    table = np.zeros((options,) * levels)
+    for lv in range(levels):
+        shape = [1] * levels
+        shape[lv] = options
+        table = table + (np.arange(options) == 0).astype(float).reshape(shape) - 0.01 * np.arange(options).reshape(shape)
+    return TabulatedSpace((options,) * levels, table)
+
+
+def test_mast_rollouts_favour_choices_with_high_mean_reward():
+    space = _additive_space()
+    evaluate = lambda ps: [space.reward(p) for p in ps]  # noqa: E731
+
+    def share_of_best_last_choice(rollout: str) -> float:
+        shares = []
+        for seed in range(5):
+            results = run_search(MCTS(space, seed=seed, rollout=rollout), evaluate, budget=60)
+            shares.append(sum(r.path[-1] == 0 for r in results[20:]) / 40)
+        return sum(shares) / len(shares)
+
+    # the last level is rarely inside the tree after 60 asks: its choice comes from the rollout policy
+    uniform, mast = share_of_best_last_choice("random"), share_of_best_last_choice("mast")
+    assert uniform < 0.4  # about 1/5, except where the tree reached the last level
+    assert mast > uniform + 0.15
+
+
+def test_mast_statistics_and_bad_settings():
+    space = small_space()
+    mcts = MCTS(space, seed=0)
+    results = run_search(mcts, fake_evaluator(space), budget=12)
+    for level in range(space.num_levels()):
+        for option in {r.path[level] for r in results}:
+            mine = [fake_reward(r.key) for r in results if r.path[level] == option]
+            total, count = mcts._moves[(level, option)]
+            assert count == len(mine) and total == pytest.approx(sum(mine))
+    with pytest.raises(ValueError, match="rollout"):
+        MCTS(space, rollout="greedy")
+    with pytest.raises(ValueError, match="mast_tau"):
+        MCTS(space, mast_tau=0.0)
+
+
 def test_tree_export(tmp_path):
     space = small_space()
     mcts = MCTS(space, seed=0)
@@ -402,7 +445,8 @@ def _golden_tree() -> dict:
     ]
     return {
         "space": "TabulatedSpace((3, 4, 3, 3), forbid=((1,0),(2,2)), ((0,1),(3,0))), reward = fake_reward(key)",
-        "strategy": f"MCTS(seed=0, c={mcts.c}, fpu={mcts.fpu})",
+        "strategy": f"MCTS(seed=0, c={mcts.c}, fpu={mcts.fpu}, rollout={mcts.rollout}, tau={mcts.mast_tau}, "
+                    f"epsilon={mcts.mast_epsilon})",
         "evaluations": [r.key for r in results],
         "nodes": nodes,
     }

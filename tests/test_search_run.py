@@ -94,21 +94,28 @@ def _rows(out: Path):
 def test_search_writes_best_and_records_rejections(tmp_path, teacher_ckpt):
     space = tmp_path / "s.kd"
     space.write_text("space s:\n    ce: logits ~ labels -> ce -> 1\n"
-                     "    kd: stage3 -> (patches(4) | pool(1) | none) -> (mse | l1) -> (1 | 5)\n")
+                     "    kd: stage3 -> (patches(4) | none) -> (mse | l1) -> (1 | 5)\n")
     out = tmp_path / "run"
     proc = subprocess.run(_search_cmd(space, out, teacher_ckpt, 6), capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     rows = _rows(out)
     assert len(rows) == 6 and len({r["key"] for r in rows}) == 6
     rejected = [r for r in rows if r["status"] == "rejected"]
-    # resnet8's stage3 is 2x2 at 8x8 inputs: patches(4) cannot apply
-    assert rejected and all("patches(4)" in r["kd"] and "does not compile" in r["reason"] for r in rejected)
+    # resnet8's stage3 is 2x2 at 8x8 inputs: patches(4) cannot apply, so only 4 of the 8 candidates train and
+    # any 6 of them hold at least 2 rejections
+    assert len(rejected) >= 2 and all("patches(4)" in r["kd"] and "does not compile" in r["reason"] for r in rejected)
     check = subprocess.run([sys.executable, "-m", "autokd_dsl", "check", str(out / "best.kd")],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     assert (out / "report.md").read_text().count("|") > 10 and (out / "tree.graphml").exists()
     again = subprocess.run(_search_cmd(space, out, teacher_ckpt, 6), capture_output=True, text=True, cwd=ROOT)
     assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
+    other = subprocess.run(_search_cmd(space, out, teacher_ckpt, 6, "--resume", "--rollout", "random"),
+                           capture_output=True, text=True, cwd=ROOT)
+    assert other.returncode == 2 and "other settings (rollout)" in other.stderr and "Traceback" not in other.stderr
+    bad = subprocess.run(_search_cmd(space, tmp_path / "bad", teacher_ckpt, 6, "--rollout", "greedy"),
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "unknown rollout policy" in bad.stderr and "Traceback" not in bad.stderr
 
 
 @pytest.mark.slow

@@ -46,6 +46,7 @@ __all__ = [
     "MCTS",
     "MCTS_DEFAULT_C",
     "MCTS_DEFAULT_FPU",
+    "MCTS_DEFAULT_ROLLOUT",
     "Path",
     "RandomSearch",
     "RegularizedEvolution",
@@ -393,6 +394,18 @@ MCTS_DEFAULT_FPU: float | None = 0.0
 the parent's mean) beat classic expand-all-first (None) on wide spaces (10x10x8x8: ~25% fewer
 evaluations) and tied elsewhere."""
 
+MCTS_DEFAULT_ROLLOUT = "mast"
+"""Rollout policy used by the product: ``"mast"`` or ``"random"`` (see :class:`MCTS`).
+
+MAST rollouts (temperature 0.1, 20% uniform picks) needed ~0.30x as many evaluations as random search to reach
+the top 1% (geometric mean over the tuning tables: shapes 3x6x6x5x4x4, 6^5, 10x10x8x8, 4^7, table seeds
+101-106, 20 search seeds each) against ~0.48x for uniform rollouts; with strong interactions (sd 1.0 instead
+of 0.3, seeds 107-108) 0.29x against 0.35x. Temperatures 0.05-0.2 and 0-20% uniform picks all gave 0.28-0.35x.
+"""
+
+MAST_DEFAULT_TAU = 0.1
+MAST_DEFAULT_EPSILON = 0.2
+
 
 class MCTS(_StrategyBase):
     """Monte Carlo tree search over the levels of a choice space, as in Auto-KD.
@@ -409,7 +422,13 @@ class MCTS(_StrategyBase):
       ``fpu`` (first-play urgency), the untried children are scored as one child with a single visit at
       the parent's normalised mean minus ``fpu``; the node expands only when that beats every tried child,
       so good branches are deepened before all their siblings are tried.
-    * **Rollout** completes the remaining levels uniformly at random over legal options.
+    * **Rollout** completes the remaining levels. ``rollout="random"``: uniformly over the legal options.
+      ``rollout="mast"`` (Move-Average Sampling Technique, Finnsson & Bjornsson 2008): every choice
+      (level, option) keeps the mean of the rewards of all told candidates that made it, and a rollout picks
+      among the legal options by a softmax of those means (min-max normalised, temperature ``mast_tau``;
+      a choice never told counts as 0.5), or uniformly with probability ``mast_epsilon``. A choice's
+      statistics are shared across the whole tree, so what is learned under one branch guides rollouts under
+      every other.
     * **Backup** adds the reward (a rejection: the minimum so far, or 0.0) to every tree node on the path.
 
     Pending paths (asked, not told) count as visits at the current minimum reward (virtual loss), so
@@ -426,12 +445,23 @@ class MCTS(_StrategyBase):
         selection: SelectionRule = uct,
         fpu: float | None = MCTS_DEFAULT_FPU,
         max_retries: int = 16,
+        rollout: str = MCTS_DEFAULT_ROLLOUT,
+        mast_tau: float = MAST_DEFAULT_TAU,
+        mast_epsilon: float = MAST_DEFAULT_EPSILON,
     ) -> None:
         super().__init__(space, seed)
         self.c = float(c)
         self.selection = selection
         self.fpu = None if fpu is None else float(fpu)
         self.max_retries = int(max_retries)
+        if rollout not in ("mast", "random"):
+            raise ValueError(f"rollout must be 'mast' or 'random', not {rollout!r}")
+        if mast_tau <= 0 or not 0 <= mast_epsilon <= 1:
+            raise ValueError("mast_tau must be > 0 and mast_epsilon in [0, 1]")
+        self.rollout = rollout
+        self.mast_tau = float(mast_tau)
+        self.mast_epsilon = float(mast_epsilon)
+        self._moves: dict[tuple[int, int], list[float]] = {}  # (level, option) -> [value sum, count]
         self.graph = nx.DiGraph()
         self.graph.add_node((), visits=0, value_sum=0.0, pending=0, level=0, label="root")
         self._credited: dict[Path, list[Path]] = {}  # pending path -> tree nodes given a virtual visit
@@ -520,7 +550,7 @@ class MCTS(_StrategyBase):
             if self.exhausted:
                 return None
             node, created = self._select_expand()
-            path = self._complete(node)  # rollout
+            path = self._rollout(node)
             if path is None:
                 self._drop_if_unvisited(node, created)
                 continue
@@ -536,6 +566,36 @@ class MCTS(_StrategyBase):
             return self._start(path)
         path = self._random_unseen(())
         return None if path is None else self._start(path)
+
+    def _rollout(self, prefix: Path) -> Path | None:
+        """Complete ``prefix`` by the rollout policy over non-exhausted legal options (None: a dead end)."""
+        if self.rollout == "random":
+            return self._complete(prefix)
+        path = prefix
+        while len(path) < self.levels:
+            free = self._free(path)
+            if not free:
+                self._mark_exhausted(path)
+                return None
+            path = path + (self._mast_pick(len(path), free),)
+        return path
+
+    def _mast_pick(self, level: int, free: list[int]) -> int:
+        if self.rng.random() < self.mast_epsilon or self.rmin is None or self.rmax is None or self.rmax <= self.rmin:
+            return self.rng.choice(free)
+        span = self.rmax - self.rmin
+        means = []
+        for option in free:
+            stats = self._moves.get((level, option))
+            means.append(0.5 if stats is None else (stats[0] / stats[1] - self.rmin) / span)
+        top = max(means)
+        weights = [math.exp((m - top) / self.mast_tau) for m in means]
+        draw = self.rng.random() * sum(weights)
+        for option, weight in zip(free, weights):
+            draw -= weight
+            if draw <= 0:
+                return option
+        return free[-1]
 
     def _drop_if_unvisited(self, node: Path, created: bool) -> None:
         if created:
@@ -555,6 +615,10 @@ class MCTS(_StrategyBase):
         for prefix in self._credited.pop(path, []):
             nodes[prefix]["pending"] -= 1
         self._backup(path, value)
+        for level, option in enumerate(path):
+            stats = self._moves.setdefault((level, option), [0.0, 0])
+            stats[0] += value
+            stats[1] += 1
 
     def tree_graph(self) -> nx.DiGraph:
         """The search tree (live; do not mutate). Node ids are prefix tuples."""

@@ -84,7 +84,9 @@ def _first_line(kd: str) -> str:
 def _report(path: Path, rows, ok, cfg, baseline) -> None:
     lines = [f"# Search report: {Path(cfg.space_file).name}", "",
              f"- teacher {cfg.teacher}, student {cfg.student}, data {cfg.data} at {'x'.join(map(str, cfg.input_size))}",
-             f"- strategy {cfg.strategy}, budget {cfg.budget}, seed {cfg.seed}, workers {cfg.workers}",
+             f"- strategy {cfg.strategy}"
+             + (f" (UCT c = {cfg.c}, {cfg.rollout} rollouts)" if cfg.strategy == "mcts" else "")
+             + f", budget {cfg.budget}, seed {cfg.seed}, workers {cfg.workers}",
              f"- proxy settings: `{json.dumps(cfg.proxy.model_dump())}`",
              f"- {REWARD_TEXT}", f"- evaluated {len(rows)}, trained {len(ok)}, rejected {len(rows) - len(ok)}", ""]
     if baseline:

@@ -35,6 +35,7 @@ class SearchConfig(pydantic.BaseModel):
     budget: int = 48
     strategy: str = "mcts"
     c: float = 0.15
+    rollout: str = "mast"
     workers: int = 1
     seed: int = 0
     device: str = "cpu"  # where candidates train; not part of the search's identity
@@ -47,7 +48,7 @@ class SearchConfig(pydantic.BaseModel):
     def identity(self) -> dict:
         """What must match for --resume to continue this search."""
         keep = ("space_name", "teacher", "student", "teacher_weights", "data", "input_size", "train_subset",
-                "strategy", "c", "seed")
+                "strategy", "c", "rollout", "seed")
         return {k: getattr(self, k) for k in keep} | {"proxy": self.proxy.key(), "space_file": Path(self.space_file).name}
 
 
@@ -78,7 +79,7 @@ def open_store(out: Path, cfg: SearchConfig, resume: bool) -> Store:
     identity = store.meta().get("identity")
     wanted = json.loads(json.dumps(cfg.identity(), sort_keys=True))
     if identity is not None and identity != wanted:
-        diff = sorted(k for k in identity if identity.get(k) != wanted.get(k))
+        diff = sorted(k for k in set(identity) | set(wanted) if identity.get(k) != wanted.get(k))
         raise KDError(f"{out} holds a search with other settings ({', '.join(diff)})",
                       hint="resume with the same settings, or choose another --out")
     store.set_meta({"identity": cfg.identity(), "config": cfg.model_dump(mode="json")})
@@ -97,7 +98,8 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
                                                                      if done_before else ""))
     ctx = ProxyContext(space, teacher, cfg.student, bundle, cfg.proxy, teacher_name=cfg.teacher, device=cfg.device)
     executor = make_executor(ctx, cfg.workers)
-    strategy = make_strategy(cfg.strategy, space, seed=cfg.seed, **({"c": cfg.c} if cfg.strategy == "mcts" else {}))
+    mcts_options = {"c": cfg.c, "rollout": cfg.rollout} if cfg.strategy == "mcts" else {}
+    strategy = make_strategy(cfg.strategy, space, seed=cfg.seed, **mcts_options)
     progress = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.fields[best]}"), console=console, transient=False)
 
