@@ -42,7 +42,8 @@ def main() -> None:
           f"final {args.final_epochs} epochs × {args.seeds} seeds, test accuracy %:\n")
     print("| distiller | test acc. (mean ± sd) | Δ vs KD |\n|---|---|---|")
     for r in rows:
-        first = " ; ".join(ln.strip() for ln in r["kd"].splitlines()[1:] if ln.strip())
+        body = [ln.strip() for ln in r["kd"].splitlines() if ln.strip() and not ln.strip().startswith("#")]
+        first = " ; ".join(body[1:])  # the terms, without the `distiller NAME:` header
         print(f"| {r['label']}: `{first}` | {100 * r['mean']:.2f} ± {100 * r['sd']:.2f} | "
               f"{100 * (r['mean'] - kd['mean']):+.2f} |")
 
