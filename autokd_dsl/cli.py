@@ -261,7 +261,7 @@ def search(
                                  help="Cache teacher outputs once (default) or run the teacher per batch."),
     sparse: Optional[float] = typer.Option(None, "--sparse", help="Train a sparse student at this density."),
     strategy: str = typer.Option("mcts", "--strategy", help="mcts, random or evolution."),
-    c: float = typer.Option(0.15, "--c", help="UCT exploration constant (on min-max normalised rewards)."),
+    c: float = typer.Option(0.7, "--c", help="UCT exploration constant (on min-max normalised rewards)."),
     rollout: str = typer.Option("mast", "--rollout", help="MCTS rollout policy: mast (guided by the mean reward "
                                                         "of each choice) or random (uniform)."),
     workers: int = typer.Option(1, "--workers", help="Evaluate this many candidates at once (processes)."),

@@ -352,6 +352,46 @@ def test_mast_statistics_and_bad_settings():
         MCTS(space, mast_tau=0.0)
 
 
+def test_node_best_is_the_best_reward_below_it():
+    space = TabulatedSpace.synthetic((4, 4, 4, 4), seed=3)
+    mcts = MCTS(space, seed=0)
+    results = run_search(mcts, lambda ps: [space.reward(p) for p in ps], budget=40)
+    for node, attrs in mcts.tree_graph().nodes(data=True):
+        # a node sees the rewards backed up through it once it is in the tree
+        below = [space.reward(r.path) for r in results if r.path[: len(node)] == node]
+        assert attrs["value_sum"] / attrs["visits"] <= attrs["best"] + 1e-12 and attrs["best"] <= max(below)
+        assert attrs["best"] in below
+    assert mcts.tree_graph().nodes[()]["best"] == max(r.reward for r in results)
+
+
+def _evals_to_top(strategy, space: TabulatedSpace, threshold: float) -> int:
+    count = 0
+    while True:
+        path = strategy.ask()
+        count += 1
+        reward = space.reward(path)
+        if reward >= threshold:
+            return count
+        strategy.tell(path, reward)
+
+
+def test_max_values_keep_a_branch_with_a_poor_mean_but_the_best_candidates():
+    # gated tables: the first level picks a scaled, shifted subtable; the branch with the higher mean is often
+    # not the one holding the top 1%. Mean-value UCT with little exploration (the earlier defaults) gets stuck
+    # in the wrong branch; max values with the default exploration do not.
+    new, old = [], []
+    for table_seed in (7, 8, 9, 10, 11):
+        space = TabulatedSpace.gated((2, 6, 6, 5, 4), seed=table_seed)
+        threshold = space.top_threshold(0.01)
+        for seed in range(10):
+            new.append(_evals_to_top(MCTS(space, seed=seed), space, threshold))
+            old.append(_evals_to_top(MCTS(space, seed=seed, c=0.15, fpu=0.0, max_weight=0.0, rollout="random"),
+                                     space, threshold))
+    assert statistics.mean(new) < 0.5 * statistics.mean(old)
+    with pytest.raises(ValueError, match="max_weight"):
+        MCTS(space, max_weight=1.5)
+
+
 def test_tree_export(tmp_path):
     space = small_space()
     mcts = MCTS(space, seed=0)
@@ -440,13 +480,14 @@ def _golden_tree() -> dict:
             "label": attrs["label"],
             "visits": attrs["visits"],
             "value_sum": round(attrs["value_sum"], 6),
+            "best": round(attrs["best"], 6),
         }
         for node, attrs in sorted(graph.nodes(data=True))
     ]
     return {
         "space": "TabulatedSpace((3, 4, 3, 3), forbid=((1,0),(2,2)), ((0,1),(3,0))), reward = fake_reward(key)",
-        "strategy": f"MCTS(seed=0, c={mcts.c}, fpu={mcts.fpu}, rollout={mcts.rollout}, tau={mcts.mast_tau}, "
-                    f"epsilon={mcts.mast_epsilon})",
+        "strategy": f"MCTS(seed=0, c={mcts.c}, fpu={mcts.fpu}, max_weight={mcts.max_weight}, "
+                    f"rollout={mcts.rollout}, tau={mcts.mast_tau}, epsilon={mcts.mast_epsilon})",
         "evaluations": [r.key for r in results],
         "nodes": nodes,
     }

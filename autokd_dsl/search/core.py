@@ -46,6 +46,7 @@ __all__ = [
     "MCTS",
     "MCTS_DEFAULT_C",
     "MCTS_DEFAULT_FPU",
+    "MCTS_DEFAULT_MAX_WEIGHT",
     "MCTS_DEFAULT_ROLLOUT",
     "Path",
     "RandomSearch",
@@ -381,18 +382,28 @@ def greedy(q: float, n: int, parent_n: int, c: float) -> float:
     return q
 
 
-MCTS_DEFAULT_C = 0.15
-"""UCT exploration constant used by the product.
+MCTS_DEFAULT_C = 0.7
+"""UCT exploration constant used by the product (on min-max normalised values; see the tuning note below)."""
 
-Tuned on structured synthetic tables (additive per-level effects + pairwise interactions + noise; shapes
-3x6x6x5x4x4, 6^5, 10x10x8x8, 4^7; table seeds disjoint from the one bench/search_efficiency.py reports):
-0.1-0.2 was best everywhere; 0.5 needed ~1.3x and 1.0 ~1.5-1.8x as many evaluations to reach the top 1%.
+MCTS_DEFAULT_FPU: float | None = 0.2
+"""First-play urgency reduction used by the product (see :class:`MCTS`)."""
+
+MCTS_DEFAULT_MAX_WEIGHT = 1.0
+"""How much a node's value is its subtree's best reward rather than its mean (see :class:`MCTS`).
+
+Tuning note for the MCTS defaults (c, fpu, max_weight). Two families of synthetic tables, never the one that
+bench/search_efficiency.py reports (table seed 0), 20 search seeds each, evaluations to the top 1% divided by
+random search's (geometric mean over tables, worst table in brackets):
+
+* structured (:meth:`TabulatedSpace.synthetic`; shapes 2x5x5x6x7, 2x6x6x5x4x4, 3x6x6x5x4, 4x6x6x5x4;
+  seeds 101-103): mean values with c = 0.15, fpu 0 (the first defaults) 0.29 (0.48); max values with c = 0.5,
+  fpu 0.2: 0.27 (0.52).
+* gated (:meth:`TabulatedSpace.gated`: each first-level option scales and shifts its own structured subtable,
+  so a branch with a lower mean can hold the best candidates, as `logits` and `stage3` do in the Auto-KD
+  space; seeds 201-204): mean values with c = 0.15: 7.2 (43), i.e. much worse than random because one bad
+  first sample shuts a branch for good; c = 1.0: 0.65 (1.3); max values with c = 0.5, fpu 0.2: 0.55 (2.6).
+  Max values with c = 0.5 / 0.7 / 1.0 on seeds 204-206 gave 0.28 / 0.28 / 0.39.
 """
-
-MCTS_DEFAULT_FPU: float | None = 0.0
-"""First-play urgency reduction used by the product (see :class:`MCTS`). 0.0 (untried children score like
-the parent's mean) beat classic expand-all-first (None) on wide spaces (10x10x8x8: ~25% fewer
-evaluations) and tied elsewhere."""
 
 MCTS_DEFAULT_ROLLOUT = "mast"
 """Rollout policy used by the product: ``"mast"`` or ``"random"`` (see :class:`MCTS`).
@@ -411,16 +422,20 @@ class MCTS(_StrategyBase):
     """Monte Carlo tree search over the levels of a choice space, as in Auto-KD.
 
     The tree holds one level per choice node, in a ``networkx.DiGraph`` whose node ids are prefix tuples
-    (attributes ``visits``, ``value_sum``, ``pending``, ``level``, ``label``) with an edge from each prefix
-    to ``prefix + (option,)``.
+    (attributes ``visits``, ``value_sum``, ``best``, ``pending``, ``level``, ``label``) with an edge from each
+    prefix to ``prefix + (option,)``.
 
-    * **Selection** descends from the root by ``selection(q, n, parent_n, c)`` (default :func:`uct`), where
-      ``q`` is the child's mean reward min-max normalised over the rewards told so far, so ``c`` is
-      scale-free. Subtrees whose candidates were all proposed are skipped.
+    * **Selection** descends from the root by ``selection(q, n, parent_n, c)`` (default :func:`uct`). A
+      node's value ``q`` is ``(1 - max_weight) * mean + max_weight * best`` over the rewards backed up through
+      it, min-max normalised over the rewards told so far, so ``c`` is scale-free. The search looks for the
+      single best candidate, so by default (``max_weight=1``) a branch is worth its best candidate, not its
+      average: a branch whose typical candidate is poor but which holds the best ones is not abandoned after
+      one unlucky sample. ``max_weight=0`` is classic mean-value UCT. Subtrees whose candidates were all
+      proposed are skipped.
     * **Expansion** adds ONE untried child at a time, chosen uniformly among the untried legal options.
       With ``fpu=None`` a node expands all its children before descending (classic UCT). With a float
       ``fpu`` (first-play urgency), the untried children are scored as one child with a single visit at
-      the parent's normalised mean minus ``fpu``; the node expands only when that beats every tried child,
+      the parent's normalised value minus ``fpu``; the node expands only when that beats every tried child,
       so good branches are deepened before all their siblings are tried.
     * **Rollout** completes the remaining levels. ``rollout="random"``: uniformly over the legal options.
       ``rollout="mast"`` (Move-Average Sampling Technique, Finnsson & Bjornsson 2008): every choice
@@ -429,9 +444,11 @@ class MCTS(_StrategyBase):
       a choice never told counts as 0.5), or uniformly with probability ``mast_epsilon``. A choice's
       statistics are shared across the whole tree, so what is learned under one branch guides rollouts under
       every other.
-    * **Backup** adds the reward (a rejection: the minimum so far, or 0.0) to every tree node on the path.
+    * **Backup** adds the reward (a rejection: the minimum so far, or 0.0) to every tree node on the path and
+      raises their ``best``.
 
-    Pending paths (asked, not told) count as visits at the current minimum reward (virtual loss), so
+    Pending paths (asked, not told) count as visits at the current minimum reward (virtual loss) in the mean
+    and in the visit count, so
     several asks in a row spread out over the tree. When a rollout ends on a key already told, its known
     reward is backed up along that path and the ask retries (``max_retries`` times, then a random unseen
     path); when nothing unseen is left, ``ask`` returns None.
@@ -448,6 +465,7 @@ class MCTS(_StrategyBase):
         rollout: str = MCTS_DEFAULT_ROLLOUT,
         mast_tau: float = MAST_DEFAULT_TAU,
         mast_epsilon: float = MAST_DEFAULT_EPSILON,
+        max_weight: float = MCTS_DEFAULT_MAX_WEIGHT,
     ) -> None:
         super().__init__(space, seed)
         self.c = float(c)
@@ -458,12 +476,15 @@ class MCTS(_StrategyBase):
             raise ValueError(f"rollout must be 'mast' or 'random', not {rollout!r}")
         if mast_tau <= 0 or not 0 <= mast_epsilon <= 1:
             raise ValueError("mast_tau must be > 0 and mast_epsilon in [0, 1]")
+        if not 0 <= max_weight <= 1:
+            raise ValueError("max_weight must be in [0, 1]")
+        self.max_weight = float(max_weight)
         self.rollout = rollout
         self.mast_tau = float(mast_tau)
         self.mast_epsilon = float(mast_epsilon)
         self._moves: dict[tuple[int, int], list[float]] = {}  # (level, option) -> [value sum, count]
         self.graph = nx.DiGraph()
-        self.graph.add_node((), visits=0, value_sum=0.0, pending=0, level=0, label="root")
+        self.graph.add_node((), visits=0, value_sum=0.0, best=-math.inf, pending=0, level=0, label="root")
         self._credited: dict[Path, list[Path]] = {}  # pending path -> tree nodes given a virtual visit
 
     # -- statistics ----------------------------------------------------------------------------------
@@ -472,14 +493,17 @@ class MCTS(_StrategyBase):
         return self.rmin if self.rmin is not None else 0.0
 
     def _q(self, attrs: Mapping[str, Any]) -> tuple[float, int]:
-        """(mean normalised reward with virtual losses, visits incl. pending) of a node."""
+        """(normalised value: mean with virtual losses mixed with the best, visits incl. pending) of a node."""
         n = attrs["visits"] + attrs["pending"]
         if n == 0:
             return 0.0, 0
         mean = (attrs["value_sum"] + attrs["pending"] * self._floor()) / n
         if self.rmin is None or self.rmax is None or self.rmax <= self.rmin:
             return 0.5, n
-        return (mean - self.rmin) / (self.rmax - self.rmin), n
+        value = mean
+        if self.max_weight and attrs["visits"]:
+            value = (1.0 - self.max_weight) * mean + self.max_weight * attrs["best"]
+        return (value - self.rmin) / (self.rmax - self.rmin), n
 
     # -- tree operations -----------------------------------------------------------------------------
 
@@ -489,6 +513,7 @@ class MCTS(_StrategyBase):
             child,
             visits=0,
             value_sum=0.0,
+            best=-math.inf,
             pending=0,
             level=len(child),
             label=str(self.space.label(len(parent), option)),
@@ -511,6 +536,7 @@ class MCTS(_StrategyBase):
             attrs = nodes[prefix]
             attrs["visits"] += 1
             attrs["value_sum"] += value
+            attrs["best"] = max(attrs["best"], value)
 
     def _select_expand(self) -> tuple[Path, bool]:
         """Descend by the selection rule; return (node to roll out from, whether it was just added)."""
@@ -653,7 +679,8 @@ def _plain(value: Any) -> str | int | float:
 def _export_graph(graph: nx.DiGraph) -> nx.DiGraph:
     out = nx.DiGraph()
     for node, attrs in graph.nodes(data=True):
-        plain = {name: _plain(v) for name, v in attrs.items()}
+        plain = {name: _plain(v) for name, v in attrs.items()
+                 if not (isinstance(v, float) and not math.isfinite(v))}  # `best` before any visit
         plain["prefix"] = _plain(node)
         visits = attrs.get("visits", 0)
         if visits:
@@ -897,3 +924,37 @@ class TabulatedSpace:
                 table = table + rng.normal(0.0, interaction, (counts[la], counts[lb])).reshape(shape)
         table = table + rng.normal(0.0, noise, counts)
         return cls(counts, table, forbid=forbid, key_fn=key_fn)
+
+    @classmethod
+    def gated(
+        cls,
+        option_counts: Sequence[int],
+        seed: int,
+        *,
+        scales: Sequence[float] = (0.2, 1.0),
+        offset_sd: float = 0.5,
+        interaction: float = 0.3,
+        noise: float = 0.3,
+        forbid: Iterable[tuple[tuple[int, int], tuple[int, int]]] = (),
+    ) -> "TabulatedSpace":
+        """A table whose first level gates the rest: under each first-level option, its own structured table
+        (:meth:`synthetic` over the remaining levels) times a scale drawn from ``scales``, plus an offset drawn
+        from N(0, offset_sd^2).
+
+        A branch can then have a higher mean but a narrower spread than another that holds the best
+        candidates, as the logits and last-stage branches of a distiller space do.
+
+        >>> t = TabulatedSpace.gated((2, 3, 4), seed=0)
+        >>> t.rewards.shape, t.size()
+        ((2, 3, 4), 24)
+        """
+        counts = tuple(int(n) for n in option_counts)
+        if len(counts) < 2:
+            raise ValueError("a gated table needs at least two levels")
+        rng = np.random.default_rng(seed)
+        blocks = []
+        for _ in range(counts[0]):
+            sub = cls.synthetic(counts[1:], int(rng.integers(1 << 30)), interaction=interaction, noise=noise)
+            scale = float(rng.choice(np.asarray(scales, dtype=float)))
+            blocks.append(rng.normal(0.0, offset_sd) + scale * sub.rewards)
+        return cls(counts, np.stack(blocks), forbid=forbid)

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .. import ir
 from ..errors import KDError, SourceText
 from ..printer import print_block
-from .core import make_strategy, run_search
+from .core import MCTS_DEFAULT_C, make_strategy, run_search
 from .evaluate import Outcome, ProxyContext, ProxySettings
 from .executor import make_executor
 from .space import SearchSpace
@@ -34,7 +34,7 @@ class SearchConfig(pydantic.BaseModel):
     train_subset: Optional[int] = None
     budget: int = 48
     strategy: str = "mcts"
-    c: float = 0.15
+    c: float = MCTS_DEFAULT_C
     rollout: str = "mast"
     workers: int = 1
     seed: int = 0
