@@ -316,7 +316,8 @@ def _additive_space(levels: int = 6, options: int = 5) -> TabulatedSpace:
     for lv in range(levels):
         shape = [1] * levels
         shape[lv] = options
-        table = table + (np.arange(options) == 0).astype(float).reshape(shape) - 0.01 * np.arange(options).reshape(shape)
+        effect = (np.arange(options) == 0).astype(float) - 0.01 * np.arange(options)
+        table = table + effect.reshape(shape)
     return TabulatedSpace((options,) * levels, table)
 
 
