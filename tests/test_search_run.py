@@ -15,6 +15,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from autokd_dsl.check import check_text  # noqa: E402
+from autokd_dsl.errors import KDError  # noqa: E402
 from autokd_dsl.printer import print_block  # noqa: E402
 from autokd_dsl.search.core import make_strategy, run_search  # noqa: E402
 from autokd_dsl.search.space import SearchSpace  # noqa: E402
@@ -37,6 +38,42 @@ def test_only_kind_valid_candidates_from_the_example_space():
         text = print_block(space.candidate(path))
         again = check_text(text).blocks[0]  # raises KDError if the candidate were ill-kinded
         assert again.key == space.candidate(path).key
+
+
+SMALL = ("space s:\n    ce: logits ~ labels -> ce -> 1\n"
+         "    kd: stage3 -> (none | pool(2) | patches(4)) -> (mse | l1 | cosine) -> (1 | 5)\n")
+
+
+def test_shape_pruning_asks_once_per_term_pipeline():
+    block = check_text(SMALL).blocks[0]
+    calls = []
+
+    def fits(one):
+        text = print_block(one)
+        calls.append(text)
+        return "patches(4)" not in text
+
+    space = SearchSpace(block, term_fits=fits)
+    paths = list(space.paths())
+    assert len(paths) == 12 and SearchSpace(block).size() == 18
+    assert not any("patches(4)" in print_block(space.candidate(p)) for p in paths)
+    assert len(calls) == len(set(calls)) == 1 + 9  # the fixed CE term, and 3 x 3 pipelines of the kd term
+    assert all(len(check_text(c).blocks[0].terms) == 1 for c in calls)  # one term at a time
+
+
+def test_shape_pruning_on_real_networks():
+    from autokd_dsl.data import DataConfig, load_data
+    from autokd_dsl.models import create_model
+    from autokd_dsl.search.run import CompilesOn
+
+    bundle = load_data(DataConfig(name="digits", input_size=(1, 8, 8)))
+    teacher = create_model("resnet8", num_classes=10, in_chans=1)
+    space = SearchSpace(check_text(SMALL).blocks[0], term_fits=CompilesOn(teacher, "resnet8", "resnet8", bundle))
+    # resnet8's stage3 is 2x2 at 8x8 inputs: pool(2) fits, patches(4) does not
+    assert [space.label(0, o) for o in space.options(())] == ["none", "pool(2)"]
+    with pytest.raises(KDError, match="shape-valid"):
+        SearchSpace(check_text(SMALL.replace("(none | pool(2) | patches(4))", "patches(4)")).blocks[0],
+                    term_fits=CompilesOn(teacher, "resnet8", "resnet8", bundle))
 
 
 def test_pruning_removes_ill_kinded_candidates():
@@ -94,16 +131,17 @@ def _rows(out: Path):
 def test_search_writes_best_and_records_rejections(tmp_path, teacher_ckpt):
     space = tmp_path / "s.kd"
     space.write_text("space s:\n    ce: logits ~ labels -> ce -> 1\n"
-                     "    kd: stage3 -> (patches(4) | none) -> (mse | l1) -> (1 | 5)\n")
+                     "    kd: stage3 -> (patches(4) | none) -> (mse | l1) -> (1 | 5 | 10000000)\n")
     out = tmp_path / "run"
     proc = subprocess.run(_search_cmd(space, out, teacher_ckpt, 6), capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     rows = _rows(out)
     assert len(rows) == 6 and len({r["key"] for r in rows}) == 6
+    # resnet8's stage3 is 2x2 at 8x8 inputs: patches(4) cannot apply, so the tree never offers it and the six
+    # candidates are the other pipelines; the weight 10^7 makes the loss explode on the probe batch
+    assert not any("patches(4)" in r["kd"] for r in rows)
     rejected = [r for r in rows if r["status"] == "rejected"]
-    # resnet8's stage3 is 2x2 at 8x8 inputs: patches(4) cannot apply, so only 4 of the 8 candidates train and
-    # any 6 of them hold at least 2 rejections
-    assert len(rejected) >= 2 and all("patches(4)" in r["kd"] and "does not compile" in r["reason"] for r in rejected)
+    assert len(rejected) == 2 and all("10000000" in r["kd"] and "explodes" in r["reason"] for r in rejected)
     check = subprocess.run([sys.executable, "-m", "autokd_dsl", "check", str(out / "best.kd")],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stderr

@@ -52,6 +52,28 @@ class SearchConfig(pydantic.BaseModel):
         return {k: getattr(self, k) for k in keep} | {"proxy": self.proxy.key(), "space_file": Path(self.space_file).name}
 
 
+class CompilesOn:
+    """Shape check for :class:`SearchSpace`: does a distiller compile on this teacher and a fresh student?"""
+
+    def __init__(self, teacher, teacher_name: str, student_name: str, bundle):
+        from ..models import create_model
+
+        self.teacher, self.teacher_name, self.student_name = teacher, teacher_name, student_name
+        self.input_size = tuple(bundle.train.images.shape[1:])
+        device = next(teacher.parameters()).device
+        self.student = create_model(student_name, num_classes=bundle.num_classes, in_chans=self.input_size[0]).to(device)
+
+    def __call__(self, block: ir.Block) -> bool:
+        from ..runtime import compile_distiller
+
+        try:
+            compile_distiller(block, self.teacher, self.student, self.input_size, teacher_name=self.teacher_name,
+                              student_name=self.student_name)
+        except KDError:
+            return False
+        return True
+
+
 def load_space(path: str, name: str | None) -> ir.Block:
     from ..check import check
     from ..parse import parse_file
@@ -89,14 +111,17 @@ def open_store(out: Path, cfg: SearchConfig, resume: bool) -> Store:
 def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console: Console) -> dict:
     """Run the search; every evaluation goes to the store before the next starts."""
     block = load_space(cfg.space_file, cfg.space_name)
-    space = SearchSpace(block)
     store = open_store(out, cfg, resume)
     settings_key = cfg.proxy.key()
     done_before = store.count()
-    console.print(f"space `{block.name}`: {space.num_levels()} choice levels, {space.size()} kind-valid candidates; "
+    kind_valid = SearchSpace(block)
+    console.print(f"space `{block.name}`: {kind_valid.num_levels()} choice levels, {kind_valid.size()} kind-valid "
+                  f"candidates (those that do not fit the networks' shapes are pruned as the tree grows); "
                   f"strategy {cfg.strategy}, budget {cfg.budget}" + (f", {done_before} already evaluated"
                                                                      if done_before else ""))
-    ctx = ProxyContext(space, teacher, cfg.student, bundle, cfg.proxy, teacher_name=cfg.teacher, device=cfg.device)
+    ctx = ProxyContext(kind_valid, teacher, cfg.student, bundle, cfg.proxy, teacher_name=cfg.teacher,
+                       device=cfg.device)
+    space = SearchSpace(block, term_fits=CompilesOn(teacher, cfg.teacher, cfg.student, bundle))
     executor = make_executor(ctx, cfg.workers)
     mcts_options = {"c": cfg.c, "rollout": cfg.rollout} if cfg.strategy == "mcts" else {}
     strategy = make_strategy(cfg.strategy, space, seed=cfg.seed, **mcts_options)

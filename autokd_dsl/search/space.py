@@ -7,7 +7,7 @@ least one completion of its term exists, so the search never proposes a candidat
 >>> prog = check_text("space s:\\n    logits -> (none | softmax(4) | normalize) -> (kl | mse) -> (1 | 10)\\n")
 >>> space = SearchSpace(prog.blocks[0])
 >>> space.num_levels(), space.size()
-(3, 10)
+(3, 12)
 >>> from autokd_dsl.printer import print_block
 >>> print(print_block(space.candidate((1, 0, 1))), end="")
 distiller s:
@@ -63,10 +63,19 @@ class Slot:
 
 
 class SearchSpace:
-    """The levels of a space and its kind-valid candidates (implements the search's ``ChoiceSpace``)."""
+    """The levels of a space and its valid candidates (implements the search's ``ChoiceSpace``).
 
-    def __init__(self, block: ir.Block, tap_kind: Callable[[ir.Tap], tuple[Kind, Kind]] = tap_kinds):
-        self.block, self.tap_kind = block, tap_kind
+    Options are always pruned by kinds. With ``term_fits`` (a function of a one-term distiller, e.g. "does it
+    compile on this teacher and student", see :func:`compiles_on`), they are also pruned by shapes: when a
+    term's taps, transforms and distance are chosen, the term alone is checked once (the weight does not
+    change shapes), and an option is offered only if some completion of its term passes. The checks run
+    lazily, as the search asks for options, and each distinct term pipeline is checked at most once.
+    """
+
+    def __init__(self, block: ir.Block, tap_kind: Callable[[ir.Tap], tuple[Kind, Kind]] = tap_kinds,
+                 term_fits: Callable[[ir.Block], bool] | None = None):
+        self.block, self.tap_kind, self.term_fits = block, tap_kind, term_fits
+        self._fits: dict[tuple, bool] = {}
         self.slots: list[list[Slot]] = []
         self.levels: list[Slot] = []
         self.param_slots = [self._slot("param", expand(p.value), -1) for p in block.params]
@@ -78,9 +87,11 @@ class SearchSpace:
             self.slots.append(slots)
         self._feasible = lru_cache(maxsize=None)(self._feasible_uncached)
         for t, slots in enumerate(self.slots):
-            if not self._feasible(t, 0, ()):
-                raise KDError(f"no combination of the alternatives of term {t + 1} of `{block.name}` is kind-valid",
-                              span=block.terms[t].span, hint="check the transforms' kinds with `autokd-dsl ops`")
+            if not self._feasible(t, 0, ((), ())):
+                what = "kind-valid" if term_fits is None else "kind-valid and shape-valid on these networks"
+                raise KDError(f"no combination of the alternatives of term {t + 1} of `{block.name}` is {what}",
+                              span=block.terms[t].span, hint="check the transforms' kinds with `autokd-dsl ops`"
+                              + ("" if term_fits is None else " and the tap shapes with `autokd-dsl layers`"))
 
     def _slot(self, role: str, options: list, term: int) -> Slot:
         level = len(self.levels) if len(options) > 1 else None
@@ -107,8 +118,8 @@ class SearchSpace:
         position = slots.index(level)
         state = self._replay(slots[:position], prefix)
         legal = []
-        for i, option in enumerate(level.options):
-            nxt = self._step(level, option, state)
+        for i in range(len(level.options)):
+            nxt = self._advance(level, i, state)
             if nxt is not None and self._feasible(level.term, position + 1, nxt):
                 legal.append(i)
         return legal
@@ -118,11 +129,46 @@ class SearchSpace:
 
     # ---- kinds ---------------------------------------------------------------------------------------------
     def _replay(self, slots: list[Slot], prefix: Path):
-        state: tuple = ()
+        state = ((), ())
         for slot in slots:
-            option = slot.options[prefix[slot.level]] if slot.level is not None else slot.options[0]
-            state = self._step(slot, option, state)
+            state = self._advance(slot, prefix[slot.level] if slot.level is not None else 0, state, check=False)
         return state
+
+    def _advance(self, slot: Slot, index: int, state, check: bool = True):
+        """The search state after choosing ``slot.options[index]``: (kinds, chosen indices of the term so far;
+        empty without shape checks). None when the choice is invalid."""
+        if state is None:
+            return None
+        kinds, picks = state
+        kinds = self._step(slot, slot.options[index], kinds)
+        if kinds is None:
+            return None
+        if self.term_fits is None:
+            return kinds, ()
+        picks = picks + (index,)
+        if check and slot.role == "distance" and not self._term_fits(slot.term, picks):
+            return None
+        return kinds, picks
+
+    def _term_fits(self, term: int, picks: tuple[int, ...]) -> bool:
+        """Shape check of one term pipeline (taps, transforms, distance chosen by ``picks``), memoised."""
+        known = self._fits.get((term, picks))
+        if known is None:
+            slots = self.slots[term]
+            chosen = [slot.options[i] for slot, i in zip(slots, picks)] + [slots[-1].options[0]]  # any weight
+            params = tuple(dataclasses.replace(p, value=s.options[0])
+                           for p, s in zip(self.block.params, self.param_slots))
+            one = dataclasses.replace(self.block, kind="distiller", params=params, comments=(),
+                                      terms=(self._term(self.block.terms[term], slots, chosen),))
+            known = self._fits[(term, picks)] = bool(self.term_fits(one))
+        return known
+
+    @staticmethod
+    def _term(term: ir.Term, slots: list[Slot], chosen: list) -> ir.Term:
+        taps = tuple(c for c, s in zip(chosen, slots) if s.role == "tap")
+        steps = tuple(c for c, s in zip(chosen, slots) if s.role != "tap"
+                      and not (isinstance(c, ir.Name) and c.id == NONE))
+        return dataclasses.replace(term, taps=taps, steps=steps)
 
     def _step(self, slot: Slot, option, state):
         """Kinds after a slot: a tuple of (student, teacher) kinds per tap; None when invalid."""
@@ -145,8 +191,8 @@ class SearchSpace:
             return True
         slot = slots[position]
         return any(
-            (nxt := self._step(slot, option, state)) is not None and self._feasible(term, position + 1, nxt)
-            for option in slot.options
+            (nxt := self._advance(slot, i, state)) is not None and self._feasible(term, position + 1, nxt)
+            for i in range(len(slot.options))
         )
 
     # ---- candidates --------------------------------------------------------------------------------------
@@ -156,13 +202,7 @@ class SearchSpace:
             return slot.options[path[slot.level]] if slot.level is not None else slot.options[0]
 
         params = tuple(dataclasses.replace(p, value=pick(s)) for p, s in zip(self.block.params, self.param_slots))
-        terms = []
-        for term, slots in zip(self.block.terms, self.slots):
-            chosen = [pick(s) for s in slots]
-            taps = tuple(c for c, s in zip(chosen, slots) if s.role == "tap")
-            steps = tuple(c for c, s in zip(chosen, slots) if s.role != "tap"
-                          and not (isinstance(c, ir.Name) and c.id == NONE))
-            terms.append(dataclasses.replace(term, taps=taps, steps=steps))
+        terms = [self._term(term, slots, [pick(s) for s in slots]) for term, slots in zip(self.block.terms, self.slots)]
         return dataclasses.replace(self.block, kind="distiller", params=params, terms=tuple(terms), comments=())
 
     def paths(self):
