@@ -2,6 +2,8 @@
 
 Only kind-valid options are offered: an option is legal when the partial distiller stays kind-valid *and* at
 least one completion of its term exists, so the search never proposes a candidate the checker would reject.
+Given a shape check (``term_fits``, e.g. :class:`autokd_dsl.search.run.CompilesOn`), options whose every
+completion fails to compile on the teacher and student (``patches(4)`` on a 2x2 map) are left out too.
 
 >>> from autokd_dsl.check import check_text
 >>> prog = check_text("space s:\\n    logits -> (none | softmax(4) | normalize) -> (kl | mse) -> (1 | 10)\\n")
