@@ -391,18 +391,20 @@ MCTS_DEFAULT_FPU: float | None = 0.2
 MCTS_DEFAULT_MAX_WEIGHT = 1.0
 """How much a node's value is its subtree's best reward rather than its mean (see :class:`MCTS`).
 
-Tuning note for the MCTS defaults (c, fpu, max_weight). Two families of synthetic tables, never the one that
-bench/search_efficiency.py reports (table seed 0), 20 search seeds each, evaluations to the top 1% divided by
-random search's (geometric mean over tables, worst table in brackets):
+Tuning note for the MCTS defaults (c, fpu, max_weight). Two families of synthetic tables, never the ones that
+bench/search_efficiency.py reports (table seed 0), shapes 2x5x5x6x7, 2x6x6x5x4x4, 3x6x6x5x4 and 4x6x6x5x4, 20
+search seeds each; evaluations to the top 1% divided by random search's, geometric mean over tables (worst
+table in brackets):
 
-* structured (:meth:`TabulatedSpace.synthetic`; shapes 2x5x5x6x7, 2x6x6x5x4x4, 3x6x6x5x4, 4x6x6x5x4;
-  seeds 101-103): mean values with c = 0.15, fpu 0 (the first defaults) 0.29 (0.48); max values with c = 0.5,
-  fpu 0.2: 0.27 (0.52).
+* structured (:meth:`TabulatedSpace.synthetic`): mean values, c = 0.15, fpu 0, MAST rollouts on seeds 101-102:
+  0.29 (0.48); max values, fpu 0.2, c = 0.5 / 0.7 / 1.0 on seeds 101-103: 0.27 (0.52) / 0.32 (0.52) / 0.30 (0.62).
 * gated (:meth:`TabulatedSpace.gated`: each first-level option scales and shifts its own structured subtable,
   so a branch with a lower mean can hold the best candidates, as `logits` and `stage3` do in the Auto-KD
-  space; seeds 201-204): mean values with c = 0.15: 7.2 (43), i.e. much worse than random because one bad
-  first sample shuts a branch for good; c = 1.0: 0.65 (1.3); max values with c = 0.5, fpu 0.2: 0.55 (2.6).
-  Max values with c = 0.5 / 0.7 / 1.0 on seeds 204-206 gave 0.28 / 0.28 / 0.39.
+  space): mean values, c = 0.15, MAST rollouts on seeds 201-203: 7.2 (43), i.e. far worse than random: one bad
+  first sample shuts a branch for good. Max values, fpu 0.2, on seeds 201-206, c = 0.7 / 1.0 / 1.4: 0.41 (0.78)
+  / 0.43 (0.80) / 0.42 (0.79); c = 0.5 on seeds 201-204: 0.55 (2.6).
+
+c = 0.7 with max values has the best worst case over both families.
 """
 
 MCTS_DEFAULT_ROLLOUT = "mast"
@@ -448,10 +450,9 @@ class MCTS(_StrategyBase):
       raises their ``best``.
 
     Pending paths (asked, not told) count as visits at the current minimum reward (virtual loss) in the mean
-    and in the visit count, so
-    several asks in a row spread out over the tree. When a rollout ends on a key already told, its known
-    reward is backed up along that path and the ask retries (``max_retries`` times, then a random unseen
-    path); when nothing unseen is left, ``ask`` returns None.
+    and in the visit count, so several asks in a row spread out over the tree. When a rollout ends on a key
+    already told, its known reward is backed up along that path and the ask retries (``max_retries`` times,
+    then a random unseen path); when nothing unseen is left, ``ask`` returns None.
     """
 
     def __init__(
@@ -607,7 +608,8 @@ class MCTS(_StrategyBase):
         return path
 
     def _mast_pick(self, level: int, free: list[int]) -> int:
-        if self.rng.random() < self.mast_epsilon or self.rmin is None or self.rmax is None or self.rmax <= self.rmin:
+        uniform = self.rmin is None or self.rmax is None or self.rmax <= self.rmin
+        if self.rng.random() < self.mast_epsilon or uniform:
             return self.rng.choice(free)
         span = self.rmax - self.rmin
         means = []

@@ -61,7 +61,8 @@ class CompilesOn:
         self.teacher, self.teacher_name, self.student_name = teacher, teacher_name, student_name
         self.input_size = tuple(bundle.train.images.shape[1:])
         device = next(teacher.parameters()).device
-        self.student = create_model(student_name, num_classes=bundle.num_classes, in_chans=self.input_size[0]).to(device)
+        self.student = create_model(student_name, num_classes=bundle.num_classes, in_chans=self.input_size[0])
+        self.student.to(device)
 
     def __call__(self, block: ir.Block) -> bool:
         from ..runtime import compile_distiller
