@@ -199,3 +199,32 @@ def test_final_retraining_reports_test_accuracy(tmp_path, teacher_ckpt):
     for r in final:
         assert len(r["accuracies"]) == 2 and all(0.0 <= a <= 1.0 for a in r["accuracies"])
     assert "Final retraining" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_process_pool_gives_the_in_process_outcomes():
+    import torch
+
+    from autokd_dsl.data import DataConfig, load_data
+    from autokd_dsl.models import create_model
+    from autokd_dsl.search.evaluate import ProxyContext, ProxySettings
+    from autokd_dsl.search.executor import InProcess, ProcessPool, make_executor
+
+    torch.manual_seed(0)
+    bundle = load_data(DataConfig(name="digits", input_size=(1, 8, 8)))
+    teacher = create_model("resnet8", num_classes=10, in_chans=1).eval()
+    space = SearchSpace(check_text(SMALL).blocks[0])
+    ctx = ProxyContext(space, teacher, "resnet8", bundle, ProxySettings(epochs=1, subset=0.2), teacher_name="resnet8")
+    texts = [print_block(space.candidate(p)) for p in [(0, 0, 0), (1, 1, 1), (2, 2, 0)]]  # the last: patches(4)
+    assert isinstance(make_executor(ctx, 1), InProcess)
+    pool = make_executor(ctx, 2)
+    assert isinstance(pool, ProcessPool)
+    try:
+        parallel = pool.map(texts)
+    finally:
+        pool.close()
+    serial = InProcess(ctx).map(texts)
+    assert [o.status for o in parallel] == [o.status for o in serial] == ["ok", "ok", "rejected"]
+    for a, b in zip(parallel[:2], serial[:2]):
+        assert a.reward == pytest.approx(b.reward, rel=1e-3, abs=1e-4)
+    assert "does not compile" in parallel[2].reason
