@@ -212,6 +212,66 @@ def compile_cmd(
                f"{sum(p.numel() for p in loss.parameters())} connector parameters", err=True)
 
 
+@app.command()
+@user_errors
+def expand(
+    file: Path = typer.Argument(..., help="The .kd file holding the distiller (e.g. a search's best.kd)."),
+    layers_: str = typer.Option(..., "--layers", help="Comma-separated tap points, e.g. stage1,stage2,stage3."),
+    teacher: str = typer.Option(..., "--teacher", help="Teacher architecture."),
+    student: str = typer.Option(..., "--student", help="Student architecture."),
+    teacher_weights: Optional[Path] = typer.Option(None, "--teacher-weights",
+                                                   help="Teacher checkpoint (default: the cached teacher, "
+                                                        "trained first when there is none)."),
+    term: Optional[str] = typer.Option(None, "--term", help="Which term to expand (default: the first one "
+                                                            "tapped at a single feature point)."),
+    distiller: Optional[str] = typer.Option(None, "--distiller", help="Which distiller of the file."),
+    data: str = typer.Option("digits", "--data", help="Dataset the batch comes from."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the dataset files."),
+    input_size: str = typer.Option("3x16x16", "--input-size", help="CxHxW, as in the search or training."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images in the one batch that sets the weights."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the batch and the untrained student."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the distiller here (default: stdout)."),
+) -> None:
+    """Apply one term at several layers, with training-free weights set on one batch."""
+    import torch
+
+    from .data import DataConfig, load_data
+    from .errors import SourceText
+    from .expand import expand_layers
+    from .options import parse_input_size
+    from .runtime import load_distiller
+    from .train import make_student
+
+    console = _plain_console(stderr=True)
+    block = load_distiller(file, distiller)
+    points = [p.strip() for p in layers_.split(",") if p.strip()]
+    if batch_size < 2:
+        raise KDError("--batch-size must be at least 2")
+    data_cfg = DataConfig(name=data, root=data_root, input_size=parse_input_size(input_size))
+    bundle = load_data(data_cfg)
+    teacher_net = obtain_teacher(teacher, teacher_weights, data_cfg, bundle.num_classes, console)
+    student_net = make_student(student, bundle.num_classes, data_cfg.input_size[0], seed)
+    pick = torch.randperm(len(bundle.train), generator=torch.Generator().manual_seed(seed))[:batch_size]
+    torch.manual_seed(seed)  # learnable connectors start from the same weights each time
+    try:
+        result, info = expand_layers(block, points, teacher_net, student_net, bundle.train.images[pick],
+                                     bundle.train.labels[pick], term, teacher_name=teacher, student_name=student)
+    except KDError as err:
+        raise err.located(SourceText(str(file), file.read_text(encoding="utf-8")))
+    from .printer import print_block
+
+    text = print_block(result)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out)
+    console.print(f"term `{info['term']}`: unweighted loss {info['original']:.4g}; per layer "
+                  + ", ".join(f"{k} {v:.4g}" for k, v in info["layers"].items())
+                  + (f"; wrote {out}" if out is not None else ""))
+
+
 def check_device(device: str) -> None:
     """A clear error for a device this machine does not have."""
     import torch
