@@ -205,9 +205,7 @@ def compile_cmd(
     if out is None:
         typer.echo(text, nl=False)
         return
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    _write_text(out, text)
     typer.echo(f"wrote {out}: distiller `{block.name}`, terms {', '.join(loss.term_names)}, "
                f"{sum(p.numel() for p in loss.parameters())} connector parameters", err=True)
 
@@ -264,12 +262,17 @@ def expand(
     if out is None:
         typer.echo(text, nl=False)
     else:
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out)
+        _write_text(out, text)
     console.print(f"term `{info['term']}`: unweighted loss {info['original']:.4g}; per layer "
                   + ", ".join(f"{k} {v:.4g}" for k, v in info["layers"].items())
                   + (f"; wrote {out}" if out is not None else ""))
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write through a temporary file, so a killed command never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 def check_device(device: str) -> None:
