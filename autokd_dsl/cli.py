@@ -235,7 +235,7 @@ def expand(
 
     from .data import DataConfig, load_data
     from .errors import SourceText
-    from .expand import expand_layers
+    from .expand import expand_layers, pick_term
     from .options import parse_input_size
     from .runtime import load_distiller
     from .train import make_student
@@ -245,6 +245,10 @@ def expand(
     points = [p.strip() for p in layers_.split(",") if p.strip()]
     if batch_size < 2:
         raise KDError("--batch-size must be at least 2")
+    try:  # a bad term or layer list fails before any teacher is loaded or trained
+        pick_term(block, points, term)
+    except KDError as err:
+        raise err.located(SourceText(str(file), file.read_text(encoding="utf-8")))
     data_cfg = DataConfig(name=data, root=data_root, input_size=parse_input_size(input_size))
     bundle = load_data(data_cfg)
     teacher_net = obtain_teacher(teacher, teacher_weights, data_cfg, bundle.num_classes, console)

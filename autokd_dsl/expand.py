@@ -65,13 +65,8 @@ def term_losses(block: ir.Block, terms: list[ir.Term], teacher: nn.Module, stude
     return [float(values[name]) for name in labels]
 
 
-def expand_layers(block: ir.Block, layers: list[str], teacher: nn.Module, student: nn.Module, x: torch.Tensor,
-                  y: torch.Tensor, term: str | None = None, *, teacher_name: str | None = None,
-                  student_name: str | None = None) -> tuple[ir.Block, dict]:
-    """``block`` with one term replaced by a copy per layer, weighted as the module docstring says.
-
-    Returns the new distiller (checked) and the measurements: the original term's loss and each layer's.
-    """
+def pick_term(block: ir.Block, layers: list[str], term: str | None = None) -> int:
+    """The index of the term to expand (checked before any network runs)."""
     if block.kind != "distiller":
         raise KDError(f"`{block.name}` is a space; expand one of its candidates (e.g. a search's best.kd)")
     if not layers or len(set(layers)) != len(layers):
@@ -92,6 +87,20 @@ def expand_layers(block: ir.Block, layers: list[str], teacher: nn.Module, studen
     if len(chosen.taps) != 1 or not isinstance(tap, ir.Tap) or tap.teacher is not None or tap.student.is_labels:
         raise KDError(f"term `{names[pick]}` must tap one point, the same on both networks, to be expanded",
                       span=chosen.span)
+    return pick
+
+
+def expand_layers(block: ir.Block, layers: list[str], teacher: nn.Module, student: nn.Module, x: torch.Tensor,
+                  y: torch.Tensor, term: str | None = None, *, teacher_name: str | None = None,
+                  student_name: str | None = None) -> tuple[ir.Block, dict]:
+    """``block`` with one term replaced by a copy per layer, weighted as the module docstring says.
+
+    Returns the new distiller (checked) and the measurements: the original term's loss and each layer's.
+    """
+    pick = pick_term(block, layers, term)
+    names = term_names(block)
+    chosen = block.terms[pick]
+    tap = chosen.taps[0]
     copies = [_at_layer(chosen, layer, f"{names[pick]}_{layer.replace('.', '_')}") for layer in layers]
     candidate = dataclasses.replace(block, terms=tuple(copies))
     try:  # kinds first: a pipeline built for one stage may not apply at another (e.g. a 1x1 map)
