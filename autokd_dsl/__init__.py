@@ -6,10 +6,10 @@ distiller kd:
     logits -> softmax(4) -> kl -> 16
 """
 
-from .check import check, check_text
 from .errors import KDError
-from .parse import parse, parse_file
-from .printer import print_program
+from .lang.check import check, check_text
+from .lang.parse import parse, parse_file
+from .lang.printer import print_program
 
 __version__ = "0.1.0"
 __all__ = ["check", "check_text", "parse", "parse_file", "print_program", "KDError", "__version__"]
@@ -21,7 +21,7 @@ def __getattr__(name):  # heavy parts (torch) load on first use only
 
         return create_model
     if name in ("compile_distiller", "attach"):
-        from . import runtime
+        from .compiler import build
 
-        return getattr(runtime, name)
+        return getattr(build, name)
     raise AttributeError(name)

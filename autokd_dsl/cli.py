@@ -51,9 +51,9 @@ def user_errors(command):
 
 def load_checked(path: Path):
     """Read, parse and check one file (errors carry the file's text for their excerpt)."""
-    from .check import check
     from .errors import SourceText
-    from .parse import parse_file
+    from .lang.check import check
+    from .lang.parse import parse_file
 
     program = parse_file(path)
     return check(program, SourceText(str(path), Path(path).read_text(encoding="utf-8")))
@@ -97,7 +97,7 @@ def fmt(
     check_only: bool = typer.Option(False, "--check", help="Change nothing; exit 1 if a file would change."),
 ) -> None:
     """Rewrite .kd files in canonical form (comments kept)."""
-    from .printer import print_program
+    from .lang.printer import print_program
 
     changed: list[Path] = []
 
@@ -124,7 +124,7 @@ def ops(role: Optional[str] = typer.Argument(None, help="transform, distance or 
     from rich.console import Console
     from rich.table import Table
 
-    from .ops import OPS
+    from .lang.ops import OPS
 
     table = Table("op", "role", "arguments", "takes", "what it does")
     for op in OPS.values():
@@ -148,9 +148,9 @@ def layers(
     """List a model's tap points: module paths, output shapes, call counts and aliases."""
     import json
 
+    from .compiler.taps import aliases, list_layers
     from .models import create_model
     from .options import parse_input_size
-    from .taps import aliases, list_layers
 
     size = parse_input_size(input_size)
     net = create_model(model, num_classes=num_classes, in_chans=size[0])
@@ -186,11 +186,11 @@ def compile_cmd(
     """Compile a distiller into a standalone PyTorch loss module (imports only torch)."""
     import torch
 
-    from .emit import emit
+    from .compiler.build import compile_distiller, load_distiller
+    from .compiler.emit import emit
     from .errors import SourceText
     from .models import create_model
     from .options import parse_input_size
-    from .runtime import compile_distiller, load_distiller
 
     size = parse_input_size(input_size)
     block = load_distiller(file, distiller)
@@ -233,12 +233,12 @@ def expand(
     """Apply one term at several layers, with training-free weights set on one batch."""
     import torch
 
+    from .compiler.build import load_distiller
     from .data import DataConfig, load_data
     from .errors import SourceText
-    from .expand import expand_layers, pick_term
+    from .multilayer import expand_layers, pick_term
     from .options import parse_input_size
-    from .runtime import load_distiller
-    from .train import make_student
+    from .training.student import make_student
 
     console = _plain_console(stderr=True)
     block = load_distiller(file, distiller)
@@ -260,7 +260,7 @@ def expand(
                                      bundle.train.labels[pick], term, teacher_name=teacher, student_name=student)
     except KDError as err:
         raise err.located(SourceText(str(file), file.read_text(encoding="utf-8")))
-    from .printer import print_block
+    from .lang.printer import print_block
 
     text = print_block(result)
     if out is None:
@@ -300,7 +300,7 @@ def cache_dir() -> Path:
 
 def obtain_teacher(arch: str, weights: Optional[Path], data_cfg, num_classes: int, console):
     """The teacher from --teacher-weights, or the cached one (trained and cached on first use)."""
-    from .teacher import default_recipe, load_teacher, teacher_for
+    from .training.teacher import default_recipe, load_teacher, teacher_for
 
     path = weights if weights is not None else teacher_for(arch, data_cfg, default_recipe(arch, data_cfg.name),
                                                            cache_dir(), console)
@@ -411,7 +411,7 @@ def teacher_cmd(
     from .data import DataConfig
     from .models import create_model
     from .options import parse_input_size
-    from .teacher import default_recipe, teacher_for, train_teacher
+    from .training.teacher import default_recipe, teacher_for, train_teacher
 
     console = _plain_console()
     data_cfg = DataConfig(name=data, root=data_root, input_size=parse_input_size(input_size))
@@ -452,13 +452,13 @@ def train_cmd(
                                               "(needs augmentation off)."),
 ) -> None:
     """Distil a teacher into a student with a distiller; resumable (--resume), seeded and reproducible."""
+    from .compiler.build import load_distiller
     from .data import DataConfig, describe, load_data
     from .errors import SourceText
     from .models import create_model
     from .options import parse_input_size
-    from .runtime import load_distiller
-    from .teacher import default_recipe
-    from .train import TrainConfig, make_student, subset_train, train
+    from .training.student import TrainConfig, make_student, subset_train, train
+    from .training.teacher import default_recipe
 
     console = _plain_console()
     block = load_distiller(file, distiller)
@@ -492,7 +492,7 @@ def train_cmd(
 @user_errors
 def library_cmd(name: Optional[str] = typer.Argument(None, help="A library distiller to print, e.g. `dkd`.")) -> None:
     """List the published distillers that ship with autokd-dsl, or print one (`autokd-dsl library dkd`)."""
-    from .library import library_entries, library_file
+    from .lang.library import library_entries, library_file
 
     if name is not None:
         typer.echo(library_file(name).read_text(encoding="utf-8"), nl=False)

@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from autokd_dsl.check import check_text
 from autokd_dsl.data import DataConfig, load_data
+from autokd_dsl.lang.check import check_text
 from autokd_dsl.models import create_model
 from autokd_dsl.search.evaluate import ProxyContext, ProxySettings, evaluate
 from autokd_dsl.search.space import SearchSpace

@@ -19,12 +19,12 @@ import time
 
 from rich.console import Console
 
-from autokd_dsl.check import check_text
 from autokd_dsl.cli import cache_dir
 from autokd_dsl.data import DataConfig, load_data
+from autokd_dsl.lang.check import check_text
 from autokd_dsl.search.evaluate import ProxyContext, ProxySettings, evaluate
 from autokd_dsl.search.space import SearchSpace
-from autokd_dsl.teacher import default_recipe, load_teacher, teacher_for
+from autokd_dsl.training.teacher import default_recipe, load_teacher, teacher_for
 
 
 def spearman(a: list[float], b: list[float]) -> float:

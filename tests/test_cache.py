@@ -5,13 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autokd_dsl.cache import OUTPUT, TeacherCache, cache_fields, cache_folder
+from autokd_dsl.compiler.build import attach, compile_distiller, load_distiller
 from autokd_dsl.data import DataConfig, batches, load_data
 from autokd_dsl.errors import KDError
-from autokd_dsl.hooks import TapCapture
 from autokd_dsl.models import create_model
-from autokd_dsl.runtime import attach, compile_distiller, load_distiller
-from autokd_dsl.train import OfflineStep, subset_train
+from autokd_dsl.standalone.attach import TapCapture
+from autokd_dsl.training.student import OfflineStep, subset_train
+from autokd_dsl.training.teacher_cache import (
+    OUTPUT,
+    TeacherCache,
+    cache_fields,
+    cache_folder,
+)
 
 SIZE = (1, 8, 8)
 SPECS = ["layer1", "layer2.0.relu:in@2", "layer3", "fc", "fc:in"]

@@ -15,12 +15,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from autokd_dsl import kernels
-from autokd_dsl.check import check_text
-from autokd_dsl.connectors import Connector
-from autokd_dsl.hooks import TapCapture
+from autokd_dsl.compiler.build import (
+    attach,
+    compile_distiller,
+    load_distiller,
+    pick_distiller,
+)
+from autokd_dsl.lang.check import check_text
 from autokd_dsl.models import create_model
-from autokd_dsl.runtime import attach, compile_distiller, load_distiller, pick_distiller
+from autokd_dsl.standalone import kernels
+from autokd_dsl.standalone.attach import TapCapture
+from autokd_dsl.standalone.connectors import Connector
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "compile"

@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from autokd_dsl.data import DataConfig, batches, dataset_names, describe, load_data, random_crop_flip
+from autokd_dsl.data import (
+    DataConfig,
+    batches,
+    dataset_names,
+    describe,
+    load_data,
+    random_crop_flip,
+)
 from autokd_dsl.errors import KDError
 
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")

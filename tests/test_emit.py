@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from autokd_dsl import connectors, hooks, kernels
-from autokd_dsl.emit import emit
+from autokd_dsl.compiler.build import attach, compile_distiller, load_distiller
+from autokd_dsl.compiler.emit import emit
+from autokd_dsl.compiler.taps import probe
 from autokd_dsl.models import create_model
-from autokd_dsl.runtime import attach, compile_distiller, load_distiller
-from autokd_dsl.taps import probe
+from autokd_dsl.standalone import attach as attach_module
+from autokd_dsl.standalone import connectors, kernels
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "compile"
@@ -116,7 +117,7 @@ def test_cli_compile_writes_the_golden_file(tmp_path):
 
 def test_emitted_file_copies_the_package_sources():
     text = emitted("fitnet")
-    for module in (kernels, connectors, hooks):
+    for module in (kernels, connectors, attach_module):
         for name, obj in vars(module).items():
             if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__ == module.__name__:
                 assert inspect.getsource(obj) in text, f"{module.__name__}.{name} is not copied verbatim"

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from autokd_dsl.check import check_text
 from autokd_dsl.errors import KDError, KDErrorGroup
-from autokd_dsl.parse import MAX_DEPTH, parse_file
-from autokd_dsl.printer import print_program
+from autokd_dsl.lang.check import check_text
+from autokd_dsl.lang.parse import MAX_DEPTH, parse_file
+from autokd_dsl.lang.printer import print_program
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "library").glob("*.kd")) + sorted((ROOT / "examples").glob("*.kd"))
@@ -425,6 +425,6 @@ def test_cli_check_does_not_import_torch():
     assert result.returncode == 0, result.stderr
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
                 if line.startswith("import time:")}
-    assert "autokd_dsl.check" in imported and "lark" in imported  # the measurement itself works
+    assert "autokd_dsl.lang.check" in imported and "lark" in imported  # the measurement itself works
     heavy = sorted(m for m in imported if m.split(".")[0] in ("torch", "torchvision", "timm"))
     assert not heavy, heavy

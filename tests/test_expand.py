@@ -11,11 +11,11 @@ import torch.nn.functional as F
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from autokd_dsl.check import check_text  # noqa: E402
 from autokd_dsl.errors import KDError  # noqa: E402
-from autokd_dsl.expand import expand_layers, term_losses  # noqa: E402
+from autokd_dsl.lang.check import check_text  # noqa: E402
+from autokd_dsl.lang.printer import print_block  # noqa: E402
 from autokd_dsl.models import create_model  # noqa: E402
-from autokd_dsl.printer import print_block  # noqa: E402
+from autokd_dsl.multilayer import expand_layers, term_losses  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HINT = "distiller d:\n    ce: logits ~ labels -> ce -> 1\n    hint: stage3 -> mse -> 5\n"
@@ -100,7 +100,7 @@ def test_cli_writes_a_checked_distiller(tmp_path):
     from rich.console import Console
 
     from autokd_dsl.data import DataConfig
-    from autokd_dsl.teacher import Recipe, train_teacher
+    from autokd_dsl.training.teacher import Recipe, train_teacher
 
     ckpt = train_teacher("resnet8", DataConfig(name="digits", input_size=(1, 8, 8)), Recipe(epochs=1),
                          tmp_path / "t.pt", Console(quiet=True))

@@ -17,16 +17,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference_losses import REFERENCES, ofd_margins
 from torch import nn
 
-from autokd_dsl.check import check_text
+from autokd_dsl.compiler.build import compile_distiller, load_distiller
+from autokd_dsl.compiler.taps import probe
 from autokd_dsl.errors import KDError
+from autokd_dsl.lang.check import check_text
+from autokd_dsl.lang.printer import print_program
 from autokd_dsl.models import create_model
-from autokd_dsl.printer import print_program
-from autokd_dsl.runtime import compile_distiller, load_distiller
-from autokd_dsl.taps import probe
-
-from reference_losses import REFERENCES, ofd_margins
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARY = sorted((ROOT / "library").glob("*.kd"))
@@ -350,7 +349,7 @@ def test_crd_asks_for_the_sample_index():
 
 
 def test_teacher_values_are_read_again_when_attached():
-    from autokd_dsl.runtime import attach
+    from autokd_dsl.compiler.build import attach
 
     loss = copy.deepcopy(compiled("ofd", "resnet32x4", "resnet8x4"))
     other = copy.deepcopy(net("resnet32x4"))

@@ -16,7 +16,12 @@ import torch
 from torch import nn
 
 from autokd_dsl.errors import KDError
-from autokd_dsl.models import count_parameters, create_model, describe_model, list_models
+from autokd_dsl.models import (
+    count_parameters,
+    create_model,
+    describe_model,
+    list_models,
+)
 
 ZOO = list_models()
 

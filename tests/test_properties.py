@@ -16,12 +16,18 @@ from pathlib import Path
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from autokd_dsl import ir
-from autokd_dsl.check import apply_transform, check, check_text, distance_fits, tap_kinds
 from autokd_dsl.errors import KDError
-from autokd_dsl.ops import OPS, names
-from autokd_dsl.parse import _parser
-from autokd_dsl.printer import print_program
+from autokd_dsl.lang import ir
+from autokd_dsl.lang.check import (
+    apply_transform,
+    check,
+    check_text,
+    distance_fits,
+    tap_kinds,
+)
+from autokd_dsl.lang.ops import OPS, names
+from autokd_dsl.lang.parse import _parser
+from autokd_dsl.lang.printer import print_program
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = [p.read_text(encoding="utf-8") for p in sorted(ROOT.glob("library/*.kd")) + sorted(ROOT.glob("examples/*.kd"))

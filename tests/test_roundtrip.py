@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from autokd_dsl import ir
-from autokd_dsl.check import check, check_text
-from autokd_dsl.parse import parse
-from autokd_dsl.printer import print_program
+from autokd_dsl.lang import ir
+from autokd_dsl.lang.check import check, check_text
+from autokd_dsl.lang.parse import parse
+from autokd_dsl.lang.printer import print_program
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "roundtrip"

@@ -14,9 +14,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from autokd_dsl.check import check_text  # noqa: E402
 from autokd_dsl.errors import KDError  # noqa: E402
-from autokd_dsl.printer import print_block  # noqa: E402
+from autokd_dsl.lang.check import check_text  # noqa: E402
+from autokd_dsl.lang.printer import print_block  # noqa: E402
 from autokd_dsl.search.core import make_strategy, run_search  # noqa: E402
 from autokd_dsl.search.space import SearchSpace  # noqa: E402
 
@@ -109,7 +109,7 @@ def teacher_ckpt(tmp_path_factory):
     from rich.console import Console
 
     from autokd_dsl.data import DataConfig
-    from autokd_dsl.teacher import Recipe, train_teacher
+    from autokd_dsl.training.teacher import Recipe, train_teacher
 
     out = tmp_path_factory.mktemp("teacher") / "t.pt"
     return train_teacher("resnet8", DataConfig(name="digits", input_size=(1, 8, 8)), Recipe(epochs=2, schedule="cosine"),

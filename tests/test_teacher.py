@@ -11,8 +11,8 @@ from rich.console import Console
 
 from autokd_dsl.data import DataConfig
 from autokd_dsl.errors import KDError
-from autokd_dsl.optim import lr_factor, milestone_epochs
-from autokd_dsl.teacher import (
+from autokd_dsl.training.optim import lr_factor, milestone_epochs
+from autokd_dsl.training.teacher import (
     FORMAT,
     Recipe,
     cached_path,

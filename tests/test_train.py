@@ -18,11 +18,11 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from autokd_dsl.cli import app
+from autokd_dsl.compiler.build import load_distiller
 from autokd_dsl.data import DataConfig, load_data
 from autokd_dsl.errors import KDError
-from autokd_dsl.runtime import load_distiller
-from autokd_dsl.teacher import Recipe, load_teacher, train_teacher
-from autokd_dsl.train import TrainConfig, make_student, subset_train, train
+from autokd_dsl.training.student import TrainConfig, make_student, subset_train, train
+from autokd_dsl.training.teacher import Recipe, load_teacher, train_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 KD = ROOT / "library" / "kd.kd"

@@ -30,7 +30,15 @@ import random
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path as FilePath
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import (
+    Any,
+    Callable,
+    Iterable,
+    Mapping,
+    Protocol,
+    Sequence,
+    runtime_checkable,
+)
 
 import networkx as nx
 import numpy as np

@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import ir
+from ..compiler.build import compile_distiller
 from ..errors import KDError
-from ..hooks import TapCapture
+from ..lang import ir
 from ..models import create_model
-from ..runtime import compile_distiller
+from ..standalone.attach import TapCapture
 
 
 class ProxySettings(pydantic.BaseModel):
@@ -106,7 +106,7 @@ class ProxyContext:
 
     def _teacher_taps(self, space) -> dict[str, str]:
         """Every teacher tap any candidate may use, plus the logits and embedding the reward needs."""
-        from ..taps import resolve_point
+        from ..compiler.taps import resolve_point
 
         taps = {}
         for slots in space.slots:

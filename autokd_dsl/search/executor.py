@@ -22,7 +22,7 @@ class Executor(Protocol):
 
 
 def _evaluate_text(ctx: ProxyContext, text: str) -> Outcome:
-    from ..check import check_text
+    from ..lang.check import check_text
 
     return evaluate(check_text(text).blocks[0], ctx)
 

@@ -10,13 +10,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ..check import check_text
+from ..lang.check import check_text
 
 
 def retrain(out: Path, candidates: list[tuple[str, str]], teacher, student_name: str, bundle, epochs: int,
             seeds: int, console: Console) -> list[dict]:
     """Train each (label, kd text) with ``seeds`` seeds; finished runs (result.json) are reused."""
-    from ..train import TrainConfig, make_student, train
+    from ..training.student import TrainConfig, make_student, train
 
     rows = []
     for label, text in candidates:

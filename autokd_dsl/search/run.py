@@ -8,11 +8,17 @@ from typing import Optional
 
 import pydantic
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
-from .. import ir
 from ..errors import KDError, SourceText
-from ..printer import print_block
+from ..lang import ir
+from ..lang.printer import print_block
 from .core import MCTS_DEFAULT_C, make_strategy, run_search
 from .evaluate import Outcome, ProxyContext, ProxySettings
 from .executor import make_executor
@@ -65,7 +71,7 @@ class CompilesOn:
         self.student.to(device)
 
     def __call__(self, block: ir.Block) -> bool:
-        from ..runtime import compile_distiller
+        from ..compiler.build import compile_distiller
 
         try:
             compile_distiller(block, self.teacher, self.student, self.input_size, teacher_name=self.teacher_name,
@@ -76,8 +82,8 @@ class CompilesOn:
 
 
 def load_space(path: str, name: str | None) -> ir.Block:
-    from ..check import check
-    from ..parse import parse_file
+    from ..lang.check import check
+    from ..lang.parse import parse_file
 
     program = check(parse_file(path), SourceText(path, Path(path).read_text(encoding="utf-8")))
     spaces = [b for b in program.blocks if b.kind == "space"]
@@ -184,8 +190,8 @@ def _baseline(cfg: SearchConfig, ctx, store: Store, settings_key: str, executor,
     """KD (the library file) under the same proxy settings, for the report."""
     if not cfg.baseline:
         return None
-    from ..library import library_file
-    from ..runtime import load_distiller
+    from ..compiler.build import load_distiller
+    from ..lang.library import library_file
 
     block = load_distiller(library_file(cfg.baseline))
     row = store.get(block.key, settings_key)

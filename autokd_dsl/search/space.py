@@ -5,12 +5,12 @@ least one completion of its term exists, so the search never proposes a candidat
 Given a shape check (``term_fits``, e.g. :class:`autokd_dsl.search.run.CompilesOn`), options whose every
 completion fails to compile on the teacher and student (``patches(4)`` on a 2x2 map) are left out too.
 
->>> from autokd_dsl.check import check_text
+>>> from autokd_dsl.lang.check import check_text
 >>> prog = check_text("space s:\\n    logits -> (none | softmax(4) | normalize) -> (kl | mse) -> (1 | 10)\\n")
 >>> space = SearchSpace(prog.blocks[0])
 >>> space.num_levels(), space.size()
 (3, 12)
->>> from autokd_dsl.printer import print_block
+>>> from autokd_dsl.lang.printer import print_block
 >>> print(print_block(space.candidate((1, 0, 1))), end="")
 distiller s:
     logits -> softmax(4) -> kl -> 10
@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
 
-from .. import ir
-from ..check import NONE, apply_transform, distance_fits, tap_kinds
 from ..errors import KDError
-from ..kinds import Kind
-from ..printer import print_expr, print_step, print_tap
+from ..lang import ir
+from ..lang.check import NONE, apply_transform, distance_fits, tap_kinds
+from ..lang.kinds import Kind
+from ..lang.printer import print_expr, print_step, print_tap
 
 Path = tuple[int, ...]
 
@@ -36,7 +36,7 @@ Path = tuple[int, ...]
 def expand(expr: ir.Expr) -> list[ir.Expr]:
     """Every concrete expression a (possibly nested) choice stands for, in source order.
 
-    >>> from autokd_dsl.parse import parse
+    >>> from autokd_dsl.lang.parse import parse
     >>> step = parse("distiller d:\\n  x -> kl(t = 1 | 4) -> 1\\n").blocks[0].terms[0].steps[0]
     >>> [print_expr(e) for e in expand(step)]
     ['kl(t = 1)', 'kl(t = 4)']

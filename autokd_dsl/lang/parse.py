@@ -1,4 +1,4 @@
-"""Parse `.kd` text into the IR (`autokd_dsl.ir`), with source spans and comments.
+"""Parse `.kd` text into the IR (`autokd_dsl.lang.ir`), with source spans and comments.
 
 The grammar (`grammar/kd.lark`) is loaded and compiled once, lazily. Lark's exceptions never leave this
 module: they become :class:`~autokd_dsl.errors.KDError` with the characters a person typed.
@@ -17,10 +17,16 @@ from importlib import resources
 from pathlib import Path
 
 from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import (
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+    VisitError,
+)
 
+from ..errors import KDError, SourceText, Span, raise_all
 from . import ir
-from .errors import KDError, SourceText, Span, raise_all
 
 SIDES = ("student", "teacher")
 
@@ -39,7 +45,7 @@ def grammar_text() -> str:
     packaged = resources.files("autokd_dsl").joinpath("grammar", "kd.lark")
     if packaged.is_file():
         return packaged.read_text(encoding="utf-8")
-    return (Path(__file__).resolve().parent.parent / "grammar" / "kd.lark").read_text(encoding="utf-8")
+    return (Path(__file__).resolve().parents[2] / "grammar" / "kd.lark").read_text(encoding="utf-8")
 
 
 class _DropNewlinesInParens:
@@ -383,7 +389,7 @@ def _parse_blocks(text: str, src: SourceText, final: bool = True) -> tuple[ir.Bl
 
 
 def parse(text: str, path: str = "<string>") -> ir.Program:
-    """Parse `.kd` source into an unchecked :class:`~autokd_dsl.ir.Program`.
+    """Parse `.kd` source into an unchecked :class:`~autokd_dsl.lang.ir.Program`.
 
     Syntax errors are reported for every block (one per block), all in one :class:`KDError`.
     """

@@ -2,7 +2,7 @@
 
 The lowering calls :func:`build` for a transform or distance whose op is backed by a module (``Op.module``),
 with the value it applies to and the other side's value at the same point. Every module comes from
-:mod:`autokd_dsl.connectors` and keeps its constructor arguments in ``args``, so a compiled file rebuilds it;
+:mod:`autokd_dsl.standalone.connectors` and keeps its constructor arguments in ``args``, so a compiled file rebuilds it;
 a module that reads the teacher (OFD's margins, SRRL's classifier) records *where* in the teacher it reads and
 copies the values in ``copy_from_teacher`` — at compile time here, and again when the loss is attached.
 
@@ -20,9 +20,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import connectors as cn
-from .errors import KDError
-from .hooks import parse_spec
+from ..errors import KDError
+from ..standalone import connectors as cn
+from ..standalone.attach import parse_spec
 from .taps import resolve_point
 
 

@@ -1,6 +1,6 @@
 """Check a parsed program: resolve names, bind arguments, infer kinds; report every error in the file.
 
-The result is the *normalised* IR: op steps are :class:`~autokd_dsl.ir.Call` nodes whose arguments are bound
+The result is the *normalised* IR: op steps are :class:`~autokd_dsl.lang.ir.Call` nodes whose arguments are bound
 by name in the op's declared order, so equal programs are equal however they were written.
 
 >>> prog = check_text("distiller kd(t = 4):\\n    logits -> softmax(t) -> kl -> t^2\\n")
@@ -18,8 +18,8 @@ import dataclasses
 import math
 from typing import Iterable
 
+from ..errors import KDError, SourceText, Span, did_you_mean, raise_all
 from . import ir
-from .errors import KDError, SourceText, Span, did_you_mean, raise_all
 from .kinds import Kind, alias_kind
 from .ops import AXES, OPS, Op, distance_accepts, names, transform_kind
 from .parse import parse

@@ -1,7 +1,7 @@
 """Resolve the taps of a distiller on real models, and measure their shapes with a dry run.
 
 >>> from autokd_dsl.models import create_model
->>> from autokd_dsl import ir
+>>> from autokd_dsl.lang import ir
 >>> model = create_model("resnet8", num_classes=10)
 >>> resolve_point(model, ir.Point("stage3"), "resnet8")
 'layer3'
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import ir
-from .errors import KDError, did_you_mean
-from .hooks import TapCapture, parse_spec
+from ..errors import KDError, did_you_mean
+from ..lang import ir
+from ..standalone.attach import TapCapture, parse_spec
 
 
 def aliases(model: nn.Module) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """Print the IR as canonical `.kd` text: ``check(parse(print(p))) == p`` for every checked program.
 
->>> from autokd_dsl.check import check_text
+>>> from autokd_dsl.lang.check import check_text
 >>> print(print_program(check_text("distiller kd( t=4 ):\\n  logits->softmax( t )->kl->t ^ 2")), end="")
 distiller kd(t = 4):
     logits -> softmax(t) -> kl -> t^2

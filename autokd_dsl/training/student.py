@@ -27,16 +27,23 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from . import ir
-from .cache import TeacherCache, split_fingerprint, teacher_hash
-from .data import DataBundle, Split, batches
-from .data.core import balanced_subset
-from .errors import KDError
-from .hooks import TapCapture
-from .models import create_model
-from .optim import SGDSettings, accuracy, make_optimizer, rng_state, seed_everything, set_rng_state
-from .progress import EpochBar, format_terms
+from ..data import DataBundle, Split, batches
+from ..data.core import balanced_subset
+from ..errors import KDError
+from ..lang import ir
+from ..models import create_model
+from ..progress import EpochBar, format_terms
+from ..standalone.attach import TapCapture
+from .optim import (
+    SGDSettings,
+    accuracy,
+    make_optimizer,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from .teacher import read_checkpoint, save_atomic
+from .teacher_cache import TeacherCache, split_fingerprint, teacher_hash
 
 FORMAT = "autokd-dsl/train/1"
 CHECKPOINT = "checkpoint.pt"
@@ -45,7 +52,7 @@ RESULT = "result.json"
 
 
 class TrainConfig(SGDSettings):
-    """Student training settings: RepDistiller's SGD recipe (see :class:`~autokd_dsl.optim.SGDSettings`) and
+    """Student training settings: RepDistiller's SGD recipe (see :class:`~autokd_dsl.training.optim.SGDSettings`) and
     ``offline_teacher`` (read the teacher's outputs from the cache instead of running it; needs augmentation off).
     """
 
@@ -132,7 +139,7 @@ class LiveStep:
     """One training step's forward through the compiler's ``attach``: teacher and student both run."""
 
     def __init__(self, teacher: nn.Module, student: nn.Module, loss: nn.Module) -> None:
-        from .runtime import attach
+        from ..compiler.build import attach
 
         self.model = attach(teacher, student, loss)
 
@@ -198,7 +205,7 @@ def train(block: ir.Block, teacher: nn.Module, student: nn.Module, bundle: DataB
 
     ``cache_root`` holds the offline teacher outputs (``cfg.offline_teacher``).
     """
-    from .runtime import compile_distiller
+    from ..compiler.build import compile_distiller
 
     console = console or Console()
     out = Path(out_dir)

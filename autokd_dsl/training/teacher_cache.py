@@ -26,9 +26,9 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from .data import Split, batches
-from .errors import KDError
-from .hooks import TapCapture, parse_spec
+from ..data import Split, batches
+from ..errors import KDError
+from ..standalone.attach import TapCapture, parse_spec
 from .teacher import state_hash
 
 FORMAT = "autokd-dsl/teacher-outputs/1"
@@ -47,7 +47,7 @@ def split_fingerprint(split: Split) -> str:
 
 
 def teacher_hash(teacher: nn.Module) -> str:
-    """The content hash of a teacher loaded with :func:`~autokd_dsl.teacher.load_teacher`, else computed."""
+    """The content hash of a teacher loaded with :func:`~autokd_dsl.training.teacher.load_teacher`, else computed."""
     meta = getattr(teacher, "kd_teacher", None) or {}
     return meta.get("content_hash") or state_hash(teacher.state_dict())
 

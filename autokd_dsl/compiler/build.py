@@ -17,12 +17,12 @@ from pathlib import Path
 
 from torch import fx, nn
 
-from . import ir
-from .check import check
-from .errors import KDError, SourceText
-from .hooks import Attached
+from ..errors import KDError, SourceText
+from ..lang import ir
+from ..lang.check import check
+from ..lang.parse import parse_file
+from ..standalone.attach import Attached
 from .lower import Lowering, Model, term_names
-from .parse import parse_file
 
 
 def load_distiller(path: str | Path, name: str | None = None) -> ir.Block:

@@ -1,8 +1,8 @@
 """The op registry: the single source of truth for names, arguments and kinds.
 
 The checker, the search's legal moves, the printer and the lowering all read this table. Adding an op is one
-row here plus one tensor function in `autokd_dsl.kernels`. Signatures are rows ``input -> output``
-(transforms) or ``student , teacher`` (distances) in the pattern language of :mod:`autokd_dsl.kinds`;
+row here plus one tensor function in `autokd_dsl.standalone.kernels`. Signatures are rows ``input -> output``
+(transforms) or ``student , teacher`` (distances) in the pattern language of :mod:`autokd_dsl.lang.kinds`;
 ``=`` means "the same kind as the input", ``=raw`` the same form without probabilities.
 
 >>> OPS["softmax"].role, [p.name for p in OPS["softmax"].params]

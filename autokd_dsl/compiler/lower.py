@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx, nn
 
-from . import ir, kernels, opmodules
-from .check import _distance_hint, apply_transform, distance_fits
-from .errors import KDError
-from .kinds import Kind
-from .ops import OPS
-from .printer import print_call, print_point
+from ..errors import KDError
+from ..lang import ir
+from ..lang.check import _distance_hint, apply_transform, distance_fits
+from ..lang.kinds import Kind
+from ..lang.ops import OPS
+from ..lang.printer import print_call, print_point
+from ..standalone import kernels
+from . import modules
 from .taps import example_input, probe_examples, resolve_point
 
 
@@ -193,7 +195,7 @@ class Lowering:
         op = OPS[call.op]
         base = v.node.name.removesuffix("_detached")
         if op.module:
-            module = opmodules.build(self, call, v, other, tap)
+            module = modules.build(self, call, v, other, tap)
             out = self.module_val(call, module, base, [v], kind, other.pdims if op.learnable else None)
         else:
             kwargs = self.kernel_args(call, v)
@@ -264,7 +266,7 @@ class Lowering:
         # an output depends on every tap (memo keys name them all), so no value is shared with another term
         joined = ["&".join(c.key[side] for c in chains) + "|" + print_call(call) for side in (0, 1)]
         if op.module:  # student side, learnable (ReviewKD's fusion)
-            module = opmodules.build_across(call, [c.s for c in chains], [c.t for c in chains])
+            module = modules.build_across(call, [c.s for c in chains], [c.t for c in chains])
             base = f"{chains[0].s.node.name}_to_{chains[-1].s.node.name.removeprefix('s_')}"
             group = self.module_val(call, module, base, [c.s for c in chains], kinds[0][0])
             outs = [Val(self.fn(operator.getitem, (group.node, i), name=f"{c.s.node.name}_{call.op}"),
@@ -347,7 +349,7 @@ class Lowering:
                 hint="add a student-side connector before the distance: `-> adapt ->`")
         if OPS[call.op].module:
             inputs = [s, t] + ([Val(self.index_node, self.index, Kind("labels"))] if self.index_node else [])
-            module = opmodules.build(self, call, s, t, tap)
+            module = modules.build(self, call, s, t, tap)
             return self.module_val(call, module, term_name, inputs, Kind("scalar")).node
         fn = getattr(kernels, call.op)
         args, kwargs = self.distance_args(call, s, t)
@@ -488,6 +490,6 @@ def _shape(shape: tuple) -> str:
 
 
 def _tap_text(tap: ir.Tap) -> str:
-    from .printer import print_tap
+    from ..lang.printer import print_tap
 
     return print_tap(tap)

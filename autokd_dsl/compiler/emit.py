@@ -10,8 +10,8 @@ from __future__ import annotations
 import inspect
 import re
 
-from . import connectors, hooks, kernels
-from .printer import print_block
+from ..lang.printer import print_block
+from ..standalone import attach, connectors, kernels
 
 _IMPORTS = ["import math", "import types", "", "import torch", "import torch.nn.functional as F", "from torch import nn"]
 
@@ -33,7 +33,7 @@ def _namespace() -> str:
 
 
 def _forward(loss) -> str:
-    code = loss.code.replace("autokd_dsl_kernels_", "kernels.").strip("\n")
+    code = loss.code.replace("autokd_dsl_standalone_kernels_", "kernels.").strip("\n")
     lines = [("    " + ln) if ln.strip() else "" for ln in code.splitlines()]
     return "\n".join(ln.rstrip() for ln in lines).rstrip() + "\n"
 
@@ -70,7 +70,7 @@ def emit(loss, *, teacher: str, student: str, input_size, num_classes: int) -> s
         f"# The distiller, as written:\n{kd}\n",
         "# ---- kernels " + "-" * 85 + "\n\n" + _body(kernels) + _namespace(),
         "# ---- connectors " + "-" * 82 + "\n\n" + _body(connectors),
-        "# ---- hooks " + "-" * 87 + "\n\n" + _body(hooks),
+        "# ---- hooks " + "-" * 87 + "\n\n" + _body(attach),
         "# ---- the loss " + "-" * 84 + "\n",
         f"STUDENT_TAPS = {dict(loss.student_taps)!r}\nTEACHER_TAPS = {dict(loss.teacher_taps)!r}\n"
         f"TERMS = {list(loss.term_names)!r}\n",

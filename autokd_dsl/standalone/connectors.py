@@ -8,7 +8,7 @@ Copied verbatim into compiled files (torch only). Sized from the real shapes (wi
   map → map; map → tokens: flatten positions into tokens, then as tokens → tokens;
 * vector → vector: Linear; map or tokens → vector: average, then Linear.
 
-The modules behind the other module-backed ops follow `Connector` (see `autokd_dsl.opmodules` for how they
+The modules behind the other module-backed ops follow `Connector` (see `autokd_dsl.compiler.modules` for how they
 are sized): `Align`, `Regressor`, `MLP`, `Generator`, `Project` and `ReviewFusion` are learnable transforms,
 `GaussianNLL` a learnable distance, `ContrastMemory` a distance with state across batches, `TeacherMargin` and
 `TeacherHead` hold values read from the teacher (``copy_from_teacher``, called by `attach`).

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Iterator, Union
 
-from .errors import Span
+from ..errors import Span
 
 _META = dict(default=None, compare=False, hash=False, repr=False)
 

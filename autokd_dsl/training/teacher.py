@@ -31,11 +31,11 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from .data import DataConfig, batches, describe, load_data
-from .errors import KDError
-from .models import create_model
+from ..data import DataConfig, batches, describe, load_data
+from ..errors import KDError
+from ..models import create_model
+from ..progress import EpochBar
 from .optim import SGDSettings, accuracy, make_optimizer, seed_everything
-from .progress import EpochBar
 
 FORMAT = "autokd-dsl/teacher/1"
 #: RepDistiller's CIFAR recipe length; shorter runs use the scaled (cosine) recipe.
@@ -51,7 +51,7 @@ DEEP_SHORT_LR = 0.02
 
 
 class Recipe(SGDSettings):
-    """How a teacher is trained (see :class:`~autokd_dsl.optim.SGDSettings` for the fields)."""
+    """How a teacher is trained (see :class:`~autokd_dsl.training.optim.SGDSettings` for the fields)."""
 
     def key(self) -> str:
         return _short_hash(self.model_dump(mode="json"))

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .errors import KDError, did_you_mean
+from ..errors import KDError, did_you_mean
 
 
 def library_dir() -> Path:
     packaged = resources.files("autokd_dsl").joinpath("library")
     if packaged.is_dir():
         return Path(str(packaged))
-    return Path(__file__).resolve().parent.parent / "library"
+    return Path(__file__).resolve().parents[2] / "library"
 
 
 def library_names() -> list[str]:
@@ -70,7 +70,7 @@ def constructs_of(block) -> tuple[str, ...]:
     """What a distiller uses beyond pure transform → distance → weight: the ops' constructs (`Op.constructs`),
     pre-activation taps, different points per side, and epoch schedules.
 
-    >>> from autokd_dsl.check import check_text
+    >>> from autokd_dsl.lang.check import check_text
     >>> constructs_of(check_text("distiller d:\\n    stage3_pre -> adapt -> mse -> warmup(5)").blocks[0])
     ('learnable', 'pre-activation taps', 'epoch schedule')
     """

@@ -19,7 +19,7 @@ import numpy as np
 import pydantic
 import torch
 
-from .errors import KDError
+from ..errors import KDError
 
 #: RepDistiller's decay points as fractions of training (150/240, 180/240, 210/240).
 REPDISTILLER_MILESTONES = (0.625, 0.75, 0.875)

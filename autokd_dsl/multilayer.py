@@ -22,12 +22,12 @@ import math
 import torch
 from torch import nn
 
-from . import ir
-from .check import check_text
+from .compiler.build import attach, compile_distiller
+from .compiler.lower import term_names
 from .errors import KDError
-from .lower import term_names
-from .printer import print_block
-from .runtime import attach, compile_distiller
+from .lang import ir
+from .lang.check import check_text
+from .lang.printer import print_block
 
 
 def _at_layer(term: ir.Term, layer: str, label: str) -> ir.Term:
