@@ -21,3 +21,15 @@ def parse_input_size(text: str) -> tuple[int, int, int]:
     if len(dims) != 3 or min(dims) < 1 or dims[0] not in (1, 3):
         raise KDError(f"bad input size `{text}`", hint="write CxHxW with C = 1 or 3, e.g. 3x32x32 or 1x16x16")
     return dims
+
+
+def check_device(device: str) -> None:
+    """A clear error for a device this machine does not have."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise KDError(f"unknown device `{device}` (command-line value)", hint="use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise KDError(f"device `{device}` is not available here", hint="this machine has no GPU: use --device cpu")

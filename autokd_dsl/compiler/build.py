@@ -19,18 +19,14 @@ from torch import fx, nn
 
 from ..errors import KDError, SourceText
 from ..lang import ir
-from ..lang.check import check
-from ..lang.parse import parse_file
+from ..lang.check import check_file
 from ..standalone.attach import Attached
 from .lower import Lowering, Model, term_names
 
 
 def load_distiller(path: str | Path, name: str | None = None) -> ir.Block:
     """Parse and check a `.kd` file and return its distiller ``name`` (or its only distiller)."""
-    program = parse_file(path)
-    text = Path(path).read_text(encoding="utf-8")
-    program = check(program, SourceText(str(path), text))
-    return pick_distiller(program, name, str(path))
+    return pick_distiller(check_file(path), name, str(path))
 
 
 def pick_distiller(program: ir.Program, name: str | None, where: str) -> ir.Block:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Iterable
 
 from ..errors import KDError, SourceText, Span, did_you_mean, raise_all
 from . import ir
 from .kinds import Kind, alias_kind
 from .ops import AXES, OPS, Op, distance_accepts, names, transform_kind
-from .parse import parse
+from .parse import parse, parse_source, read_source
 from .printer import print_step
 
 NONE = "none"  # the empty alternative of an optional transform slot in a space
@@ -31,6 +32,12 @@ NONE = "none"  # the empty alternative of an optional transform slot in a space
 def check_text(text: str, path: str = "<string>") -> ir.Program:
     """Parse and check `.kd` source; raise one :class:`KDError` (or a group) with every error found."""
     return check(parse(text, path), SourceText(path, text))
+
+
+def check_file(path: str | Path) -> ir.Program:
+    """Read, parse and check a `.kd` file (see :func:`~autokd_dsl.lang.parse.read_source` for what it accepts)."""
+    source = read_source(path)
+    return check(parse_source(source), source)
 
 
 def check(program: ir.Program, source: SourceText | None = None) -> ir.Program:

@@ -11,7 +11,9 @@ module: they become :class:`~autokd_dsl.errors.KDError` with the characters a pe
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -425,15 +427,28 @@ def _only_comments(text: str) -> bool:
     return all(not line.strip() or line.strip().startswith("#") for line in text.splitlines())
 
 
-def parse_file(path: str | Path) -> ir.Program:
-    """Read and parse a `.kd` file; unreadable or non-UTF-8 files are a :class:`KDError`."""
+# A `.kd` file is a few kilobytes; anything far larger is not one (and `/dev/zero` never ends).
+MAX_SOURCE_BYTES = 1 << 20
+_BOM = "\ufeff"
+
+
+def read_source(path: str | Path) -> SourceText:
+    """Read a `.kd` file as text: a regular file of at most 1 MiB of UTF-8 (a leading byte-order mark is dropped).
+
+    Anything else (missing, a folder, a device, binary, too large, unreadable) is a :class:`KDError`.
+    """
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        if not stat.S_ISREG(p.stat().st_mode):  # before opening: opening a FIFO waits for a writer
+            raise KDError(f"{path}: not a regular file", hint="give the path of a .kd text file")
+        with open(p, "rb") as handle:
+            raw = handle.read(MAX_SOURCE_BYTES + 1)
     except FileNotFoundError:
         raise KDError(f"{path}: no such file") from None
     except OSError as err:
         raise KDError(f"{path}: cannot read file ({err.strerror})") from None
+    if len(raw) > MAX_SOURCE_BYTES:
+        raise KDError(f"{path}: file is larger than {MAX_SOURCE_BYTES >> 20} MiB; a .kd file is a few kilobytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -441,4 +456,14 @@ def parse_file(path: str | Path) -> ir.Program:
         col = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
         raise KDError("file is not UTF-8 text", span=Span(line, col, line, col + 1),
                       source=SourceText(str(path), ""), hint="a .kd file is plain UTF-8 text") from None
-    return parse(text, str(path))
+    return SourceText(str(path), text[1:] if text.startswith(_BOM) else text)
+
+
+def parse_source(source: SourceText) -> ir.Program:
+    """Parse the text of :func:`read_source`."""
+    return parse(source.text, source.path)
+
+
+def parse_file(path: str | Path) -> ir.Program:
+    """Read and parse a `.kd` file; unreadable or non-UTF-8 files are a :class:`KDError`."""
+    return parse_source(read_source(path))

@@ -82,10 +82,9 @@ class CompilesOn:
 
 
 def load_space(path: str, name: str | None) -> ir.Block:
-    from ..lang.check import check
-    from ..lang.parse import parse_file
+    from ..lang.check import check_file
 
-    program = check(parse_file(path), SourceText(path, Path(path).read_text(encoding="utf-8")))
+    program = check_file(path)
     spaces = [b for b in program.blocks if b.kind == "space"]
     if name:
         block = program.block(name)

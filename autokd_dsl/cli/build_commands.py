@@ -1,0 +1,124 @@
+"""Commands that turn a distiller into another artefact: compile (a loss module) and expand (a `.kd` file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .app import command, plain_console
+from .params import (
+    INPUT_SIZE,
+    PROXY_INPUT_SIZE,
+    BatchSize,
+    Data,
+    DataRoot,
+    DistillerName,
+    InputSize,
+    NumClasses,
+    OutFile,
+    Seed,
+    Student,
+    Teacher,
+    TeacherWeights,
+)
+
+
+@command("compile", source="file")
+def compile_cmd(
+    file: Path = typer.Argument(..., help="The .kd file holding the distiller."),
+    teacher: Teacher = ...,
+    student: Student = ...,
+    distiller: DistillerName = None,
+    input_size: InputSize = INPUT_SIZE,
+    num_classes: NumClasses = 100,
+    out: OutFile = None,
+) -> None:
+    """Compile a distiller into a standalone PyTorch loss module (imports only torch)."""
+    from ..compiler.build import load_distiller
+    from ..files import check_output_file, write_text
+    from ..options import parse_input_size
+
+    size = parse_input_size(input_size)
+    if out is not None:
+        check_output_file(out)
+    block = load_distiller(file, distiller)
+
+    import torch
+
+    from ..compiler.build import compile_distiller
+    from ..compiler.emit import emit
+    from ..models import create_model
+
+    torch.manual_seed(0)
+    t_net = create_model(teacher, num_classes=num_classes, in_chans=size[0])
+    s_net = create_model(student, num_classes=num_classes, in_chans=size[0])
+    loss = compile_distiller(block, t_net, s_net, size, teacher_name=teacher, student_name=student)
+    text = emit(loss, teacher=teacher, student=student, input_size=size, num_classes=num_classes)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    write_text(out, text)
+    typer.echo(f"wrote {out}: distiller `{block.name}`, terms {', '.join(loss.term_names)}, "
+               f"{sum(p.numel() for p in loss.parameters())} connector parameters", err=True)
+
+
+@command(source="file")
+def expand(
+    file: Path = typer.Argument(..., help="The .kd file holding the distiller (e.g. a search's best.kd)."),
+    layers_: str = typer.Option(..., "--layers", help="Comma-separated tap points, e.g. stage1,stage2,stage3."),
+    teacher: Teacher = ...,
+    student: Student = ...,
+    teacher_weights: TeacherWeights = None,
+    term: Optional[str] = typer.Option(None, "--term", help="Which term to expand (default: the first one "
+                                                            "tapped at a single feature point)."),
+    distiller: DistillerName = None,
+    data: Data = "digits",
+    data_root: DataRoot = None,
+    input_size: InputSize = PROXY_INPUT_SIZE,
+    batch_size: BatchSize = 64,
+    seed: Seed = 0,
+    out: OutFile = None,
+) -> None:
+    """Apply one term at several layers, with training-free weights set on one batch."""
+    from ..compiler.build import load_distiller
+    from ..data import DataConfig
+    from ..files import check_output_file, write_text
+    from ..options import parse_input_size
+
+    size = parse_input_size(input_size)
+    if out is not None:
+        check_output_file(out)
+    console = plain_console(stderr=True)
+    block = load_distiller(file, distiller)
+    points = [p.strip() for p in layers_.split(",") if p.strip()]
+
+    from ..multilayer import expand_layers, pick_term
+
+    pick_term(block, points, term)  # a bad term or layer list fails before any teacher is loaded or trained
+
+    import torch
+
+    from ..data import load_data
+    from ..training.student import make_student
+    from ..training.teacher import obtain_teacher
+
+    data_cfg = DataConfig(name=data, root=data_root, input_size=size)
+    bundle = load_data(data_cfg)
+    teacher_net = obtain_teacher(teacher, teacher_weights, data_cfg, bundle.num_classes, console)
+    student_net = make_student(student, bundle.num_classes, data_cfg.input_size[0], seed)
+    pick = torch.randperm(len(bundle.train), generator=torch.Generator().manual_seed(seed))[:batch_size]
+    torch.manual_seed(seed)  # learnable connectors start from the same weights each time
+    result, info = expand_layers(block, points, teacher_net, student_net, bundle.train.images[pick],
+                                 bundle.train.labels[pick], term, teacher_name=teacher, student_name=student)
+    from ..lang.printer import print_block
+
+    text = print_block(result)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        write_text(out, text)
+    console.print(f"term `{info['term']}`: unweighted loss {info['original']:.4g}; per layer "
+                  + ", ".join(f"{k} {v:.4g}" for k, v in info["layers"].items())
+                  + (f"; wrote {out}" if out is not None else ""))

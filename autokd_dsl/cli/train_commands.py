@@ -1,0 +1,121 @@
+"""Training commands: teacher (cross-entropy) and train (a full distillation run)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .app import command, plain_console
+from .params import (
+    INPUT_SIZE,
+    BatchSize,
+    Data,
+    DataRoot,
+    Device,
+    DistillerName,
+    Epochs,
+    InputSize,
+    Lr,
+    Seed,
+    Student,
+    Teacher,
+    TeacherWeights,
+    TrainSubset,
+)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
+
+
+@command("teacher")
+def teacher_cmd(
+    model: str = typer.Argument(..., help="Teacher architecture: a zoo name, timm:NAME or package.module:factory."),
+    data: Data = ...,
+    data_root: DataRoot = None,
+    input_size: InputSize = INPUT_SIZE,
+    epochs: Epochs = None,
+    lr: Lr = None,
+    batch_size: BatchSize = None,
+    seed: Seed = 0,
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the checkpoint here (default: the teacher "
+                                                           "cache, reused by `train` and `search`)."),
+    device: Device = "cpu",
+) -> None:
+    """Train a teacher with cross-entropy and save a checked checkpoint (or cache it)."""
+    from ..data import DataConfig
+    from ..files import check_output_file
+    from ..models import create_model
+    from ..options import check_device, parse_input_size
+    from ..training.teacher import cache_dir, default_recipe, teacher_for, train_teacher
+
+    console = plain_console()
+    data_cfg = DataConfig(name=data, root=data_root, input_size=parse_input_size(input_size))
+    if out is not None:
+        check_output_file(out)
+    check_device(device)
+    create_model(model, num_classes=10, in_chans=data_cfg.input_size[0])  # an unknown name fails first
+    recipe = default_recipe(model, data_cfg.name, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+    if out is None:
+        path = teacher_for(model, data_cfg, recipe, cache_dir(), console, device=device)
+    else:
+        path = train_teacher(model, data_cfg, recipe, out, console, device=device)
+    console.print(f"teacher checkpoint: {path}")
+
+
+@command("train", source="file")
+def train_cmd(
+    file: Path = typer.Argument(..., help="The .kd file holding the distiller."),
+    teacher: Teacher = ...,
+    student: Student = ...,
+    teacher_weights: TeacherWeights = None,
+    distiller: DistillerName = None,
+    data: Data = ...,
+    data_root: DataRoot = None,
+    input_size: InputSize = INPUT_SIZE,
+    epochs: Epochs = None,
+    lr: Lr = None,
+    batch_size: BatchSize = None,
+    train_subset: TrainSubset = None,
+    seed: Seed = 0,
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default runs/train-<distiller>-<student>)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    offline_teacher: bool = typer.Option(False, "--offline-teacher",
+                                         help="Cache the teacher's outputs once instead of running it per batch "
+                                              "(needs augmentation off)."),
+) -> None:
+    """Distil a teacher into a student with a distiller; resumable (--resume), seeded and reproducible."""
+    from ..compiler.build import load_distiller
+    from ..data import DataConfig, describe, load_data
+    from ..files import check_output_folder
+    from ..models import create_model
+    from ..options import parse_input_size
+    from ..training.student import TrainConfig, make_student, subset_train, train
+    from ..training.teacher import cache_dir, default_recipe, obtain_teacher
+
+    console = plain_console()
+    data_cfg = DataConfig(name=data, root=data_root, input_size=parse_input_size(input_size))
+    block = load_distiller(file, distiller)
+    out = check_output_folder(out or Path("runs") / f"train-{block.name}-{_slug(student)}")
+    in_chans = data_cfg.input_size[0]
+    for name in (teacher, student):  # unknown names fail before any data is read or teacher trained
+        create_model(name, num_classes=10, in_chans=in_chans)
+    defaults = default_recipe(student, data_cfg.name, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+    cfg = TrainConfig(**defaults.model_dump(), offline_teacher=offline_teacher)
+    bundle = load_data(data_cfg)
+    if train_subset is not None:
+        bundle = subset_train(bundle, train_subset, seed)
+    teacher_net = obtain_teacher(teacher, teacher_weights, data_cfg, bundle.num_classes, console)
+    student_net = make_student(student, bundle.num_classes, in_chans, seed)
+    t_acc = (getattr(teacher_net, "kd_teacher", None) or {}).get("test_accuracy")
+    console.print(f"distiller {block.name} ({file}): {teacher}"
+                  + (f" (test {t_acc:.2%})" if isinstance(t_acc, float) else "")
+                  + f" -> {student}; {describe(bundle)}"
+                  + (f" (class-balanced subset, seed {seed})" if train_subset is not None else "")
+                  + f"; {cfg.epochs} epochs, lr {cfg.lr}, batch {cfg.batch_size}, "
+                  f"{cfg.schedule} schedule, seed {cfg.seed}; run folder {out}")
+    train(block, teacher_net, student_net, bundle, cfg, out, resume, console,
+          cache_root=cache_dir().parent / "teacher-outputs")
