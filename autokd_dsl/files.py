@@ -20,12 +20,22 @@ from pathlib import Path
 from .errors import KDError
 
 
+def read_only(path: Path) -> bool:
+    """Nobody may write it: no write permission bit set (also as root, who could write it anyway), or not
+    writable for this user, or on a read-only file system."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not mode & 0o222 or not os.access(path, os.W_OK)
+
+
 def _writable_folder(folder: Path, what: str) -> None:
     if not folder.exists():
         raise KDError(f"{what}: folder {folder} does not exist", hint="create it first, or pick another path")
     if not folder.is_dir():
         raise KDError(f"{what}: {folder} is not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
+    if read_only(folder) or not os.access(folder, os.X_OK):
         raise KDError(f"{what}: folder {folder} is not writable")
 
 
@@ -52,8 +62,8 @@ def check_output_file(path: Path, *, option: str = "--out") -> Path:
         if path.suffix == ".kd":
             raise KDError(f"{what}: refusing to overwrite the .kd file", hint="write to a new file, or remove "
                           "the old one first")
-        if not os.access(path, os.W_OK):
-            raise KDError(f"{what}: the file is read-only")
+        if read_only(path):
+            raise KDError(f"{what}: the file is read-only; it was left as it is")
     _writable_folder(path.parent if str(path.parent) else Path("."), what)
     return path
 
@@ -67,7 +77,7 @@ def check_output_folder(path: Path, *, option: str = "--out") -> Path:
     if path.exists():
         if not path.is_dir():
             raise KDError(f"{what}: is a file, not a folder")
-        if not os.access(path, os.W_OK | os.X_OK):
+        if read_only(path) or not os.access(path, os.X_OK):
             raise KDError(f"{what}: folder is not writable")
         return path
     parent = path.parent
@@ -90,7 +100,7 @@ def write_bytes(path: Path, data: bytes) -> None:
 def replace_text(path: Path, text: str) -> None:
     """Rewrite an existing file in place (atomically, keeping its permissions); a read-only file is refused."""
     path = Path(path)
-    if not os.access(path, os.W_OK):
+    if read_only(path):
         raise KDError(f"{path}: the file is read-only; it was left as it is")
     _writable_folder(path.parent if str(path.parent) else Path("."), str(path))
     _atomic(path, text.encode("utf-8"), mode=stat.S_IMODE(os.stat(path).st_mode))

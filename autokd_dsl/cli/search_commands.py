@@ -66,11 +66,13 @@ def search(
 ) -> None:
     """Search a space of distillers with MCTS (or random / evolution) and write the best as best.kd."""
     from ..data import DataConfig, load_data
-    from ..errors import KDError
+    from ..errors import KDError, did_you_mean
     from ..files import check_output_folder
     from ..options import check_device, parse_input_size
     from ..search.evaluate import ProxySettings
-    from ..search.run import SearchConfig, load_space
+    from ..search.core import STRATEGIES
+    from ..search.run import SearchConfig, check_search_folder, load_space
+    from ..search.space import SearchSpace
     from ..search.run import search as run
     from ..training.teacher import obtain_teacher
 
@@ -78,9 +80,13 @@ def search(
     size = parse_input_size(input_size)
     if rollout not in ("mast", "random"):
         raise KDError(f"unknown rollout policy `{rollout}` (command-line value)", hint="choose mast or random")
+    if strategy.strip().lower() not in STRATEGIES:
+        raise KDError(f"unknown search strategy `{strategy}` (command-line value)",
+                      hint=did_you_mean(strategy, STRATEGIES) or f"choose one of: {', '.join(STRATEGIES)}")
     check_output_folder(out)
     check_device(device)
-    load_space(str(space_file), space_name)  # a bad space fails before any training
+    SearchSpace(load_space(str(space_file), space_name))  # a bad space fails before any training
+    check_search_folder(out, resume)  # so does a foreign --out folder, before anything is written
     proxy = ProxySettings(epochs=epochs, subset=subset, entropy_sampling=entropy, offline_teacher=offline,
                           sparse_density=sparse, seed=seed)
     cfg = SearchConfig(space_file=str(space_file), space_name=space_name, teacher=teacher, student=student,

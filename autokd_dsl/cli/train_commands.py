@@ -93,13 +93,14 @@ def train_cmd(
     from ..files import check_output_folder
     from ..models import create_model
     from ..options import parse_input_size
-    from ..training.student import TrainConfig, make_student, subset_train, train
+    from ..training.student import TrainConfig, check_run_folder, make_student, subset_train, train
     from ..training.teacher import cache_dir, default_recipe, obtain_teacher
 
     console = plain_console()
     data_cfg = DataConfig(name=data, root=data_root, input_size=parse_input_size(input_size))
     block = load_distiller(file, distiller)
     out = check_output_folder(out or Path("runs") / f"train-{block.name}-{_slug(student)}")
+    check_run_folder(out, resume)
     in_chans = data_cfg.input_size[0]
     for name in (teacher, student):  # unknown names fail before any data is read or teacher trained
         create_model(name, num_classes=10, in_chans=in_chans)

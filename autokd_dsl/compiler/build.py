@@ -17,11 +17,12 @@ from pathlib import Path
 
 from torch import fx, nn
 
-from ..errors import KDError, SourceText
+from ..errors import KDError
 from ..lang import ir
 from ..lang.check import check_file
 from ..standalone.attach import Attached
 from .lower import Lowering, Model, term_names
+from .taps import TapNotReached, resolve_point
 
 
 def load_distiller(path: str | Path, name: str | None = None) -> ir.Block:
@@ -72,7 +73,13 @@ def compile_distiller(block: ir.Block, teacher: nn.Module, student: nn.Module, i
     t_name = teacher_name or getattr(teacher, "kd_name", "teacher")
     s_name = student_name or getattr(student, "kd_name", "student")
     lowering = Lowering(block, Model(teacher, t_name), Model(student, s_name), tuple(input_size))
-    gm = lowering.build()
+    try:
+        gm = lowering.build()
+    except TapNotReached as err:  # point at the tap in the file
+        if err.span is None:
+            err.span = next((p.span for p in _points(block) if resolve_point(student, p, s_name) == err.spec
+                             or resolve_point(teacher, p, t_name) == err.spec), None)
+        raise
     loss = DistillerLoss(gm, gm.graph, class_name="DistillerLoss")
     loss.student_taps = dict(lowering.student.taps)
     loss.teacher_taps = dict(lowering.teacher.taps)
@@ -80,6 +87,14 @@ def compile_distiller(block: ir.Block, teacher: nn.Module, student: nn.Module, i
     loss.distiller = block
     loss.needs_index = lowering.index_node is not None  # CRD's memory banks: the trainer passes index=
     return loss
+
+
+def _points(block: ir.Block):
+    for term in block.terms:
+        for tap in term.taps:
+            yield tap.student
+            if not tap.teacher_point.is_labels:
+                yield tap.teacher_point
 
 
 def attach(teacher: nn.Module, student: nn.Module, loss: DistillerLoss) -> Attached:

@@ -16,7 +16,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import KDError
-from ..lang import ir
+from ..lang import ir, weights
 from ..lang.check import _distance_hint, apply_transform, distance_fits
 from ..lang.kinds import Kind
 from ..lang.ops import OPS
@@ -401,7 +401,7 @@ class Lowering:
         if isinstance(expr, ir.BinOp):
             left, right = self.weight(expr.left), self.weight(expr.right)
             if not isinstance(left, fx.Node) and not isinstance(right, fx.Node):
-                return _apply(expr.op, left, right)
+                return weights.apply(expr.op, left, right, expr.span)
             fn = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
                   "^": operator.pow}[expr.op]
             return self.graph.call_function(fn, (left, right))
@@ -453,23 +453,9 @@ def param_value(expr):
     return expr.id if isinstance(expr, ir.Name) else None
 
 
-def _apply(op: str, a: float, b: float) -> float:
-    if op == "/" and b == 0:
-        raise KDError("division by zero in a weight")
-    return {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else 0.0, "^": a ** b}[op]
-
-
 def _constant(expr: ir.Expr, params: dict) -> float:
-    """Fold a number expression with the distiller's parameter values."""
-    if isinstance(expr, ir.Num):
-        return expr.value
-    if isinstance(expr, ir.Name):
-        return params[expr.id]
-    if isinstance(expr, ir.Neg):
-        return -_constant(expr.operand, params)
-    if isinstance(expr, ir.BinOp):
-        return _apply(expr.op, _constant(expr.left, params), _constant(expr.right, params))
-    raise KDError(f"expected a number, got `{expr}`", span=getattr(expr, "span", None))
+    """Fold a number expression with the distiller's parameter values (faults are located errors)."""
+    return weights.evaluate(expr, params)
 
 
 def _base_kind(model: Model, point: ir.Point, example: torch.Tensor) -> Kind:

@@ -10,10 +10,9 @@ module: they become :class:`~autokd_dsl.errors.KDError` with the characters a pe
 
 from __future__ import annotations
 
-import math
-import os
 import re
 import stat
+import sys
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -166,7 +165,7 @@ class _ToIR(Transformer):
             value = int(text) if text.isdigit() else float(text)
         except ValueError:  # more digits than Python converts
             raise KDError(f"number `{shown}` is too long", span=span) from None
-        if not math.isfinite(value):
+        if not -sys.float_info.max <= value <= sys.float_info.max:  # inf, or an integer beyond any float
             raise KDError(f"number `{shown}` is too large", span=span, hint="numbers must stay below 1e308")
         return ir.Num(value, span=span)
 
@@ -361,18 +360,32 @@ def _replace(node, **changes):
 _BLOCK_START = re.compile(r"^(distiller|space)\b", re.M)
 
 
-# Deeper syntax trees would overflow the recursive passes (transformer, checker, printer, content key).
+# Limits on the shape of an expression. Nesting (parentheses, calls, a `^` tower, alternating operators) is
+# limited to MAX_DEPTH levels; a flat chain such as `a + b + c + …` is one level however long, but the syntax
+# tree holds it as a left-leaning chain, and the recursive passes (transformer, checker, printer, content key)
+# overflow Python's stack somewhere past 400 tree levels, so the tree itself may be at most MAX_TREE_DEPTH deep.
 MAX_DEPTH = 100
+MAX_TREE_DEPTH = 300
+_CHAINS = ({"add", "sub"}, {"mul", "div"})
+
+
+def _level(parent: Tree, child: Tree, index: int) -> int:
+    """0 when ``child`` continues ``parent``'s left-leaning chain of same-precedence operators, else 1."""
+    return 0 if index == 0 and any(parent.data in c and child.data in c for c in _CHAINS) else 1
 
 
 def _check_depth(tree: Tree) -> None:
-    stack = [(tree, 1)]
+    stack = [(tree, 1, 1)]
     while stack:
-        node, depth = stack.pop()
+        node, depth, tree_depth = stack.pop()
         if depth > MAX_DEPTH:
             raise KDError(f"expression nested more than {MAX_DEPTH} levels deep", span=_span(node.meta),
-                          hint="split it into parameters, or leave out redundant operators")
-        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
+                          hint="split it into parameters, or leave out redundant parentheses")
+        if tree_depth > MAX_TREE_DEPTH:
+            raise KDError(f"expression too long: more than {MAX_TREE_DEPTH - 10} operators in a row",
+                          span=_span(node.meta), hint="split it into parameters")
+        stack.extend((child, depth + _level(node, child, i), tree_depth + 1)
+                     for i, child in enumerate(node.children) if isinstance(child, Tree))
 
 
 def _parse_blocks(text: str, src: SourceText, final: bool = True) -> tuple[ir.Block, ...]:

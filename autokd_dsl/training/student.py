@@ -42,11 +42,14 @@ from .optim import (
     seed_everything,
     set_rng_state,
 )
-from .teacher import read_checkpoint, save_atomic
+from .teacher import check_fields, read_checkpoint, save_atomic
 from .teacher_cache import TeacherCache, split_fingerprint, teacher_hash
 
 FORMAT = "autokd-dsl/train/1"
 CHECKPOINT = "checkpoint.pt"
+_CHECKPOINT_FIELDS = {"epoch": "count", "settings": "dict", "student": "state_dict", "connectors": "state_dict",
+                      "optimizer": "dict", "scheduler": "dict", "rng": "dict", "history": "list",
+                      "elapsed": "number"}
 METRICS = "metrics.jsonl"
 RESULT = "result.json"
 
@@ -180,13 +183,38 @@ def _restore(state: dict, student, loss, opt, sched, generator) -> None:
     set_rng_state(state["rng"], generator)
 
 
+def check_run_folder(out: str | Path, resume: bool) -> None:
+    """Refuse, before any work, an --out folder that holds something other than a training run (a search, a
+    dataset, anything else), or a run without --resume. Nothing in the folder is touched."""
+    out = Path(out)
+    if not out.is_dir():
+        return
+    names = {p.name for p in out.iterdir()}
+    foreign = sorted(n for n in names - {CHECKPOINT, METRICS, RESULT} if not n.startswith("."))
+    if foreign:
+        raise KDError(f"--out {out} (command-line value) holds files that are not a training run's "
+                      f"({', '.join(foreign[:3])}{', …' if len(foreign) > 3 else ''}); nothing was changed",
+                      hint="choose another --out for the run")
+    if CHECKPOINT in names and not resume:
+        raise KDError(f"{out} already holds a run", hint="pass --resume to continue it, or choose another --out")
+    if CHECKPOINT in names:
+        _read_state(out / CHECKPOINT)
+
+
+def _read_state(ckpt: Path) -> dict:
+    state = read_checkpoint(ckpt, what="checkpoint")
+    if state.get("format") != FORMAT:
+        raise KDError(f"{ckpt} is not an autokd-dsl training checkpoint; it was left as it is",
+                      hint="choose another --out for the run")
+    check_fields(state, _CHECKPOINT_FIELDS, f"checkpoint {ckpt}")
+    return state
+
+
 def _resume_state(ckpt: Path, settings: dict, console: Console) -> dict | None:
     if not ckpt.is_file():
         console.print(f"no checkpoint in {ckpt.parent}; starting from epoch 1")
         return None
-    state = read_checkpoint(ckpt, what="checkpoint")
-    if state.get("format") != FORMAT:
-        raise KDError(f"{ckpt} is not an autokd-dsl training checkpoint")
+    state = _read_state(ckpt)
     diff = settings_diff(state["settings"], settings)
     if diff:
         raise KDError(f"cannot resume {ckpt.parent}: the run was started with different settings ("
@@ -211,8 +239,7 @@ def train(block: ir.Block, teacher: nn.Module, student: nn.Module, bundle: DataB
     out = Path(out_dir)
     ckpt_path, metrics_path = out / CHECKPOINT, out / METRICS
     settings = run_settings(block, teacher, student, bundle, cfg)
-    if ckpt_path.exists() and not resume:
-        raise KDError(f"{out} already holds a run", hint="pass --resume to continue it, or choose another --out")
+    check_run_folder(out, resume)
     if cfg.offline_teacher and bundle.augment:
         raise KDError("--offline-teacher needs augmentation off: cached teacher outputs cannot follow random crops",
                       hint="drop --offline-teacher, or use a dataset whose default augmentation is off")
@@ -225,7 +252,12 @@ def train(block: ir.Block, teacher: nn.Module, student: nn.Module, bundle: DataB
     history: list[dict] = []
     elapsed = 0.0
     if state is not None:
-        _restore(state, student, loss, opt, sched, generator)
+        try:
+            _restore(state, student, loss, opt, sched, generator)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:  # a hand-edited checkpoint
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+            raise KDError(f"checkpoint {ckpt_path} does not fit this run ({reason})",
+                          hint="the file was edited or is corrupt; choose another --out to start a new run") from None
         history, elapsed = list(state["history"]), float(state["elapsed"])
         console.print(f"resuming {out} after epoch {state['epoch']}/{cfg.epochs}")
     write_jsonl(metrics_path, history)  # drops any line written after the checkpoint
