@@ -8,6 +8,7 @@ adds the source text of the command's input file when the error points into it b
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import sys
@@ -70,6 +71,17 @@ def command(name: Optional[str] = None, *, source: Optional[str] = None) -> Call
         return fn
 
     return register
+
+
+@contextlib.contextmanager
+def option_value(option: str):
+    """Errors raised inside name the command-line option whose value they are about (``--data``)."""
+    try:
+        yield
+    except KDError as err:
+        if err.span is None and "command-line value" not in err.message:
+            err.message = f"{option}: {err.message} (command-line value)"
+        raise
 
 
 def each_file(files: list[Path], action: Callable[[Path], None]) -> int:

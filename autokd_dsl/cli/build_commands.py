@@ -7,15 +7,14 @@ from typing import Optional
 
 import typer
 
+from . import values
 from .app import command, plain_console
 from .params import (
-    INPUT_SIZE,
-    PROXY_INPUT_SIZE,
     BatchSize,
     Data,
     DataRoot,
     DistillerName,
-    InputSize,
+    FileInputSize,
     NumClasses,
     OutFile,
     Seed,
@@ -31,19 +30,20 @@ def compile_cmd(
     teacher: Teacher = ...,
     student: Student = ...,
     distiller: DistillerName = None,
-    input_size: InputSize = INPUT_SIZE,
+    input_size: FileInputSize = None,
     num_classes: NumClasses = 100,
     out: OutFile = None,
 ) -> None:
     """Compile a distiller into a standalone PyTorch loss module (imports only torch)."""
     from ..compiler.build import load_distiller
     from ..files import check_output_file, write_text
-    from ..options import parse_input_size
-
-    size = parse_input_size(input_size)
+    size, note = values.input_size(input_size, file)
+    values.models(size[0], teacher=teacher, student=student)
     if out is not None:
         check_output_file(out)
     block = load_distiller(file, distiller)
+    if note:
+        typer.echo(note, err=True)
 
     import torch
 
@@ -76,35 +76,37 @@ def expand(
     distiller: DistillerName = None,
     data: Data = "digits",
     data_root: DataRoot = None,
-    input_size: InputSize = PROXY_INPUT_SIZE,
+    input_size: FileInputSize = None,
     batch_size: BatchSize = 64,
     seed: Seed = 0,
     out: OutFile = None,
 ) -> None:
     """Apply one term at several layers, with training-free weights set on one batch."""
     from ..compiler.build import load_distiller
-    from ..data import DataConfig
     from ..files import check_output_file, write_text
-    from ..options import parse_input_size
-
-    size = parse_input_size(input_size)
+    size, note = values.input_size(input_size, file)
+    data_cfg = values.data_config(name=data, root=data_root, input_size=size)
+    values.models(size[0], teacher=teacher, student=student)
     if out is not None:
         check_output_file(out)
     console = plain_console(stderr=True)
+    if note:
+        console.print(note)
     block = load_distiller(file, distiller)
     points = [p.strip() for p in layers_.split(",") if p.strip()]
-
-    from ..multilayer import expand_layers, pick_term
-
-    pick_term(block, points, term)  # a bad term or layer list fails before any teacher is loaded or trained
 
     import torch
 
     from ..data import load_data
+    from ..models import create_model
+    from ..multilayer import check_layers, expand_layers, pick_term
     from ..training.student import make_student
     from ..training.teacher import obtain_teacher
 
-    data_cfg = DataConfig(name=data, root=data_root, input_size=size)
+    # a bad term or layer list fails before any teacher is loaded or trained
+    pick_term(block, points, term)
+    check_layers(points, {name: create_model(name, num_classes=10, in_chans=size[0]) for name in (teacher, student)})
+
     bundle = load_data(data_cfg)
     teacher_net = obtain_teacher(teacher, teacher_weights, data_cfg, bundle.num_classes, console)
     student_net = make_student(student, bundle.num_classes, data_cfg.input_size[0], seed)

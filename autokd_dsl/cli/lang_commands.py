@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .app import command, each_file, plain_console
+from .app import command, each_file, option_value, plain_console
 
 
 def load_checked(path: Path):
@@ -91,7 +91,9 @@ def library_cmd(name: Optional[str] = typer.Argument(None, help="A library disti
     from ..lang.library import library_entries, library_file
 
     if name is not None:
-        typer.echo(library_file(name).read_text(encoding="utf-8"), nl=False)
+        with option_value("NAME"):
+            path = library_file(name)
+        typer.echo(path.read_text(encoding="utf-8"), nl=False)
         return
     from rich.table import Table
 

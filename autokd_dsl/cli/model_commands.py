@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from . import values
 from .app import command, plain_console
 from .params import AT_LEAST_1, INPUT_SIZE, InputSize, NumClasses
 
@@ -20,9 +21,9 @@ def layers(
 
     from ..compiler.taps import aliases, list_layers
     from ..models import create_model
-    from ..options import parse_input_size
 
-    size = parse_input_size(input_size)
+    size, _ = values.input_size(input_size)
+    values.models(size[0], model=model)
     net = create_model(model, num_classes=num_classes, in_chans=size[0])
     rows = list_layers(net, size)
     if as_json:

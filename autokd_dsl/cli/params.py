@@ -75,6 +75,10 @@ Data = Annotated[str, _opt("--data", help="Dataset (digits, fashion-mnist, mnist
                                           "imagefolder:PATH).")]
 DataRoot = Annotated[Optional[Path], _opt("--data-root", help="Folder holding the dataset files.")]
 InputSize = Annotated[str, _opt("--input-size", help="CxHxW of the inputs, C = 1 or 3 (e.g. 3x32x32, 1x16x16).")]
+# commands on a `.kd` file: a search's best.kd is used at the size of its search, so its teacher is reused
+FileInputSize = Annotated[Optional[str], _opt("--input-size", help="CxHxW of the inputs, C = 1 or 3. Default: "
+                                              "the size of the search whose folder holds FILE (a search's "
+                                              "best.kd), else 3x32x32.")]
 TrainSubset = Annotated[Optional[int], _opt("--train-subset", help="Train on this many class-balanced images "
                                             "(drawn by --seed).", click_type=AT_LEAST_1)]
 

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from . import values
 from .app import command, plain_console
 from .params import (
     AT_LEAST_0,
@@ -68,7 +69,6 @@ def search(
     from ..data import DataConfig, load_data
     from ..errors import KDError, did_you_mean
     from ..files import check_output_folder
-    from ..options import check_device, parse_input_size
     from ..search.evaluate import ProxySettings
     from ..search.core import STRATEGIES
     from ..search.run import SearchConfig, check_search_folder, load_space
@@ -77,14 +77,17 @@ def search(
     from ..training.teacher import obtain_teacher
 
     console = plain_console(stderr=True)
-    size = parse_input_size(input_size)
+    size, _ = values.input_size(input_size)
+    data_cfg = values.data_config(name=data, root=data_root, input_size=size, seed=seed, augment=False,
+                                  train_subset=train_subset)
+    values.models(size[0], teacher=teacher, student=student)
     if rollout not in ("mast", "random"):
         raise KDError(f"unknown rollout policy `{rollout}` (command-line value)", hint="choose mast or random")
     if strategy.strip().lower() not in STRATEGIES:
         raise KDError(f"unknown search strategy `{strategy}` (command-line value)",
                       hint=did_you_mean(strategy, STRATEGIES) or f"choose one of: {', '.join(STRATEGIES)}")
     check_output_folder(out)
-    check_device(device)
+    values.device(device)
     SearchSpace(load_space(str(space_file), space_name))  # a bad space fails before any training
     check_search_folder(out, resume)  # so does a foreign --out folder, before anything is written
     proxy = ProxySettings(epochs=epochs, subset=subset, entropy_sampling=entropy, offline_teacher=offline,
@@ -95,8 +98,6 @@ def search(
                        train_subset=train_subset,
                        strategy=strategy, c=c, rollout=rollout, workers=workers, seed=seed, proxy=proxy, device=device,
                        final_epochs=final_epochs, final_seeds=final_seeds)
-    data_cfg = DataConfig(name=data, root=data_root, input_size=size, seed=seed, augment=False,
-                          train_subset=train_subset)
     bundle = load_data(data_cfg)
     # the teacher's data setting is the one `train` and `teacher` use, so they share the cached teacher
     teacher_cfg = DataConfig(name=data, root=data_root, input_size=size)

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from . import values
 from .app import command, plain_console
 from .params import (
     INPUT_SIZE,
@@ -17,6 +18,7 @@ from .params import (
     Device,
     DistillerName,
     Epochs,
+    FileInputSize,
     InputSize,
     Lr,
     Seed,
@@ -46,18 +48,16 @@ def teacher_cmd(
     device: Device = "cpu",
 ) -> None:
     """Train a teacher with cross-entropy and save a checked checkpoint (or cache it)."""
-    from ..data import DataConfig
     from ..files import check_output_file
-    from ..models import create_model
-    from ..options import check_device, parse_input_size
     from ..training.teacher import cache_dir, default_recipe, teacher_for, train_teacher
 
     console = plain_console()
-    data_cfg = DataConfig(name=data, root=data_root, input_size=parse_input_size(input_size))
+    size, _ = values.input_size(input_size)
+    data_cfg = values.data_config(name=data, root=data_root, input_size=size)
     if out is not None:
         check_output_file(out)
-    check_device(device)
-    create_model(model, num_classes=10, in_chans=data_cfg.input_size[0])  # an unknown name fails first
+    values.device(device)
+    values.models(size[0], model=model)  # an unknown name fails first
     recipe = default_recipe(model, data_cfg.name, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     if out is None:
         path = teacher_for(model, data_cfg, recipe, cache_dir(), console, device=device)
@@ -75,7 +75,7 @@ def train_cmd(
     distiller: DistillerName = None,
     data: Data = ...,
     data_root: DataRoot = None,
-    input_size: InputSize = INPUT_SIZE,
+    input_size: FileInputSize = None,
     epochs: Epochs = None,
     lr: Lr = None,
     batch_size: BatchSize = None,
@@ -89,21 +89,21 @@ def train_cmd(
 ) -> None:
     """Distil a teacher into a student with a distiller; resumable (--resume), seeded and reproducible."""
     from ..compiler.build import load_distiller
-    from ..data import DataConfig, describe, load_data
+    from ..data import describe, load_data
     from ..files import check_output_folder
-    from ..models import create_model
-    from ..options import parse_input_size
     from ..training.student import TrainConfig, check_run_folder, make_student, subset_train, train
     from ..training.teacher import cache_dir, default_recipe, obtain_teacher
 
     console = plain_console()
-    data_cfg = DataConfig(name=data, root=data_root, input_size=parse_input_size(input_size))
+    size, note = values.input_size(input_size, file)
+    if note:
+        console.print(note)
+    data_cfg = values.data_config(name=data, root=data_root, input_size=size)
     block = load_distiller(file, distiller)
     out = check_output_folder(out or Path("runs") / f"train-{block.name}-{_slug(student)}")
     check_run_folder(out, resume)
     in_chans = data_cfg.input_size[0]
-    for name in (teacher, student):  # unknown names fail before any data is read or teacher trained
-        create_model(name, num_classes=10, in_chans=in_chans)
+    values.models(in_chans, teacher=teacher, student=student)  # before any data is read or teacher trained
     defaults = default_recipe(student, data_cfg.name, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     cfg = TrainConfig(**defaults.model_dump(), offline_teacher=offline_teacher)
     bundle = load_data(data_cfg)

@@ -414,7 +414,10 @@ class _Checker:
                 return expr
             return self.bind(expr, op)
         if isinstance(expr, ir.Name):
-            if expr.id not in self.params:
+            if expr.id == NONE and expr.id not in self.params:
+                self.error("`none` leaves out an optional transform; a weight must be a number", expr.span,
+                           hint="write `0` to switch the term off, or another number")
+            elif expr.id not in self.params:
                 hint = did_you_mean(expr.id, list(self.params) + names())
                 if expr.id in OPS:
                     self.error(self._role_message(OPS[expr.id], "weight"), expr.span,

@@ -45,25 +45,36 @@ def check_store(path: Path) -> None:
     with open(path, "rb") as handle:
         if handle.read(len(_SQLITE_HEADER)) != _SQLITE_HEADER:
             raise _foreign(path, "not an SQLite database")
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as err:
-        raise _foreign(path, str(err)) from None
-    try:
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if not {"evaluations", "meta"} <= tables:
-            raise _foreign(path, "it has no tables `evaluations` and `meta`")
-        meta = dict(db.execute("SELECT name, value FROM meta"))
-    except sqlite3.Error as err:
-        raise _foreign(path, str(err)) from None
-    finally:
-        db.close()
+    # `immutable` reads the main file only and creates nothing next to it (no -wal, no -shm); a store whose
+    # last writes are still in its write-ahead log (a killed search) is read through the log it left
+    meta = _read_meta(path, "immutable=1")
+    if meta is None and Path(f"{path}-wal").exists():
+        meta = _read_meta(path, "mode=ro")
+    if meta is None:
+        raise _foreign(path, "it has no tables `evaluations` and `meta`")
     marker = meta.get("format")
     if marker is None and "identity" not in meta:  # stores written before the marker hold an identity
         raise _foreign(path, "no format marker")
     if marker is not None and json.loads(marker) != FORMAT:
         raise KDError(f"{path} is a search store of another format ({json.loads(marker)}, this is {FORMAT}); "
                       "it was left as it is", hint="choose another --out folder")
+
+
+def _read_meta(path: Path, mode: str) -> dict | None:
+    """The meta table of a store, or None when the database has no store tables."""
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)
+    except sqlite3.Error as err:
+        raise _foreign(path, str(err)) from None
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"evaluations", "meta"} <= tables:
+            return None
+        return dict(db.execute("SELECT name, value FROM meta"))
+    except sqlite3.Error as err:
+        raise _foreign(path, str(err)) from None
+    finally:
+        db.close()
 
 
 class Store:
@@ -120,3 +131,16 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+
+def search_config(folder: Path) -> dict | None:
+    """The settings of the search stored in ``folder`` (read only), or None when it holds no search store."""
+    path = Path(folder) / STORE_FILE
+    if not path.is_file():
+        return None
+    try:
+        check_store(path)
+        meta = _read_meta(path, "mode=ro" if Path(f"{path}-wal").exists() else "immutable=1") or {}
+    except (KDError, sqlite3.Error):
+        return None
+    return json.loads(meta["config"]) if "config" in meta else None
