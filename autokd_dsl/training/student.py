@@ -220,13 +220,14 @@ def _resume_state(ckpt: Path, settings: dict, console: Console) -> dict | None:
 def train(block: ir.Block, teacher: nn.Module, student: nn.Module, bundle: DataBundle | SetBundle,
           cfg: TrainConfig, out_dir: str | Path, resume: bool = False, console: Console | None = None, *,
           cache_root: str | Path | None = None, runtime: Runtime | None = None, dist: Dist | None = None,
-          sources: dict[str, str] | None = None, command: str | None = None) -> dict:
+          sources: dict[str, str] | None = None, command: str | None = None, options: dict | None = None) -> dict:
     """Distil ``teacher`` into ``student`` with the distiller ``block``; return the contents of result.json.
 
     ``bundle`` is held in memory (:func:`~autokd_dsl.data.load_data`) or streamed
     (:func:`~autokd_dsl.data.stream.open_data`); ``cache_root`` holds the offline teacher outputs
     (``cfg.offline_teacher``); ``runtime`` says where and how to run; ``dist`` is this process's rank in a
-    ``torchrun`` run; ``sources`` (``{"distiller.kd": text}``) and ``command`` go into the run folder.
+    ``torchrun`` run; ``sources`` (``{"distiller.kd": text}``), ``command`` and ``options`` (the settings as
+    given) go into the run folder's ``run.json``.
     """
     from ..compiler.build import compile_distiller
     from ..lang.printer import print_block
@@ -241,9 +242,11 @@ def train(block: ir.Block, teacher: nn.Module, student: nn.Module, bundle: DataB
     settings = run_settings(block, teacher, student, sets, cfg)
     if ckpt_path.exists() and not resume:
         raise KDError(f"{out} already holds a run", hint="pass --resume to continue it, or choose another --out")
+    offline = cfg.offline_teacher and not sets.augment
     if cfg.offline_teacher and sets.augment:
-        raise KDError("--offline-teacher needs augmentation off: cached teacher outputs cannot follow random crops",
-                      hint="pass --no-augment, or drop --offline-teacher to run the teacher on every batch")
+        console.print("note: --offline-teacher is not used: augmentation is on, and the teacher's outputs change "
+                      "with every random crop and flip, so they cannot be computed once; the teacher runs on "
+                      "every batch (pass --no-augment to use the cache)")
 
     seed_everything(cfg.seed)
     loss = compile_distiller(block, teacher, student, input_size=sets.input_size)
@@ -267,10 +270,11 @@ def train(block: ir.Block, teacher: nn.Module, student: nn.Module, bundle: DataB
         write_run_info(out, settings, sources=sources or {"distiller.kd": print_block(block)}, command=command,
                        resumed=state is not None,
                        extra={"runtime": runtime.model_dump(mode="json") | {"resolved_device": str(device)},
-                              "world_size": dist.world})
+                              "world_size": dist.world, "options": options or {},
+                              "offline_teacher_used": offline})
     dist.barrier()
 
-    cache = _teacher_cache(cfg, teacher, loss, sets, cache_root, console) if cfg.offline_teacher else None
+    cache = _teacher_cache(cfg, teacher, loss, sets, cache_root, console) if offline else None
     distill = Distill(teacher, student, loss, cache)
     model = dist.wrap(distill, device)
     loop = Loop(device, channels_last, precision, dist, default_workers(runtime, sets.streamed, dist), cfg.seed,
