@@ -105,8 +105,13 @@ def test_offline_teacher_matches_live(teacher_file, bundle, tmp_path) -> None:
         torch.testing.assert_close(b[name], a[name], rtol=1e-3, atol=1e-4)
     assert abs(live["test_accuracy"] - offline["test_accuracy"]) <= 0.01
     augmented = dataclasses.replace(bundle, augment=True)
-    with pytest.raises(KDError, match="needs augmentation off"):
-        run(teacher_file, augmented, tmp_path / "aug", TrainConfig(epochs=1, offline_teacher=True))
+    log = quiet()
+    teacher = load_teacher(teacher_file, "resnet8", 10, SIZE)
+    train(load_distiller(AT), teacher, make_student("resnet8", 10, 1, 0), augmented,
+          TrainConfig(epochs=1, offline_teacher=True), tmp_path / "aug", console=log, cache_root=tmp_path / "cache2")
+    assert "--offline-teacher is not used: augmentation is on" in log.file.getvalue()
+    assert not (tmp_path / "cache2").exists()  # the live teacher ran instead
+    assert json.loads((tmp_path / "aug" / "run.json").read_text())["offline_teacher_used"] is False
 
 
 # ------------------------------------------------------------------------------------ through the CLI

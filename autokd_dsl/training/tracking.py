@@ -73,6 +73,10 @@ def package_versions() -> dict[str, str | None]:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = None
+    import torch  # its build tag (+cu130, +cpu) says which kernels ran
+
+    out["torch"] = torch.__version__
+    out["cuda"] = torch.version.cuda
     return out
 
 
