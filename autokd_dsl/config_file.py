@@ -28,6 +28,10 @@ import pydantic
 from .errors import KDError, SourceText, Span, did_you_mean
 
 
+#: Settings that are positional arguments on the command line.
+POSITIONAL = ("file", "model", "space_file")
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
     """The file's keys (dashes read as underscores) and values; a located :class:`KDError` for bad TOML."""
     path = Path(path)
@@ -88,6 +92,10 @@ def settings_from(model: type[pydantic.BaseModel], command: str, path: Path | No
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
         key = str(first["loc"][0]) if first["loc"] else None
+        if first["type"] == "missing" and key is not None:
+            where = f"{key.upper()} argument" if key in POSITIONAL else f"--{key.replace('_', '-')}"
+            raise KDError(f"`{command}` needs {where}",
+                          hint=f"give it on the command line, or as `{key} = …` in a --config file") from None
         message = f"setting `{key}`: {first['msg']}" if key else first["msg"]
         if key is not None and key in values and key not in flags:
             raise _at(path, text, _spelled(text, key), message) from None
