@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import pydantic
 from rich.console import Console
@@ -13,9 +12,10 @@ from ..errors import KDError
 from ..lang import ir
 from ..lang.printer import print_block
 from ..progress import SearchProgress
-from .core import MCTS_DEFAULT_C, make_strategy, run_search
+from .driver import make_strategy, run_search
 from .evaluate import Outcome, ProxyContext, ProxySettings
 from .executor import make_executor
+from .mcts import MCTS_DEFAULT_C
 from .space import SearchSpace
 from .store import STORE_FILE, Store, check_store
 
@@ -24,14 +24,14 @@ class SearchConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
     space_file: str
-    space_name: Optional[str] = None
+    space_name: str | None = None
     teacher: str
     student: str
-    teacher_weights: Optional[str] = None
+    teacher_weights: str | None = None
     data: str = "digits"
-    data_root: Optional[str] = None
+    data_root: str | None = None
     input_size: tuple[int, int, int] = (3, 16, 16)
-    train_subset: Optional[int] = None
+    train_subset: int | None = None
     budget: int = 48
     strategy: str = "mcts"
     c: float = MCTS_DEFAULT_C
@@ -42,7 +42,7 @@ class SearchConfig(pydantic.BaseModel):
     final_epochs: int = 0  # > 0: retrain the top candidates and KD this long and report test accuracy
     final_seeds: int = 3
     final_top: int = 3
-    baseline: Optional[str] = "kd"
+    baseline: str | None = "kd"
     proxy: ProxySettings = ProxySettings()
 
     def identity(self) -> dict:
@@ -92,6 +92,11 @@ def load_space(path: str, name: str | None) -> ir.Block:
     return spaces[0]
 
 
+# what a search folder may hold besides its store (written before the store or after the search)
+SEARCH_FILES = {"run.json", "space.kd", "tensorboard", "best.kd", "evaluations.csv", "report.md", "tree.graphml",
+                "best_reward.png", "final", "final.json"}
+
+
 def check_search_folder(out: Path, resume: bool) -> None:
     """Refuse, before anything is written, an --out folder that holds another program's files or a search
     without --resume; a store file is only read (a foreign one is left untouched)."""
@@ -101,10 +106,12 @@ def check_search_folder(out: Path, resume: bool) -> None:
         if not resume:
             raise KDError(f"{out} already holds a search", hint="pass --resume to continue it, or choose another "
                           "--out")
-    elif Path(out).is_dir() and any(Path(out).iterdir()):
-        found = ", ".join(sorted(p.name for p in Path(out).iterdir())[:3])
-        raise KDError(f"--out {out} (command-line value) holds other files ({found}) and no search store",
-                      hint="a search writes into a new or empty folder, or resumes its own: choose another --out")
+    elif Path(out).is_dir():
+        foreign = sorted(p.name for p in Path(out).iterdir() if p.name not in SEARCH_FILES)
+        if foreign:
+            raise KDError(f"--out {out} (command-line value) holds other files ({', '.join(foreign[:3])}) and no "
+                          "search store", hint="a search writes into a new or empty folder, or resumes its own: "
+                          "choose another --out")
 
 
 def open_store(out: Path, cfg: SearchConfig, resume: bool) -> Store:
@@ -122,8 +129,11 @@ def open_store(out: Path, cfg: SearchConfig, resume: bool) -> Store:
     return store
 
 
-def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console: Console) -> dict:
-    """Run the search; every evaluation goes to the store before the next starts."""
+def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console: Console, on_row=None) -> dict:
+    """Run the search; every evaluation goes to the store before the next starts.
+
+    ``on_row(row)`` sees every candidate's store row in evaluation order (TensorBoard logging).
+    """
     block = load_space(cfg.space_file, cfg.space_name)
     check_search_folder(out, resume)
     kind_valid = SearchSpace(block)
@@ -153,6 +163,8 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
             rows[i] = row
         for row in rows:
             progress.finished(row["reward"], row["status"], row["key"][:8])
+            if on_row is not None:
+                on_row(row)
         return [r["reward"] if r["status"] == "ok" else None for r in rows]
 
     try:
