@@ -23,18 +23,6 @@ def parse_input_size(text: str) -> tuple[int, int, int]:
     return dims
 
 
-def check_device(device: str) -> None:
-    """A clear error for a device this machine does not have."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise KDError(f"unknown device `{device}` (command-line value)", hint="use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise KDError(f"device `{device}` is not available here", hint="this machine has no GPU: use --device cpu")
-
-
 DEFAULT_INPUT_SIZE = "3x32x32"
 
 

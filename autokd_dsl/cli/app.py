@@ -17,6 +17,7 @@ from typing import Callable, Optional
 
 import typer
 
+from ..api import plain_console  # noqa: F401  (the commands' log console)
 from ..errors import KDError
 
 app = typer.Typer(
@@ -94,13 +95,6 @@ def each_file(files: list[Path], action: Callable[[Path], None]) -> int:
             report(_with_source(err, path))
             failed += 1
     return failed
-
-
-def plain_console(stderr: bool = False):
-    """A rich console for logs: no markup in paths, no wrapping of long lines when piped."""
-    from rich.console import Console
-
-    return Console(stderr=stderr, soft_wrap=True, markup=False, highlight=False)
 
 
 def _usage_errors() -> tuple[type, ...]:

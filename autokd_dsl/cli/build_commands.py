@@ -101,7 +101,7 @@ def expand(
     from ..models import create_model
     from ..multilayer import check_layers, expand_layers, pick_term
     from ..training.student import make_student
-    from ..training.teacher import obtain_teacher
+    from ..api import obtain_teacher
 
     # a bad term or layer list fails before any teacher is loaded or trained
     pick_term(block, points, term)

@@ -66,20 +66,18 @@ def search(
                                     parser=AT_LEAST_1),
 ) -> None:
     """Search a space of distillers with MCTS (or random / evolution) and write the best as best.kd."""
-    from ..data import DataConfig, load_data
+    from ..api import SearchSettings
+    from ..api import search as run_search
     from ..errors import KDError, did_you_mean
     from ..files import check_output_folder
-    from ..search.evaluate import ProxySettings
-    from ..search.core import STRATEGIES
-    from ..search.run import SearchConfig, check_search_folder, load_space
+    from ..search.driver import STRATEGIES
+    from ..search.run import check_search_folder, load_space
     from ..search.space import SearchSpace
-    from ..search.run import search as run
-    from ..training.teacher import obtain_teacher
+    from ..training.tracking import command_line
 
-    console = plain_console(stderr=True)
     size, _ = values.input_size(input_size)
-    data_cfg = values.data_config(name=data, root=data_root, input_size=size, seed=seed, augment=False,
-                                  train_subset=train_subset)
+    values.data_config(name=data, root=data_root, input_size=size, seed=seed, augment=False,
+                       train_subset=train_subset)
     values.models(size[0], teacher=teacher, student=student)
     if rollout not in ("mast", "random"):
         raise KDError(f"unknown rollout policy `{rollout}` (command-line value)", hint="choose mast or random")
@@ -90,18 +88,12 @@ def search(
     values.device(device)
     SearchSpace(load_space(str(space_file), space_name))  # a bad space fails before any training
     check_search_folder(out, resume)  # so does a foreign --out folder, before anything is written
-    proxy = ProxySettings(epochs=epochs, subset=subset, entropy_sampling=entropy, offline_teacher=offline,
-                          sparse_density=sparse, seed=seed)
-    cfg = SearchConfig(space_file=str(space_file), space_name=space_name, teacher=teacher, student=student,
-                       teacher_weights=str(teacher_weights) if teacher_weights else None, data=data,
-                       data_root=str(data_root) if data_root else None, input_size=size, budget=budget,
-                       train_subset=train_subset,
-                       strategy=strategy, c=c, rollout=rollout, workers=workers, seed=seed, proxy=proxy, device=device,
-                       final_epochs=final_epochs, final_seeds=final_seeds)
-    bundle = load_data(data_cfg)
-    # the teacher's data setting is the one `train` and `teacher` use, so they share the cached teacher
-    teacher_cfg = DataConfig(name=data, root=data_root, input_size=size)
-    teacher_net = obtain_teacher(teacher, teacher_weights, teacher_cfg, bundle.num_classes, console)
-    summary = run(cfg, out, resume, teacher_net, bundle, console)
+    settings = SearchSettings(space_file=space_file, teacher=teacher, student=student, space=space_name,
+                              teacher_weights=teacher_weights, data=data, data_root=data_root, input_size=size,
+                              train_subset=train_subset, budget=budget, epochs=epochs, subset=subset,
+                              entropy=entropy, offline_teacher=offline, sparse=sparse, strategy=strategy, c=c,
+                              rollout=rollout, workers=workers, seed=seed, device=device, out=out, resume=resume,
+                              final_epochs=final_epochs, final_seeds=final_seeds)
+    summary = run_search(settings, console=plain_console(stderr=True), command=command_line())
     if summary["best"] is None:
         raise typer.Exit(1)

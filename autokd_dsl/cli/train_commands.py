@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Optional
 
@@ -29,10 +28,6 @@ from .params import (
 )
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
-
-
 @command("teacher")
 def teacher_cmd(
     model: str = typer.Argument(..., help="Teacher architecture: a zoo name, timm:NAME or package.module:factory."),
@@ -48,22 +43,20 @@ def teacher_cmd(
     device: Device = "cpu",
 ) -> None:
     """Train a teacher with cross-entropy and save a checked checkpoint (or cache it)."""
+    from ..api import TeacherSettings
+    from ..api import teacher as run_teacher
     from ..files import check_output_file
-    from ..training.teacher import cache_dir, default_recipe, teacher_for, train_teacher
+    from ..training.tracking import command_line
 
-    console = plain_console()
     size, _ = values.input_size(input_size)
-    data_cfg = values.data_config(name=data, root=data_root, input_size=size)
+    values.data_config(name=data, root=data_root, input_size=size)
     if out is not None:
         check_output_file(out)
     values.device(device)
     values.models(size[0], model=model)  # an unknown name fails first
-    recipe = default_recipe(model, data_cfg.name, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
-    if out is None:
-        path = teacher_for(model, data_cfg, recipe, cache_dir(), console, device=device)
-    else:
-        path = train_teacher(model, data_cfg, recipe, out, console, device=device)
-    console.print(f"teacher checkpoint: {path}")
+    settings = TeacherSettings(model=model, data=data, data_root=data_root, input_size=size, epochs=epochs, lr=lr,
+                               batch_size=batch_size, seed=seed, out=out, device=device)
+    run_teacher(settings, console=plain_console(), command=command_line())
 
 
 @command("train", source="file")
@@ -88,35 +81,24 @@ def train_cmd(
                                               "(needs augmentation off)."),
 ) -> None:
     """Distil a teacher into a student with a distiller; resumable (--resume), seeded and reproducible."""
+    from ..api import TrainSettings, run_folder
+    from ..api import train as run_train
     from ..compiler.build import load_distiller
-    from ..data import describe, load_data
     from ..files import check_output_folder
-    from ..training.student import TrainConfig, check_run_folder, make_student, subset_train, train
-    from ..training.teacher import cache_dir, default_recipe, obtain_teacher
+    from ..training.student import check_run_folder
+    from ..training.tracking import command_line
 
     console = plain_console()
     size, note = values.input_size(input_size, file)
     if note:
         console.print(note)
-    data_cfg = values.data_config(name=data, root=data_root, input_size=size)
+    values.data_config(name=data, root=data_root, input_size=size)
     block = load_distiller(file, distiller)
-    out = check_output_folder(out or Path("runs") / f"train-{block.name}-{_slug(student)}")
+    out = check_output_folder(out or run_folder(block.name, student))
     check_run_folder(out, resume)
-    in_chans = data_cfg.input_size[0]
-    values.models(in_chans, teacher=teacher, student=student)  # before any data is read or teacher trained
-    defaults = default_recipe(student, data_cfg.name, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
-    cfg = TrainConfig(**defaults.model_dump(), offline_teacher=offline_teacher)
-    bundle = load_data(data_cfg)
-    if train_subset is not None:
-        bundle = subset_train(bundle, train_subset, seed)
-    teacher_net = obtain_teacher(teacher, teacher_weights, data_cfg, bundle.num_classes, console)
-    student_net = make_student(student, bundle.num_classes, in_chans, seed)
-    t_acc = (getattr(teacher_net, "kd_teacher", None) or {}).get("test_accuracy")
-    console.print(f"distiller {block.name} ({file}): {teacher}"
-                  + (f" (test {t_acc:.2%})" if isinstance(t_acc, float) else "")
-                  + f" -> {student}; {describe(bundle)}"
-                  + (f" (class-balanced subset, seed {seed})" if train_subset is not None else "")
-                  + f"; {cfg.epochs} epochs, lr {cfg.lr}, batch {cfg.batch_size}, "
-                  f"{cfg.schedule} schedule, seed {cfg.seed}; run folder {out}")
-    train(block, teacher_net, student_net, bundle, cfg, out, resume, console,
-          cache_root=cache_dir().parent / "teacher-outputs")
+    values.models(size[0], teacher=teacher, student=student)  # before any data is read or teacher trained
+    settings = TrainSettings(file=file, teacher=teacher, student=student, data=data, distiller=distiller,
+                             teacher_weights=teacher_weights, data_root=data_root, input_size=size, epochs=epochs,
+                             lr=lr, batch_size=batch_size, train_subset=train_subset, seed=seed, out=out,
+                             resume=resume, offline_teacher=offline_teacher)
+    run_train(settings, console=console, command=command_line())

@@ -35,8 +35,8 @@ def data_config(**fields):
 
 
 def device(name: str) -> None:
-    """``--device`` exists on this machine."""
-    from ..options import check_device
+    """``--device`` exists on this machine (``auto`` picks one)."""
+    from ..training.runtime import resolve_device
 
     with option_value("--device"):
-        check_device(name)
+        resolve_device(name)

@@ -376,14 +376,3 @@ def teacher_for(arch: str, data_cfg: DataConfig, recipe: Recipe, cache_dir: str 
                   f"training one ({recipe.epochs} epochs) and caching it at {path}")
     return train_teacher(arch, data_cfg, recipe, path, console, device, runtime=runtime, dist=dist)
 
-
-def cache_dir() -> Path:
-    """Where teachers are cached: $AUTOKD_CACHE, else the user cache folder."""
-    return Path(os.environ.get("AUTOKD_CACHE", "~/.cache/autokd-dsl")).expanduser() / "teachers"
-
-
-def obtain_teacher(arch: str, weights: Path | None, data_cfg: DataConfig, num_classes: int, console: Console):
-    """The teacher from ``weights``, or the cached one (trained and cached on first use)."""
-    path = weights if weights is not None else teacher_for(arch, data_cfg, default_recipe(arch, data_cfg.name),
-                                                           cache_dir(), console)
-    return load_teacher(path, arch, num_classes, data_cfg.input_size)
