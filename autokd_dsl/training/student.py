@@ -23,8 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,7 @@ from ..data import DataBundle, Split
 from ..data.core import balanced_subset
 from ..data.stream import SetBundle, as_sets
 from ..errors import KDError
+from ..files import write_text
 from ..lang import ir
 from ..models import create_model
 from ..progress import format_terms
@@ -130,15 +129,11 @@ def settings_diff(old: dict, new: dict) -> list[str]:
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 # -------------------------------------------------------------------------------------------- steps
