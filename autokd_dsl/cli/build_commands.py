@@ -37,8 +37,8 @@ def compile_cmd(
     """Compile a distiller into a standalone PyTorch loss module (imports only torch)."""
     from ..compiler.build import load_distiller
     from ..files import check_output_file, write_text
+
     size, note = values.input_size(input_size, file)
-    values.models(size[0], teacher=teacher, student=student)
     if out is not None:
         check_output_file(out)
     block = load_distiller(file, distiller)
@@ -49,11 +49,10 @@ def compile_cmd(
 
     from ..compiler.build import compile_distiller
     from ..compiler.emit import emit
-    from ..models import create_model
 
     torch.manual_seed(0)
-    t_net = create_model(teacher, num_classes=num_classes, in_chans=size[0])
-    s_net = create_model(student, num_classes=num_classes, in_chans=size[0])
+    t_net = values.model("--teacher", teacher, num_classes, size[0])
+    s_net = values.model("--student", student, num_classes, size[0])
     loss = compile_distiller(block, t_net, s_net, size, teacher_name=teacher, student_name=student)
     text = emit(loss, teacher=teacher, student=student, input_size=size, num_classes=num_classes)
     if out is None:
@@ -84,9 +83,9 @@ def expand(
     """Apply one term at several layers, with training-free weights set on one batch."""
     from ..compiler.build import load_distiller
     from ..files import check_output_file, write_text
+
     size, note = values.input_size(input_size, file)
     data_cfg = values.data_config(name=data, root=data_root, input_size=size)
-    values.models(size[0], teacher=teacher, student=student)
     if out is not None:
         check_output_file(out)
     console = plain_console(stderr=True)
@@ -97,15 +96,15 @@ def expand(
 
     import torch
 
+    from ..api import obtain_teacher
     from ..data import load_data
-    from ..models import create_model
     from ..multilayer import check_layers, expand_layers, pick_term
     from ..training.student import make_student
-    from ..api import obtain_teacher
 
-    # a bad term or layer list fails before any teacher is loaded or trained
+    # a bad term, model or layer list fails before any teacher is loaded or trained
     pick_term(block, points, term)
-    check_layers(points, {name: create_model(name, num_classes=10, in_chans=size[0]) for name in (teacher, student)})
+    check_layers(points, {name: values.model(option, name, 10, size[0])
+                          for option, name in (("--teacher", teacher), ("--student", student))})
 
     bundle = load_data(data_cfg)
     teacher_net = obtain_teacher(teacher, teacher_weights, data_cfg, bundle.num_classes, console)

@@ -20,11 +20,8 @@ def layers(
     import json
 
     from ..compiler.taps import aliases, list_layers
-    from ..models import create_model
-
     size, _ = values.input_size(input_size)
-    values.models(size[0], model=model)
-    net = create_model(model, num_classes=num_classes, in_chans=size[0])
+    net = values.model("MODEL", model, num_classes, size[0])
     rows = list_layers(net, size)
     if as_json:
         payload = {"model": model, "input_size": list(size), "aliases": aliases(net),

@@ -17,13 +17,18 @@ def input_size(text: Optional[str], kd_file: Optional[Path] = None):
         return input_size_for(text, kd_file)
 
 
-def models(in_chans: int, **named: str) -> None:
-    """Each model name is known (``teacher="resnet8"`` is checked as ``--teacher``); builds small random nets."""
+def model(option: str, name: str, num_classes: int, in_chans: int):
+    """The model ``name`` (randomly initialised); an unknown name is an error about ``option``."""
     from ..models import create_model
 
+    with option_value(option):
+        return create_model(name, num_classes=num_classes, in_chans=in_chans)
+
+
+def models(in_chans: int, **named: str) -> None:
+    """Each model name is known (``teacher="resnet8"`` is checked as ``--teacher``), before any data is read."""
     for option, name in named.items():
-        with option_value("--" + option.replace("_", "-") if option != "model" else "MODEL"):
-            create_model(name, num_classes=10, in_chans=in_chans)
+        model("--" + option.replace("_", "-") if option != "model" else "MODEL", name, 10, in_chans)
 
 
 def data_config(**fields):
