@@ -137,9 +137,10 @@ def _context(box: list) -> Any:
     return _CACHE[key]
 
 
-def _candidate(box: list, fn: Callable[[Any, str], Outcome], text: str, threads: int) -> Outcome:
+def _candidate(box: list, fn: Callable[..., Outcome], text: str, threads: int, settings: Any = None) -> Outcome:
     torch.set_num_threads(threads)
-    return fn(_context(box), text)
+    context = _context(box)
+    return fn(context, text) if settings is None else fn(context, text, settings)
 
 
 # ---- the driver side -----------------------------------------------------------------------------------------
@@ -182,9 +183,10 @@ class RayExecutor:
     def in_flight(self) -> int:
         return len(self._flight)
 
-    def submit(self, tag: Hashable, text: str) -> None:
-        """Start one candidate; its outcome comes back from :meth:`next_done` with ``tag``."""
-        ref = self.task.remote([self.context_ref], self.fn, text, self.threads)
+    def submit(self, tag: Hashable, text: str, settings: Any = None) -> None:
+        """Start one candidate (under ``settings``, None: the context's); its outcome comes back from
+        :meth:`next_done` with ``tag``."""
+        ref = self.task.remote([self.context_ref], self.fn, text, self.threads, settings)
         self._flight[ref] = tag
 
     def next_done(self, timeout: float | None = None) -> tuple[Hashable, Outcome] | None:
@@ -219,14 +221,14 @@ class RayExecutor:
 
     # -- all at once ------------------------------------------------------------------------------------------
 
-    def map(self, texts: Sequence[str]) -> list[Outcome]:
-        """Every text's outcome, in the order given (at most ``workers`` in flight)."""
+    def map(self, texts: Sequence[str], settings: Any = None) -> list[Outcome]:
+        """Every text's outcome (under ``settings``), in the order given (at most ``workers`` in flight)."""
         outcomes: list[Outcome | None] = [None] * len(texts)
         todo = deque(enumerate(texts))
         while todo or self._flight:
             while todo and len(self._flight) < self.workers:
                 i, text = todo.popleft()
-                self.submit(("map", i), text)
+                self.submit(("map", i), text, settings)
             tag, outcome = self.next_done()
             outcomes[tag[1]] = outcome
         return outcomes  # type: ignore[return-value]
