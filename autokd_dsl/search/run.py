@@ -44,7 +44,7 @@ class SearchConfig(pydantic.BaseModel):
     rollout: str = "mast"
     workers: int = 1
     executor: str = "local"  # local (in-process / process pool) or ray; none of these four is part of the identity
-    ray_address: Optional[str] = None  # None: start a local Ray instance; "auto" or HOST:PORT: join a cluster
+    ray_address: str | None = None  # None: start a local Ray instance; "auto" or HOST:PORT: join a cluster
     cpus_per_candidate: float = 1.0
     gpus_per_candidate: float = 0.0
     seed: int = 0
