@@ -307,26 +307,6 @@ def obtain_teacher(arch: str, weights: Optional[Path], data_cfg, num_classes: in
     return load_teacher(path, arch, num_classes, data_cfg.input_size)
 
 
-def check_executor(executor: str, address: Optional[str], device: str, cpus: float, gpus: float) -> None:
-    """The --executor options make sense together, and Ray is installed when asked for (before any training)."""
-    if executor not in ("local", "ray"):
-        raise KDError(f"unknown executor `{executor}`", hint="choose local or ray")
-    if executor == "local":
-        if address is not None or gpus or cpus != 1.0:
-            raise KDError("--ray-address, --cpus-per-candidate and --gpus-per-candidate need --executor ray")
-        return
-    from .search.ray_executor import import_ray
-
-    import_ray()
-    if cpus < 0 or gpus < 0 or (cpus == 0 and gpus == 0):
-        raise KDError("--cpus-per-candidate and --gpus-per-candidate must be >= 0, and one of them > 0")
-    if gpus > 1 and gpus != int(gpus):
-        raise KDError(f"--gpus-per-candidate {gpus}: above 1 it must be a whole number of GPUs")
-    if device.startswith("cuda") and not gpus:
-        raise KDError("--device cuda with --executor ray: each candidate needs a share of a GPU",
-                      hint="pass --gpus-per-candidate (1, or 0.25 to pack four candidates on one device)")
-
-
 @app.command()
 @user_errors
 def search(
@@ -385,6 +365,8 @@ def search(
     if rollout not in ("mast", "random"):
         raise KDError(f"unknown rollout policy `{rollout}`", hint="choose mast or random")
     check_device(device)
+    from .search.executor import check_executor
+
     check_executor(executor, ray_address, device, cpus_per_candidate, gpus_per_candidate)
     load_space(str(space_file), space_name)  # a bad space fails before any training
     proxy = ProxySettings(epochs=epochs, subset=subset, entropy_sampling=entropy, offline_teacher=offline,

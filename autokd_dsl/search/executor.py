@@ -14,6 +14,7 @@ from typing import Callable, Hashable, Protocol, Sequence
 
 import torch
 
+from ..errors import KDError
 from .evaluate import Outcome, ProxyContext, evaluate
 
 
@@ -74,6 +75,26 @@ class ProcessPool:
 
     def close(self) -> None:
         self.pool.shutdown(cancel_futures=True)
+
+
+def check_executor(executor: str, address: str | None, device: str, cpus: float, gpus: float) -> None:
+    """The --executor options make sense together, and Ray is installed when asked for (before any training)."""
+    if executor not in ("local", "ray"):
+        raise KDError(f"unknown executor `{executor}`", hint="choose local or ray")
+    if executor == "local":
+        if address is not None or gpus or cpus != 1.0:
+            raise KDError("--ray-address, --cpus-per-candidate and --gpus-per-candidate need --executor ray")
+        return
+    from .ray_executor import import_ray
+
+    import_ray()
+    if cpus < 0 or gpus < 0 or (cpus == 0 and gpus == 0):
+        raise KDError("--cpus-per-candidate and --gpus-per-candidate must be >= 0, and one of them > 0")
+    if gpus > 1 and gpus != int(gpus):
+        raise KDError(f"--gpus-per-candidate {gpus}: above 1 it must be a whole number of GPUs")
+    if device.startswith("cuda") and not gpus:
+        raise KDError("--device cuda with --executor ray: each candidate needs a share of a GPU",
+                      hint="pass --gpus-per-candidate (1, or 0.25 to pack four candidates on one device)")
 
 
 def make_executor(ctx: ProxyContext, workers: int, kind: str = "local", **ray_options) -> Executor:
