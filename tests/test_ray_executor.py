@@ -40,7 +40,7 @@ def cluster():
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the fake evaluators below go by value
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray.get_runtime_context().gcs_address
     if started:
         ray.shutdown()
