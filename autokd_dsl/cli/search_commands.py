@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from . import values
-from .app import command, plain_console
+from .app import command, option_value, plain_console
 from .params import (
     AT_LEAST_0,
     AT_LEAST_1,
@@ -53,8 +53,17 @@ def search(
                             parser=Number(float, 0)),
     rollout: str = typer.Option("mast", "--rollout", help="MCTS rollout policy: mast (guided by the mean reward "
                                                         "of each choice) or random (uniform)."),
-    workers: int = typer.Option(1, "--workers", help="Evaluate this many candidates at once (processes).",
-                                parser=AT_LEAST_1),
+    workers: int = typer.Option(1, "--workers", help="Evaluate this many candidates at once (processes, or "
+                                "Ray tasks in flight with --executor ray).", parser=AT_LEAST_1),
+    executor: str = typer.Option("local", "--executor", help="local (in-process or a process pool) or ray "
+                                                            "(the `ray` extra; a local instance or a cluster)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: auto (the cluster "
+                                              "this machine joined) or HOST:PORT; default: start a local instance."),
+    cpus_per_candidate: float = typer.Option(1.0, "--cpus-per-candidate", help="Ray: CPUs each candidate holds.",
+                                             parser=Number(float, 0)),
+    gpus_per_candidate: float = typer.Option(0.0, "--gpus-per-candidate", help="Ray: GPUs each candidate holds "
+                                             "(fractional: 0.25 packs four candidates on one device).",
+                                             parser=Number(float, 0)),
     seed: Seed = 0,
     device: Device = "cpu",
     space_name: Optional[str] = typer.Option(None, "--space", help="Which space of the file."),
@@ -71,6 +80,7 @@ def search(
     from ..errors import KDError, did_you_mean
     from ..files import check_output_folder
     from ..search.driver import STRATEGIES
+    from ..search.executor import check_executor
     from ..search.run import check_search_folder, load_space
     from ..search.space import SearchSpace
     from ..training.tracking import command_line
@@ -86,13 +96,17 @@ def search(
                       hint=did_you_mean(strategy, STRATEGIES) or f"choose one of: {', '.join(STRATEGIES)}")
     check_output_folder(out)
     values.device(device)
+    with option_value("--executor"):
+        check_executor(executor, ray_address, device, cpus_per_candidate, gpus_per_candidate)
     SearchSpace(load_space(str(space_file), space_name))  # a bad space fails before any training
     check_search_folder(out, resume)  # so does a foreign --out folder, before anything is written
     settings = SearchSettings(space_file=space_file, teacher=teacher, student=student, space=space_name,
                               teacher_weights=teacher_weights, data=data, data_root=data_root, input_size=size,
                               train_subset=train_subset, budget=budget, epochs=epochs, subset=subset,
                               entropy=entropy, offline_teacher=offline, sparse=sparse, strategy=strategy, c=c,
-                              rollout=rollout, workers=workers, seed=seed, device=device, out=out, resume=resume,
+                              rollout=rollout, workers=workers, executor=executor, ray_address=ray_address,
+                              cpus_per_candidate=cpus_per_candidate, gpus_per_candidate=gpus_per_candidate,
+                              seed=seed, device=device, out=out, resume=resume,
                               final_epochs=final_epochs, final_seeds=final_seeds)
     summary = run_search(settings, console=plain_console(stderr=True), command=command_line())
     if summary["best"] is None:
