@@ -391,3 +391,19 @@ def test_a_batch_relation_gets_no_connector_sized_by_the_batch():
     with pytest.raises(KDError, match="would be sized from a batch relation"):
         compile_text("distiller d:\n    logits -> softmax -> transpose -> adapt -> mse -> 1\n", teacher, student)
     compile_text("distiller d:\n    stage3 -> adapt -> batch_gram -> mse -> 1\n", teacher, student)
+
+
+def test_a_map_onto_vit_tokens_matches_each_patch_with_its_place_on_the_map():
+    """A CNN's 56×56 map onto a ViT's 197 tokens (a class token, then 14×14 patches in raster order)."""
+    connector = Connector((2, 56, 56), (197, 2))
+    with torch.no_grad():
+        connector.linear.weight.copy_(torch.eye(2))
+        connector.linear.bias.zero_()
+    rows, cols = torch.meshgrid(torch.arange(56.0), torch.arange(56.0), indexing="ij")
+    tokens = connector(torch.stack([rows, cols])[None])[0]  # channel 0 holds the row, channel 1 the column
+    centres = 4 * torch.arange(14.0) + 1.5  # each patch averages a 4×4 block of the map
+    assert torch.allclose(tokens[1:].view(14, 14, 2), torch.stack(torch.meshgrid(centres, centres, indexing="ij"), 2))
+    assert tokens[1 + 13].tolist() == pytest.approx([1.5, 53.5])  # teacher patch (0, 13): the map's top right
+    assert tokens[0].tolist() == pytest.approx([27.5, 27.5])  # the class token: the map's average
+    small = Connector((2, 7, 7), (198, 2))(torch.randn(3, 2, 7, 7))  # two leading tokens (DeiT), upsampled
+    assert small.shape == (3, 198, 2)

@@ -79,6 +79,12 @@ class Connector(Part):
         side = math.isqrt(length)
         return x[:, length - side * side:].transpose(1, 2).reshape(n, dim, side, side)
 
+    def _tokens(self, x, length):
+        side = math.isqrt(length)
+        grid = _resize(x, (side, side)).flatten(2).transpose(1, 2)
+        prefix = x.mean((2, 3))[:, None].expand(-1, length - side * side, -1)
+        return torch.cat([prefix, grid], dim=1)
+
     def forward(self, x):
         s, t = self.student_shape, self.teacher_shape
         if len(t) == 3:
@@ -87,7 +93,7 @@ class Connector(Part):
             return self.bn(self.conv(_resize(x, t[1:])))
         if len(t) == 2:
             if len(s) == 3:
-                x = x.flatten(2).transpose(1, 2)
+                x = self._tokens(x, t[0])
             if x.shape[1] != t[0]:
                 x = F.interpolate(x.transpose(1, 2), size=t[0], mode="linear", align_corners=False).transpose(1, 2)
             return self.linear(x)
