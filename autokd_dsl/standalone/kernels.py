@@ -245,6 +245,8 @@ def kl(s, target, mode="p", dims=(1,), t=1.0, reduce="batch"):
     else:
         if mode == "logits":
             s, target = log_softmax(s, t, dims), log_softmax(target, t, dims)
+        if reduce != "all" and s.dim() == 2:  # one fused op (the batch mean included)
+            return F.kl_div(s, target, reduction="batchmean", log_target=True)
         total = F.kl_div(s, target, reduction="sum", log_target=True)
     return total / (s.numel() if reduce == "all" else s.numel() // math.prod(s.shape[d] for d in dims))
 

@@ -122,7 +122,7 @@ class DistillerLoss(nn.Module):
         tap_shapes = self.tap_shapes
         at_weight = self.at_weight
         p = self.p
-        check_taps = kernels.check_taps(tap_shapes, s_logits = s_logits, s_stage1 = s_stage1, s_stage2 = s_stage2, s_stage3 = s_stage3, t_stage1 = t_stage1, t_stage2 = t_stage2, t_stage3 = t_stage3);  tap_shapes = check_taps = None
+        check_taps = kernels.check_taps(tap_shapes, s_stage1 = s_stage1, s_stage2 = s_stage2, s_stage3 = s_stage3, t_stage1 = t_stage1, t_stage2 = t_stage2, t_stage3 = t_stage3);  tap_shapes = check_taps = None
         t_stage1_detached = t_stage1.detach();  t_stage1 = None
         t_stage2_detached = t_stage2.detach();  t_stage2 = None
         t_stage3_detached = t_stage3.detach();  t_stage3 = None

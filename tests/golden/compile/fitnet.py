@@ -179,7 +179,7 @@ class DistillerLoss(nn.Module):
     def forward(self, s_logits, s_stage2, t_stage2, labels = None, epoch = 0):
         tap_shapes = self.tap_shapes
         hint_weight = self.hint_weight
-        check_taps = kernels.check_taps(tap_shapes, s_logits = s_logits, s_stage2 = s_stage2, t_stage2 = t_stage2);  tap_shapes = check_taps = None
+        check_taps = kernels.check_taps(tap_shapes, s_stage2 = s_stage2, t_stage2 = t_stage2);  tap_shapes = check_taps = None
         t_stage2_detached = t_stage2.detach();  t_stage2 = None
         ce = kernels.ce(s_logits, labels, t = 1, soft = False);  s_logits = labels = None
         s_stage2_adapt = self.adapt_stage2(s_stage2);  s_stage2 = None

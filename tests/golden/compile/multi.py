@@ -132,7 +132,7 @@ class DistillerLoss(nn.Module):
         tap_shapes = self.tap_shapes
         inter_weight = self.inter_weight
         t = self.t
-        check_taps = kernels.check_taps(tap_shapes, s_stage3 = s_stage3, s_logits = s_logits, t_stage3 = t_stage3, t_logits = t_logits);  tap_shapes = check_taps = None
+        check_taps = kernels.check_taps(tap_shapes, s_stage3 = s_stage3, t_stage3 = t_stage3);  tap_shapes = check_taps = None
         t_stage3_detached = t_stage3.detach();  t_stage3 = None
         t_logits_detached = t_logits.detach();  t_logits = None
         s_stage3_attention = kernels.attention(s_stage3, p = 2);  s_stage3 = None
