@@ -220,7 +220,7 @@ class Lowering:
             out = Val(node, self.run(call, b.fn, examples, kwargs), kind)
             if b.rule.finish:
                 b.rule.finish(out, v, kwargs)
-            elif kind.prob:
+            if kind.prob and out.pdims is None:
                 out.pdims = v.pdims or (1,)
         out.batch_sized = v.batch_sized or op.batch_sized or kind.form == "relation"
         self.memo[key] = out
