@@ -140,15 +140,21 @@ def small_run(teacher_file, out, **options) -> dict:
                             console=quiet(), **options)
 
 
+@pytest.fixture(scope="module")
+def fp32_run(teacher_file, tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("fp32") / "run"
+    return small_run(teacher_file, out), out
+
+
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_mixed_precision_trains_like_fp32(teacher_file, tmp_path, amp) -> None:
-    full = small_run(teacher_file, tmp_path / "fp32")
+def test_mixed_precision_trains_like_fp32(teacher_file, fp32_run, tmp_path, amp) -> None:
+    full, full_out = fp32_run
     mixed = small_run(teacher_file, tmp_path / amp, amp=amp, channels_last=True)
     ckpt = torch.load(tmp_path / amp / "checkpoint.pt", weights_only=True)
     assert (ckpt["scaler"] != {}) == (amp == "fp16")  # fp16 keeps a gradient scaler, bf16 needs none
     assert full["test_accuracy"] > 0.5
     assert abs(mixed["test_accuracy"] - full["test_accuracy"]) < 0.1
-    a = [json.loads(r) for r in (tmp_path / "fp32" / "metrics.jsonl").read_text().splitlines()]
+    a = [json.loads(r) for r in (full_out / "metrics.jsonl").read_text().splitlines()]
     b = [json.loads(r) for r in (tmp_path / amp / "metrics.jsonl").read_text().splitlines()]
     assert b[0]["losses"]["total"] == pytest.approx(a[0]["losses"]["total"], rel=0.1)
     assert b[0]["losses"]["total"] != a[0]["losses"]["total"]  # reduced precision did run
