@@ -235,3 +235,18 @@ def test_config_file_values_flags_override_and_located_errors(tmp_path) -> None:
     with pytest.raises(KDError, match="invalid TOML") as err:
         settings_from(TrainSettings, "train", path, {})
     assert err.value.line == 1
+
+
+def test_cli_config_errors_exit_2_located(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from autokd_dsl.cli import app
+
+    path = tmp_path / "run.toml"
+    path.write_text('teacher = "resnet8"\nstudent = "resnet8"\nbatchsize = 32\n')
+    result = CliRunner().invoke(app, ["train", str(KD), "--data", "digits", "--config", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}:3:1: error: unknown setting `batchsize` for `train`" in result.output
+    assert "did you mean `batch_size`?" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["train", str(KD), "--data", "digits", "--student", "resnet8"])
+    assert result.exit_code == 2 and "`train` needs --teacher" in result.output
