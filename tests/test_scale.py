@@ -121,6 +121,21 @@ def test_imagefolder_streams_within_a_memory_limit(tmp_path) -> None:
     assert peak < limit, f"peak resident memory {peak:.0f} MB passed the limit {limit:.0f} MB"
 
 
+def test_cifar_streams_through_worker_processes(tmp_path) -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_data import make_cifar
+
+    make_cifar(tmp_path, "cifar10", per_file=20, n_test=10)
+    cfg = DataConfig(name="cifar10", root=tmp_path)
+    sets, mem = open_data(cfg), load_data(cfg)
+    assert sets.augment and sets.streamed  # CIFAR: crop 32 pad 4 + flip, read by workers by default
+    plain = torch.cat([x for x, _, _ in eval_loader(sets.train, 16, workers=2)])
+    torch.testing.assert_close(plain, mem.train.images, rtol=0, atol=1e-6)
+    a = [b[0] for b in epoch_loader(sets.train, 16, epoch=1, seed=0, workers=2)]
+    b = [b[0] for b in epoch_loader(sets.train, 16, epoch=1, seed=0, workers=0)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
 # ------------------------------------------------------------------------------------ device, precision
 
 
