@@ -360,7 +360,15 @@ def search(
     c: float = typer.Option(0.7, "--c", help="UCT exploration constant (on min-max normalised rewards)."),
     rollout: str = typer.Option("mast", "--rollout", help="MCTS rollout policy: mast (guided by the mean reward "
                                                         "of each choice) or random (uniform)."),
-    workers: int = typer.Option(1, "--workers", help="Evaluate this many candidates at once (processes)."),
+    workers: int = typer.Option(1, "--workers", help="Evaluate this many candidates at once (processes, or "
+                                                     "Ray tasks in flight with --executor ray)."),
+    executor: str = typer.Option("local", "--executor", help="local (in-process or a process pool) or ray "
+                                                            "(the `ray` extra; a local instance or a cluster)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: auto (the cluster "
+                                              "this machine joined) or HOST:PORT; default: start a local instance."),
+    cpus_per_candidate: float = typer.Option(1.0, "--cpus-per-candidate", help="Ray: CPUs each candidate holds."),
+    gpus_per_candidate: float = typer.Option(0.0, "--gpus-per-candidate", help="Ray: GPUs each candidate holds "
+                                             "(fractional: 0.25 packs four candidates on one device)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or mps: where candidates train."),
     space: Optional[str] = typer.Option(None, "--space", help="Which space of the file."),
