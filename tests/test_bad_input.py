@@ -243,7 +243,7 @@ ROWS = [
     Row("train-unknown-data", "options", (*TRAIN, "--data", "bogus"), 2, "--data: unknown dataset `bogus`", CLI),
     Row("train-unknown-teacher", "options", (*TRAIN, "--teacher", "vgg99"), 2, "--teacher: unknown model `vgg99`",
         CLI),
-    Row("train-missing-option", "options", ("train", "kd.kd", "--data", "digits"), 2, "Missing option '--teacher'", CLI),
+    Row("train-missing-option", "options", ("train", "kd.kd", "--data", "digits"), 2, "`train` needs --teacher"),
     Row("teacher-epochs-0", "options", (*TEACHER, "--epochs", "0"), 2, "'--epochs'", CLI),
     Row("teacher-lr-negative", "options", (*TEACHER, "--lr", "-1"), 2, "expected a number > 0", CLI),
     Row("teacher-batch-size-0", "options", (*TEACHER, "--batch-size", "0"), 2, "'--batch-size'", CLI),

@@ -79,6 +79,7 @@ def expand(
     batch_size: BatchSize = 64,
     seed: Seed = 0,
     out: OutFile = None,
+    device: str = typer.Option("cpu", "--device", help="Where the batch runs: cpu, cuda, cuda:N or mps."),
 ) -> None:
     """Apply one term at several layers, with training-free weights set on one batch."""
     from ..compiler.build import load_distiller
@@ -88,6 +89,7 @@ def expand(
     data_cfg = values.data_config(name=data, root=data_root, input_size=size)
     if out is not None:
         check_output_file(out)
+    values.device(device)
     console = plain_console(stderr=True)
     if note:
         console.print(note)
@@ -99,6 +101,7 @@ def expand(
     from ..api import obtain_teacher
     from ..data import load_data
     from ..multilayer import check_layers, expand_layers, pick_term
+    from ..training.runtime import resolve_device
     from ..training.student import make_student
 
     # a bad term, model or layer list fails before any teacher is loaded or trained
@@ -111,8 +114,12 @@ def expand(
     student_net = make_student(student, bundle.num_classes, data_cfg.input_size[0], seed)
     pick = torch.randperm(len(bundle.train), generator=torch.Generator().manual_seed(seed))[:batch_size]
     torch.manual_seed(seed)  # learnable connectors start from the same weights each time
-    result, info = expand_layers(block, points, teacher_net, student_net, bundle.train.images[pick],
-                                 bundle.train.labels[pick], term, teacher_name=teacher, student_name=student)
+    dev = resolve_device(device)
+    teacher_net.to(dev)
+    student_net.to(dev)
+    result, info = expand_layers(block, points, teacher_net, student_net, bundle.train.images[pick].to(dev),
+                                 bundle.train.labels[pick].to(dev), term, teacher_name=teacher,
+                                 student_name=student)
     from ..lang.printer import print_block
 
     text = print_block(result)

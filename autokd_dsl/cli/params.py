@@ -98,3 +98,33 @@ OutFile = Annotated[Optional[Path], _opt("-o", "--out", help="Write here (defaul
 
 INPUT_SIZE = "3x32x32"  # the default of every command but `search`, whose proxies run at PROXY_INPUT_SIZE
 PROXY_INPUT_SIZE = "3x16x16"
+
+# how a training run executes, and settings from a file
+Config = Annotated[Optional[Path], _opt("--config", help="Read the settings from this TOML file (option names as "
+                                        "keys); options given here override it.")]
+RunDevice = Annotated[str, _opt("--device", help="auto (the GPU when there is one), cpu, cuda, cuda:N or mps.")]
+Amp = Annotated[str, _opt("--amp", help="Mixed precision: bf16, fp16 (with a gradient scaler) or off.")]
+ChannelsLast = Annotated[Optional[bool], typer.Option("--channels-last/--no-channels-last",
+                                                      help="NHWC memory format (default: on for CUDA).")]
+LoaderWorkers = Annotated[Optional[int], _opt("--workers", help="Data-loading processes per rank.",
+                                              click_type=AT_LEAST_0)]
+Tensorboard = Annotated[bool, typer.Option("--tensorboard/--no-tensorboard", help="Write TensorBoard events.")]
+Augment = Annotated[Optional[bool], typer.Option("--augment/--no-augment",
+                                                 help="Random crop + flip (default: on for CIFAR and ImageFolder).")]
+
+
+def given(ctx: typer.Context, values: dict) -> dict:
+    """The options the user gave on the command line (not their defaults), to merge over a --config file."""
+    out = {}
+    for name, value in values.items():
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            out[name] = value
+    return out
+
+
+def settings(model, command: str, ctx: typer.Context, config: Optional[Path], values: dict, **extra):
+    """The command's settings object: the --config file, overridden by the options given (and ``extra``)."""
+    from ..config_file import settings_from
+
+    return settings_from(model, command, config, {**given(ctx, values), **extra})

@@ -13,16 +13,17 @@ from .params import (
     AT_LEAST_0,
     AT_LEAST_1,
     PROXY_INPUT_SIZE,
+    Config,
     Data,
     DataRoot,
     Device,
     InputSize,
     Number,
     Seed,
-    Student,
-    Teacher,
     TeacherWeights,
+    Tensorboard,
     TrainSubset,
+    settings,
 )
 
 FRACTION = Number(float, 0, 1, low_open=True)  # (0, 1]
@@ -31,9 +32,10 @@ DENSITY = Number(float, 0, 1, low_open=True, high_open=True)  # (0, 1): a densit
 
 @command(source="space_file")
 def search(
-    space_file: Path = typer.Argument(..., help="The .kd file holding a `space` block."),
-    teacher: Teacher = ...,
-    student: Student = ...,
+    ctx: typer.Context,
+    space_file: Optional[Path] = typer.Argument(None, help="The .kd file holding a `space` block."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher architecture."),
+    student: Optional[str] = typer.Option(None, "--student", help="Student architecture."),
     teacher_weights: TeacherWeights = None,
     data: Data = "digits",
     data_root: DataRoot = None,
@@ -44,8 +46,8 @@ def search(
     subset: float = typer.Option(1.0, "--subset", help="Fraction of the training split used by the proxy, in "
                                  "(0, 1] (below 1: drawn by teacher entropy).", parser=FRACTION),
     entropy: bool = typer.Option(True, "--entropy/--uniform", help="Draw the subset by teacher entropy."),
-    offline: bool = typer.Option(True, "--offline-teacher/--live-teacher",
-                                 help="Cache teacher outputs once (default) or run the teacher per batch."),
+    offline_teacher: bool = typer.Option(True, "--offline-teacher/--live-teacher",
+                                         help="Cache teacher outputs once (default) or run the teacher per batch."),
     sparse: Optional[float] = typer.Option(None, "--sparse", help="Train a sparse student at this density, in "
                                            "(0, 1).", parser=DENSITY),
     strategy: str = typer.Option("mcts", "--strategy", help="mcts, random or evolution."),
@@ -66,15 +68,18 @@ def search(
                                              parser=Number(float, 0)),
     seed: Seed = 0,
     device: Device = "cpu",
-    space_name: Optional[str] = typer.Option(None, "--space", help="Which space of the file."),
+    space: Optional[str] = typer.Option(None, "--space", help="Which space of the file."),
     out: Path = typer.Option(Path("runs/search"), "--out", help="Output folder (store, best.kd, report)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the search stored in --out."),
     final_epochs: int = typer.Option(0, "--final-epochs", help="Retrain the top 3 and KD this long (test accuracy).",
                                      parser=AT_LEAST_0),
     final_seeds: int = typer.Option(3, "--final-seeds", help="Seeds for the final retraining.",
                                     parser=AT_LEAST_1),
+    tensorboard: Tensorboard = True,
+    config: Config = None,
 ) -> None:
     """Search a space of distillers with MCTS (or random / evolution) and write the best as best.kd."""
+    options = {k: v for k, v in locals().items() if k not in ("ctx", "config")}
     from ..api import SearchSettings
     from ..api import search as run_search
     from ..errors import KDError, did_you_mean
@@ -85,29 +90,22 @@ def search(
     from ..search.space import SearchSpace
     from ..training.tracking import command_line
 
-    size, _ = values.input_size(input_size)
-    values.data_config(name=data, root=data_root, input_size=size, seed=seed, augment=False,
-                       train_subset=train_subset)
-    values.models(size[0], teacher=teacher, student=student)
-    if rollout not in ("mast", "random"):
-        raise KDError(f"unknown rollout policy `{rollout}` (command-line value)", hint="choose mast or random")
-    if strategy.strip().lower() not in STRATEGIES:
-        raise KDError(f"unknown search strategy `{strategy}` (command-line value)",
-                      hint=did_you_mean(strategy, STRATEGIES) or f"choose one of: {', '.join(STRATEGIES)}")
-    check_output_folder(out)
-    values.device(device)
+    values.input_size(input_size)  # a bad value fails as a command-line value, before the settings are built
+    s = settings(SearchSettings, "search", ctx, config, options)
+    values.data_config(name=s.data, root=s.data_root, input_size=s.input_size, seed=s.seed, augment=False,
+                       train_subset=s.train_subset)
+    values.models(s.input_size[0], teacher=s.teacher, student=s.student)
+    if s.rollout not in ("mast", "random"):
+        raise KDError(f"unknown rollout policy `{s.rollout}` (command-line value)", hint="choose mast or random")
+    if s.strategy.strip().lower() not in STRATEGIES:
+        raise KDError(f"unknown search strategy `{s.strategy}` (command-line value)",
+                      hint=did_you_mean(s.strategy, STRATEGIES) or f"choose one of: {', '.join(STRATEGIES)}")
+    check_output_folder(s.out)
+    values.device(s.device)
     with option_value("--executor"):
-        check_executor(executor, ray_address, device, cpus_per_candidate, gpus_per_candidate)
-    SearchSpace(load_space(str(space_file), space_name))  # a bad space fails before any training
-    check_search_folder(out, resume)  # so does a foreign --out folder, before anything is written
-    settings = SearchSettings(space_file=space_file, teacher=teacher, student=student, space=space_name,
-                              teacher_weights=teacher_weights, data=data, data_root=data_root, input_size=size,
-                              train_subset=train_subset, budget=budget, epochs=epochs, subset=subset,
-                              entropy=entropy, offline_teacher=offline, sparse=sparse, strategy=strategy, c=c,
-                              rollout=rollout, workers=workers, executor=executor, ray_address=ray_address,
-                              cpus_per_candidate=cpus_per_candidate, gpus_per_candidate=gpus_per_candidate,
-                              seed=seed, device=device, out=out, resume=resume,
-                              final_epochs=final_epochs, final_seeds=final_seeds)
-    summary = run_search(settings, console=plain_console(stderr=True), command=command_line())
+        check_executor(s.executor, s.ray_address, s.device, s.cpus_per_candidate, s.gpus_per_candidate)
+    SearchSpace(load_space(str(s.space_file), s.space))  # a bad space fails before any training
+    check_search_folder(s.out, s.resume)  # so does a foreign --out folder, before anything is written
+    summary = run_search(s, console=plain_console(stderr=True), command=command_line())
     if summary["best"] is None:
         raise typer.Exit(1)

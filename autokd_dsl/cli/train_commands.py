@@ -1,4 +1,8 @@
-"""Training commands: teacher (cross-entropy) and train (a full distillation run)."""
+"""Training commands: teacher (cross-entropy) and train (a full distillation run); both run under torchrun.
+
+Each builds the settings of :mod:`autokd_dsl.api` (from ``--config`` and the options given), checks them before
+any work starts (input size, dataset, model names, device, the output path or run folder) and calls the API.
+"""
 
 from __future__ import annotations
 
@@ -7,68 +11,84 @@ from typing import Optional
 
 import typer
 
-from . import values
+from . import values as check
 from .app import command, plain_console
 from .params import (
     INPUT_SIZE,
+    Amp,
+    Augment,
     BatchSize,
-    Data,
+    ChannelsLast,
+    Config,
     DataRoot,
-    Device,
     DistillerName,
     Epochs,
     FileInputSize,
     InputSize,
+    LoaderWorkers,
     Lr,
+    RunDevice,
     Seed,
-    Student,
-    Teacher,
+    Tensorboard,
     TeacherWeights,
     TrainSubset,
+    settings,
 )
+
+DATA_HELP = "Dataset (digits, fashion-mnist, mnist, cifar10, cifar100, imagefolder:PATH)."
 
 
 @command("teacher")
 def teacher_cmd(
-    model: str = typer.Argument(..., help="Teacher architecture: a zoo name, timm:NAME or package.module:factory."),
-    data: Data = ...,
+    ctx: typer.Context,
+    model: Optional[str] = typer.Argument(None, help="Teacher architecture: a zoo name, timm:NAME or "
+                                                     "package.module:factory."),
+    data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP),
     data_root: DataRoot = None,
     input_size: InputSize = INPUT_SIZE,
+    augment: Augment = None,
     epochs: Epochs = None,
     lr: Lr = None,
     batch_size: BatchSize = None,
     seed: Seed = 0,
     out: Optional[Path] = typer.Option(None, "--out", help="Write the checkpoint here (default: the teacher "
                                                            "cache, reused by `train` and `search`)."),
-    device: Device = "cpu",
+    device: RunDevice = "auto",
+    amp: Amp = "off",
+    channels_last: ChannelsLast = None,
+    workers: LoaderWorkers = None,
+    tensorboard: Tensorboard = True,
+    config: Config = None,
 ) -> None:
-    """Train a teacher with cross-entropy and save a checked checkpoint (or cache it)."""
+    """Train a teacher with cross-entropy and save a checked checkpoint (or cache it); runs under torchrun."""
+    options = {k: v for k, v in locals().items() if k not in ("ctx", "config")}
     from ..api import TeacherSettings
     from ..api import teacher as run_teacher
     from ..files import check_output_file
     from ..training.tracking import command_line
 
-    size, _ = values.input_size(input_size)
-    values.data_config(name=data, root=data_root, input_size=size)
-    if out is not None:
-        check_output_file(out)
-    values.device(device)
-    values.models(size[0], model=model)  # an unknown name fails first
-    settings = TeacherSettings(model=model, data=data, data_root=data_root, input_size=size, epochs=epochs, lr=lr,
-                               batch_size=batch_size, seed=seed, out=out, device=device)
-    run_teacher(settings, console=plain_console(), command=command_line())
+    check.input_size(input_size)  # a bad value fails as a command-line value, before the settings are built
+    s = settings(TeacherSettings, "teacher", ctx, config, options)
+    check.data_config(name=s.data, root=s.data_root, input_size=s.input_size)
+    if s.out is not None:
+        check_output_file(s.out)
+    check.device(s.device)
+    check.models(s.input_size[0], model=s.model)  # an unknown name fails first
+    run_teacher(s, console=plain_console(), command=command_line())
 
 
 @command("train", source="file")
 def train_cmd(
-    file: Path = typer.Argument(..., help="The .kd file holding the distiller."),
-    teacher: Teacher = ...,
-    student: Student = ...,
+    ctx: typer.Context,
+    file: Optional[Path] = typer.Argument(None, help="The .kd file holding the distiller."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher architecture."),
+    student: Optional[str] = typer.Option(None, "--student", help="Student architecture."),
     teacher_weights: TeacherWeights = None,
     distiller: DistillerName = None,
-    data: Data = ...,
+    data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP),
     data_root: DataRoot = None,
     input_size: FileInputSize = None,
+    augment: Augment = None,
     epochs: Epochs = None,
     lr: Lr = None,
     batch_size: BatchSize = None,
@@ -78,9 +98,17 @@ def train_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     offline_teacher: bool = typer.Option(False, "--offline-teacher",
                                          help="Cache the teacher's outputs once instead of running it per batch "
-                                              "(needs augmentation off)."),
+                                              "(used when augmentation is off)."),
+    device: RunDevice = "auto",
+    amp: Amp = "off",
+    channels_last: ChannelsLast = None,
+    workers: LoaderWorkers = None,
+    tensorboard: Tensorboard = True,
+    config: Config = None,
 ) -> None:
-    """Distil a teacher into a student with a distiller; resumable (--resume), seeded and reproducible."""
+    """Distil a teacher into a student with a distiller; resumable (--resume), seeded, and data-parallel under
+    torchrun."""
+    options = {k: v for k, v in locals().items() if k not in ("ctx", "config")}
     from ..api import TrainSettings, run_folder
     from ..api import train as run_train
     from ..compiler.build import load_distiller
@@ -89,16 +117,14 @@ def train_cmd(
     from ..training.tracking import command_line
 
     console = plain_console()
-    size, note = values.input_size(input_size, file)
+    size, note = (None, None) if input_size is None and config is not None else check.input_size(input_size, file)
+    s = settings(TrainSettings, "train", ctx, config, options, **({"input_size": size} if size else {}))
     if note:
         console.print(note)
-    values.data_config(name=data, root=data_root, input_size=size)
-    block = load_distiller(file, distiller)
-    out = check_output_folder(out or run_folder(block.name, student))
-    check_run_folder(out, resume)
-    values.models(size[0], teacher=teacher, student=student)  # before any data is read or teacher trained
-    settings = TrainSettings(file=file, teacher=teacher, student=student, data=data, distiller=distiller,
-                             teacher_weights=teacher_weights, data_root=data_root, input_size=size, epochs=epochs,
-                             lr=lr, batch_size=batch_size, train_subset=train_subset, seed=seed, out=out,
-                             resume=resume, offline_teacher=offline_teacher)
-    run_train(settings, console=console, command=command_line())
+    check.data_config(name=s.data, root=s.data_root, input_size=s.input_size)
+    block = load_distiller(s.file, s.distiller)
+    out = check_output_folder(s.out or run_folder(block.name, s.student))
+    check_run_folder(out, s.resume)
+    check.device(s.device)
+    check.models(s.input_size[0], teacher=s.teacher, student=s.student)  # before any data is read
+    run_train(s.model_copy(update={"out": out}), console=console, command=command_line())
