@@ -594,3 +594,22 @@ def test_weights_evaluate_or_fail_located_at_compile(tiny_nets, expr: str, a):
     expected = value * float(((s - t) ** 2).mean())
     if abs(expected) < 1e300:
         assert math.isclose(float(terms["logits_mse"]), expected, rel_tol=1e-6, abs_tol=1e-300), (text, value)
+
+
+# ---- one input size: a search's best.kd is used at the size of its search ----------------------------------
+
+
+def test_best_kd_takes_the_input_size_of_its_search(tmp_path: Path):
+    from autokd_dsl.options import input_size_for
+    from autokd_dsl.search.store import Store
+
+    store = Store(tmp_path / "search.sqlite")
+    store.set_meta({"config": {"input_size": [1, 8, 8]}})
+    store.close()
+    before = (tmp_path / "search.sqlite").read_bytes()
+    size, note = input_size_for(None, tmp_path / "best.kd")
+    assert size == (1, 8, 8) and "as in the search in" in note
+    assert input_size_for("3x16x16", tmp_path / "best.kd") == ((3, 16, 16), None)  # a given size wins
+    assert input_size_for(None, ROOT / "library" / "kd.kd") == ((3, 32, 32), None)  # no search: the default
+    assert (tmp_path / "search.sqlite").read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "search.sqlite"]  # read only: no journal files left next to it
