@@ -20,6 +20,7 @@ from ..lang import ir
 from ..lang.printer import print_block
 from .driver import make_strategy, run_search
 from .evaluate import Outcome, ProxyContext, ProxySettings
+from .equivalence import CompilesOn
 from .executor import make_executor
 from .mcts import MCTS_DEFAULT_C
 from .space import SearchSpace
@@ -56,29 +57,6 @@ class SearchConfig(pydantic.BaseModel):
         keep = ("space_name", "teacher", "student", "teacher_weights", "data", "input_size", "train_subset",
                 "strategy", "c", "rollout", "seed")
         return {k: getattr(self, k) for k in keep} | {"proxy": self.proxy.key(), "space_file": Path(self.space_file).name}
-
-
-class CompilesOn:
-    """Shape check for :class:`SearchSpace`: does a distiller compile on this teacher and a fresh student?"""
-
-    def __init__(self, teacher, teacher_name: str, student_name: str, bundle):
-        from ..models import create_model
-
-        self.teacher, self.teacher_name, self.student_name = teacher, teacher_name, student_name
-        self.input_size = tuple(bundle.train.images.shape[1:])
-        device = next(teacher.parameters()).device
-        self.student = create_model(student_name, num_classes=bundle.num_classes, in_chans=self.input_size[0])
-        self.student.to(device)
-
-    def __call__(self, block: ir.Block) -> bool:
-        from ..compiler.build import compile_distiller
-
-        try:
-            compile_distiller(block, self.teacher, self.student, self.input_size, teacher_name=self.teacher_name,
-                              student_name=self.student_name)
-        except KDError:
-            return False
-        return True
 
 
 def load_space(path: str, name: str | None) -> ir.Block:
@@ -128,7 +106,8 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
                                                                      if done_before else ""))
     ctx = ProxyContext(kind_valid, teacher, cfg.student, bundle, cfg.proxy, teacher_name=cfg.teacher,
                        device=cfg.device)
-    space = SearchSpace(block, term_fits=CompilesOn(teacher, cfg.teacher, cfg.student, bundle))
+    probe = CompilesOn(teacher, cfg.teacher, cfg.student, bundle)
+    space = SearchSpace(block, term_fits=probe, term_values=probe.values)
     executor = make_executor(ctx, cfg.workers)
     mcts_options = {"c": cfg.c, "rollout": cfg.rollout} if cfg.strategy == "mcts" else {}
     strategy = make_strategy(cfg.strategy, space, seed=cfg.seed, **mcts_options)
@@ -137,11 +116,12 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
 
     def evaluate(paths):
         blocks = [space.candidate(p) for p in paths]
-        rows = [store.get(b.key, settings_key) for b in blocks]
+        keys = [space.key(p) for p in paths]
+        rows = [store.get(k, settings_key) for k in keys]
         todo = [i for i, r in enumerate(rows) if r is None]
         outcomes = executor.map([print_block(blocks[i]) for i in todo]) if todo else []
         for i, outcome in zip(todo, outcomes):
-            row = _row(blocks[i], paths[i], outcome, settings_key)
+            row = _row(blocks[i], paths[i], outcome, settings_key, key=keys[i])
             store.add(row)
             rows[i] = row
         for row in rows:
@@ -173,8 +153,8 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
     return summary
 
 
-def _row(block: ir.Block, path, outcome: Outcome, settings_key: str, baseline: int = 0) -> dict:
-    return {"key": block.key, "settings": settings_key, "kd": print_block(block), "path": list(path),
+def _row(block: ir.Block, path, outcome: Outcome, settings_key: str, baseline: int = 0, key: str | None = None) -> dict:
+    return {"key": key or block.key, "settings": settings_key, "kd": print_block(block), "path": list(path),
             "reward": outcome.reward, "ce": outcome.ce, "gap": outcome.gap, "status": outcome.status,
             "reason": outcome.reason, "seconds": outcome.seconds, "losses": outcome.losses, "baseline": baseline}
 
