@@ -155,7 +155,7 @@ def evaluate(block: ir.Block, ctx: ProxyContext) -> Outcome:
                                  student_name=ctx.student_name)
     except KDError as err:
         return Outcome(None, "rejected", f"does not compile: {err.message}", seconds=time.perf_counter() - start)
-    runner = _Runner(student, loss, ctx)
+    runner = _Runner(student, loss, ctx, block)
     reason = runner.probe()
     if reason:
         return Outcome(None, "rejected", reason, seconds=time.perf_counter() - start)
@@ -173,8 +173,8 @@ def evaluate(block: ir.Block, ctx: ProxyContext) -> Outcome:
 class _Runner:
     """Trains one student against the cached teacher activations."""
 
-    def __init__(self, student: nn.Module, loss, ctx: ProxyContext):
-        self.student, self.loss, self.ctx = student, loss, ctx
+    def __init__(self, student: nn.Module, loss, ctx: ProxyContext, block: ir.Block | None = None):
+        self.student, self.loss, self.ctx, self.block = student, loss, ctx, block
         self.capture = TapCapture(student, loss.student_taps)
         # teacher placeholder name → the cached spec
         self.t_names = dict(loss.teacher_taps)
@@ -191,10 +191,16 @@ class _Runner:
         return out, values
 
     def probe(self) -> str:
-        n = min(32, len(self.ctx.train_x))
-        idx = torch.arange(n)
+        """Why the loss cannot train this student (empty when it can), from two different probe batches.
+
+        The total must be finite and not explode, and every distillation term (a term that does not read the
+        labels) must be finite on both batches, differ between them, and give the student a gradient.
+        """
+        n = min(32, len(self.ctx.train_x) // 2) or 1
+        first, second = torch.arange(n), torch.arange(n, min(2 * n, len(self.ctx.train_x)))
         self.student.train()
-        _, values = self.losses(self.ctx.train_x[:n], self.ctx.train_y[:n], self.ctx.train_acts, idx, 0)
+        _, values = self.losses(self.ctx.train_x[first], self.ctx.train_y[first], self.ctx.train_acts, first, 0)
+        shapes = {name: tuple(v.shape[1:]) for name, v in self.capture.values.items()}
         total = values["total"]
         if not torch.isfinite(total):
             return "loss is NaN or infinite on the probe batch"
@@ -203,13 +209,57 @@ class _Runner:
         distill = [v for k, v in values.items() if k != "total" and v.requires_grad]
         if not distill:
             return "no loss term depends on the student"
-        grads = torch.autograd.grad(total, [p for p in self.student.parameters()], allow_unused=True)
+        others = {}
+        if len(second):
+            with torch.no_grad():
+                _, others = self.losses(self.ctx.train_x[second], self.ctx.train_y[second], self.ctx.train_acts,
+                                        second, 0)
+        params = [p for p in self.student.parameters()]
+        for term, name in self._distillation_terms():
+            value = values[name]
+            if not torch.isfinite(value) or (name in others and not torch.isfinite(others[name])):
+                return f"term `{name}` is NaN or infinite on the probe batches"
+            a = float(value.detach())
+            if name in others:
+                b = float(others[name])
+                if abs(a - b) <= 1e-7 * max(1.0, abs(a)):
+                    why = _why_constant(term, self._tap_shape(term, shapes))
+                    return f"term `{name}` is constant {a:.3g} on two different probe batches" + (
+                        f": {why}" if why else "")
+            grads = torch.autograd.grad(value, params, allow_unused=True, retain_graph=True) \
+                if value.requires_grad else []
+            if sum(float(g.abs().sum()) for g in grads if g is not None) == 0.0:
+                return f"term `{name}` gives the student no gradient"
+        grads = torch.autograd.grad(total, params, allow_unused=True)
         norm = sum(float(g.abs().sum()) for g in grads if g is not None)
         if not math.isfinite(norm):
             return "gradient is NaN or infinite on the probe batch"
         if norm == 0.0:
             return "no gradient reaches the student"
         return ""
+
+    def _distillation_terms(self):
+        """(term, name) of every term that does not read the labels."""
+        if self.block is None:
+            return []
+        from ..compiler.lower import term_names
+
+        out = []
+        for term, name in zip(self.block.terms, term_names(self.block)):
+            taps = [t for t in term.taps if isinstance(t, ir.Tap)]
+            if taps and not any(t.teacher_point.is_labels for t in taps):
+                out.append((term, name))
+        return out
+
+    def _tap_shape(self, term: ir.Term, shapes: dict) -> tuple | None:
+        from ..compiler.taps import resolve_point
+
+        try:
+            spec = resolve_point(self.student, term.taps[0].student, self.ctx.student_name)
+        except KDError:
+            return None
+        name = next((n for n, sp in dict(self.loss.student_taps).items() if sp == spec), None)
+        return shapes.get(name)
 
     def train(self):
         s = self.ctx.settings
@@ -258,6 +308,41 @@ class _Runner:
             s_emb = s_emb @ proj.to(s_emb.device) / math.sqrt(s_emb.shape[1])
         gap = float(F.mse_loss(s_emb, t_emb) / t_emb.var().clamp_min(1e-8))
         return ce, gap
+
+
+def _why_constant(term: ir.Term, shape: tuple | None) -> str:
+    """A reading of why a term cannot change: a softmax or normalisation over an axis the transforms before it
+    shrank to one entry (``patches(4)`` on a 4×4 map leaves 1×1 patches, and softmax over one position is 1)."""
+    if shape is None or len(shape) != 3:
+        return ""
+    c, h, w = shape
+    how = {"c": "", "hw": ""}
+    for step in term.transforms:
+        if not isinstance(step, ir.Call):
+            continue
+        arg = step.args[0].value if step.args else None
+        k = arg.value if isinstance(arg, ir.Num) else None
+        if step.op == "pool" and k:
+            if (h, w) != (k, k):
+                how["hw"] = f"pool({k}) leaves a {k}×{k} map" if k == 1 else ""
+            h = w = k
+        elif step.op == "patches" and k:
+            h, w = h // k, w // k
+            how["hw"] = f"patches({k}) on a {h * k}×{w * k} map leaves {h}×{w} patches"
+        elif step.op == "spatial_attention":
+            c, how["c"] = 1, "spatial_attention leaves one channel"
+        elif step.op == "channel_attention":
+            h = w = 1
+            how["hw"] = "channel_attention leaves a 1×1 map"
+        elif step.op in ("softmax", "normalize", "minmax"):
+            axis = next((a.value.id for a in step.args if isinstance(a.value, ir.Name)), "c" if step.op != "minmax"
+                        else "chw")
+            if axis == "c" and c == 1 or axis == "hw" and h * w == 1 or axis == "chw" and c * h * w == 1:
+                what = "one position" if axis == "hw" else "one channel" if axis == "c" else "one entry"
+                result = {"softmax": "is 1", "normalize": "is ±1", "minmax": "is constant"}[step.op]
+                cause = how["hw"] if axis == "hw" else how["c"] if axis == "c" else how["hw"] or how["c"]
+                return (f"{cause}, and " if cause else "") + f"{step.op} over {what} {result}"
+    return ""
 
 
 # ---- sparse student: magnitude pruning with random regrowth ---------------------------------------------
