@@ -282,6 +282,17 @@ class MCTS(_StrategyBase):
             stats[0] += value
             stats[1] += 1
 
+    def _on_retell(self, path: Path, key: str, old: float, new: float) -> None:
+        for node in self._in_tree(path):
+            node.value_sum += new - old
+            if new >= node.best:
+                node.best = new
+            elif old >= node.best:  # the best went down: the best of the other candidates below this node
+                below = [v for p, v in self._values.items() if p[: node.level] == node.prefix]
+                node.best = max(below)
+        for level, option in enumerate(path):
+            self._moves[(level, option)][0] += new - old
+
     def tree_graph(self) -> nx.DiGraph:
         """A snapshot of the search tree as a ``networkx.DiGraph`` (node ids are prefix tuples; see
         :func:`autokd_dsl.search.tree.tree_graph`)."""
