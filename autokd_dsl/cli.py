@@ -337,8 +337,14 @@ def search(
     space_name: Optional[str] = typer.Option(None, "--space", help="Which space of the file."),
     out: Path = typer.Option(Path("runs/search"), "--out", help="Output folder (store, best.kd, report)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the search stored in --out."),
-    final_epochs: int = typer.Option(0, "--final-epochs", help="Retrain the top 3 and KD this long (test accuracy)."),
+    final_epochs: int = typer.Option(0, "--final-epochs", help="Retrain the top 3 and every baseline this long "
+                                                              "(test accuracy)."),
     final_seeds: int = typer.Option(3, "--final-seeds", help="Seeds for the final retraining."),
+    baselines: str = typer.Option("kd,fitnet", "--baselines", help="Library distillers scored under the same proxy "
+                                                                 "next to the CE-only baseline (comma-separated)."),
+    fidelity: Optional[str] = typer.Option(None, "--fidelity", help="Epochs per rung, e.g. 2,6,18: every candidate "
+                                                                   "at the first, the best 1/eta promoted (ASHA)."),
+    eta: int = typer.Option(3, "--eta", help="Promotion rate of --fidelity: the best 1/eta go on."),
 ) -> None:
     """Search a space of distillers with MCTS (or random / evolution) and write the best as best.kd."""
     from rich.console import Console
@@ -346,7 +352,7 @@ def search(
     from .data import DataConfig, load_data
     from .options import parse_input_size
     from .search.evaluate import ProxySettings
-    from .search.run import SearchConfig, load_space
+    from .search.run import SearchConfig, load_baselines, load_space, parse_rungs
     from .search.run import search as run
 
     console = Console(stderr=True)
@@ -357,7 +363,9 @@ def search(
     if rollout not in ("mast", "random"):
         raise KDError(f"unknown rollout policy `{rollout}`", hint="choose mast or random")
     check_device(device)
+    rungs = parse_rungs(fidelity, eta)
     load_space(str(space_file), space_name)  # a bad space fails before any training
+    load_baselines(baselines.split(","))
     proxy = ProxySettings(epochs=epochs, subset=subset, entropy_sampling=entropy, offline_teacher=offline,
                           sparse_density=sparse, seed=seed)
     cfg = SearchConfig(space_file=str(space_file), space_name=space_name, teacher=teacher, student=student,
@@ -365,7 +373,8 @@ def search(
                        data_root=str(data_root) if data_root else None, input_size=size, budget=budget,
                        train_subset=train_subset,
                        strategy=strategy, c=c, rollout=rollout, workers=workers, seed=seed, proxy=proxy, device=device,
-                       final_epochs=final_epochs, final_seeds=final_seeds)
+                       final_epochs=final_epochs, final_seeds=final_seeds,
+                       baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()), fidelity=rungs, eta=eta)
     data_cfg = DataConfig(name=data, root=data_root, input_size=size, seed=seed, augment=False,
                           train_subset=train_subset)
     bundle = load_data(data_cfg)

@@ -12,27 +12,29 @@ from typing import Callable, Protocol, Sequence
 
 import torch
 
-from .evaluate import Outcome, ProxyContext, evaluate
+from .evaluate import Outcome, ProxyContext, ProxySettings, evaluate
 
 
 class Executor(Protocol):
-    def map(self, texts: Sequence[str]) -> list[Outcome]: ...
+    def map(self, texts: Sequence[str], settings: ProxySettings | None = None) -> list[Outcome]:
+        """Evaluate each text under ``settings`` (None: the context's)."""
+        ...
 
     def close(self) -> None: ...
 
 
-def _evaluate_text(ctx: ProxyContext, text: str) -> Outcome:
+def _evaluate_text(ctx: ProxyContext, text: str, settings: ProxySettings | None = None) -> Outcome:
     from ..lang.check import check_text
 
-    return evaluate(check_text(text).blocks[0], ctx)
+    return evaluate(check_text(text).blocks[0], ctx, settings)
 
 
 class InProcess:
     def __init__(self, ctx: ProxyContext):
         self.ctx = ctx
 
-    def map(self, texts: Sequence[str]) -> list[Outcome]:
-        return [_evaluate_text(self.ctx, t) for t in texts]
+    def map(self, texts: Sequence[str], settings: ProxySettings | None = None) -> list[Outcome]:
+        return [_evaluate_text(self.ctx, t, settings) for t in texts]
 
     def close(self) -> None:
         pass
@@ -46,8 +48,8 @@ def _init_worker(ctx: ProxyContext, threads: int) -> None:
     _WORKER["ctx"] = ctx
 
 
-def _work(text: str) -> Outcome:
-    return _evaluate_text(_WORKER["ctx"], text)
+def _work(job: tuple[str, ProxySettings | None]) -> Outcome:
+    return _evaluate_text(_WORKER["ctx"], *job)
 
 
 class ProcessPool:
@@ -57,8 +59,8 @@ class ProcessPool:
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker, initargs=(ctx, max(1, cores // workers)))
 
-    def map(self, texts: Sequence[str]) -> list[Outcome]:
-        return list(self.pool.map(_work, texts))
+    def map(self, texts: Sequence[str], settings: ProxySettings | None = None) -> list[Outcome]:
+        return list(self.pool.map(_work, [(t, settings) for t in texts]))
 
     def close(self) -> None:
         self.pool.shutdown(cancel_futures=True)
