@@ -131,8 +131,11 @@ def rung_settings(cfg: SearchConfig) -> list[ProxySettings]:
     return [cfg.proxy.model_copy(update={"epochs": e}) for e in rungs_of(cfg)]
 
 
-def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console: Console) -> dict:
-    """Run the search; every evaluation goes to the store before the next starts."""
+def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console: Console, on_row=None) -> dict:
+    """Run the search; every evaluation goes to the store before the next starts.
+
+    ``on_row(row)`` sees every candidate's store row in evaluation order (TensorBoard logging).
+    """
     block = load_space(cfg.space_file, cfg.space_name)
     baselines = load_baselines(cfg.baselines)  # an unknown name fails before any training
     store = open_store(out, cfg, resume)
@@ -176,6 +179,8 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
         rows = run_jobs([(space.candidate(j.path), list(j.path), j.key, j.rung) for j in jobs])
         for row in rows:
             _advance(progress, task, row)
+            if on_row is not None:
+                on_row(row)
         return [r["reward"] if r["status"] == "ok" else None for r in rows]
 
     try:
