@@ -120,3 +120,15 @@ def test_equivalent_spellings_share_a_key(shaped_space):
     # Pearson correlation ignores a per-sample affine map; the weight counts
     assert key("logits -> minmax -> pearson -> 1") == key("logits -> pearson -> 1")
     assert key("logits -> pearson -> 1") != key("logits -> pearson -> 10")
+
+
+def test_parameters_of_a_space_show_in_every_candidate():
+    from autokd_dsl.search.report import candidate_text
+
+    block = check_text("space mine(t = 2 | 4):\n    ce: logits ~ labels -> ce -> 1\n"
+                       "    kd: logits -> softmax(t) -> kl -> (1 | 4) * t^2\n").blocks[0]
+    space = SearchSpace(block)
+    texts = sorted(candidate_text(print_block(space.candidate(p))) for p in space.paths())
+    assert texts == [f"mine(t = {t}): ce: logits ~ labels -> ce -> 1 ; kd: logits -> softmax(t) -> kl -> {w} * t^2"
+                     for t in (2, 4) for w in (1, 4)]
+    assert len({space.key(p) for p in space.paths()}) == 4
