@@ -331,7 +331,15 @@ def search(
     c: float = typer.Option(0.7, "--c", help="UCT exploration constant (on min-max normalised rewards)."),
     rollout: str = typer.Option("mast", "--rollout", help="MCTS rollout policy: mast (guided by the mean reward "
                                                         "of each choice) or random (uniform)."),
-    workers: int = typer.Option(1, "--workers", help="Evaluate this many candidates at once (processes)."),
+    workers: int = typer.Option(1, "--workers", help="Evaluate this many candidates at once (processes, or "
+                                                     "Ray tasks in flight with --executor ray)."),
+    executor: str = typer.Option("local", "--executor", help="local (in-process or a process pool) or ray "
+                                                            "(the `ray` extra; a local instance or a cluster)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: auto (the cluster "
+                                              "this machine joined) or HOST:PORT; default: start a local instance."),
+    cpus_per_candidate: float = typer.Option(1.0, "--cpus-per-candidate", help="Ray: CPUs each candidate holds."),
+    gpus_per_candidate: float = typer.Option(0.0, "--gpus-per-candidate", help="Ray: GPUs each candidate holds "
+                                             "(fractional: 0.25 packs four candidates on one device)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N: where candidates train."),
     space_name: Optional[str] = typer.Option(None, "--space", help="Which space of the file."),
@@ -364,6 +372,9 @@ def search(
         raise KDError(f"unknown rollout policy `{rollout}`", hint="choose mast or random")
     check_device(device)
     rungs = parse_rungs(fidelity, eta)
+    from .search.executor import check_executor
+
+    check_executor(executor, ray_address, device, cpus_per_candidate, gpus_per_candidate)
     load_space(str(space_file), space_name)  # a bad space fails before any training
     load_baselines(baselines.split(","))
     proxy = ProxySettings(epochs=epochs, subset=subset, entropy_sampling=entropy, offline_teacher=offline,
@@ -372,7 +383,9 @@ def search(
                        teacher_weights=str(teacher_weights) if teacher_weights else None, data=data,
                        data_root=str(data_root) if data_root else None, input_size=size, budget=budget,
                        train_subset=train_subset,
-                       strategy=strategy, c=c, rollout=rollout, workers=workers, seed=seed, proxy=proxy, device=device,
+                       strategy=strategy, c=c, rollout=rollout, workers=workers, executor=executor,
+                       ray_address=ray_address, cpus_per_candidate=cpus_per_candidate,
+                       gpus_per_candidate=gpus_per_candidate, seed=seed, proxy=proxy, device=device,
                        final_epochs=final_epochs, final_seeds=final_seeds,
                        baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()), fidelity=rungs, eta=eta)
     data_cfg = DataConfig(name=data, root=data_root, input_size=size, seed=seed, augment=False,

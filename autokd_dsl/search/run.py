@@ -45,6 +45,10 @@ class SearchConfig(pydantic.BaseModel):
     c: float = MCTS_DEFAULT_C
     rollout: str = "mast"
     workers: int = 1
+    executor: str = "local"  # local (in-process / process pool) or ray; none of these four is part of the identity
+    ray_address: str | None = None  # None: start a local Ray instance; "auto" or HOST:PORT: join a cluster
+    cpus_per_candidate: float = 1.0
+    gpus_per_candidate: float = 0.0
     seed: int = 0
     device: str = "cpu"  # where candidates train; not part of the search's identity
     final_epochs: int = 0  # > 0: retrain the top candidates and KD this long and report test accuracy
@@ -153,7 +157,9 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
                        device=cfg.device, extra_taps=[b for _, b in baselines])
     probe = CompilesOn(teacher, cfg.teacher, cfg.student, bundle)
     space = SearchSpace(block, term_fits=probe, term_values=probe.values)
-    executor = make_executor(ctx, cfg.workers)
+    ray_options = {"address": cfg.ray_address, "cpus_per_candidate": cfg.cpus_per_candidate,
+                   "gpus_per_candidate": cfg.gpus_per_candidate} if cfg.executor == "ray" else {}
+    executor = make_executor(ctx, cfg.workers, cfg.executor, **ray_options)
     mcts_options = {"c": cfg.c, "rollout": cfg.rollout} if cfg.strategy == "mcts" else {}
     strategy = make_strategy(cfg.strategy, space, seed=cfg.seed, **mcts_options)
     progress = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -186,7 +192,12 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
     try:
         with progress:
             task = progress.add_task("search", total=cfg.budget, best="")
-            results = run_promotions(strategy, evaluate, cfg.budget, rungs, cfg.eta, batch=max(1, cfg.workers))
+            if hasattr(executor, "submit") and len(rungs) == 1:
+                results = _search_in_flight(strategy, space, store, settings_keys[0], executor, cfg.budget,
+                                            rungs[0], lambda row: (_advance(progress, task, row),
+                                                                   on_row(row) if on_row is not None else None))
+            else:
+                results = run_promotions(strategy, evaluate, cfg.budget, rungs, cfg.eta, batch=max(1, cfg.workers))
             scored = score_baselines(baselines, probe, run_jobs, len(rungs) - 1)
     finally:
         executor.close()
@@ -204,6 +215,51 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
     summary["teacher_runs"] = ctx.teacher_runs
     store.close()
     return summary
+
+
+def _search_in_flight(strategy, space, store: Store, settings_key: str, executor, budget: int, epochs: int,
+                      advance) -> list:
+    """Up to ``executor.workers`` candidates run at once; each result goes to the store as it arrives.
+
+    The store is the single source of truth: on --resume its rows are told to the strategy first (they count
+    against the budget), so no finished candidate is trained again, whatever order results arrived in before.
+    """
+    from . import Evaluation
+    from .executor import run_in_flight
+
+    def reward(row):
+        return row["reward"] if row["status"] == "ok" else None
+
+    replayed = []
+    for row in store.rows():
+        if row["settings"] == settings_key and (row["rung"] or 0) == 0:
+            path = tuple(json.loads(row["path"]))
+            strategy.tell(path, reward(row))
+            replayed.append(Evaluation(path, row["key"], reward(row)))
+            advance(row)
+    blocks: dict = {}
+
+    def known(path):
+        blocks[path] = space.candidate(path)
+        row = store.get(space.key(path), settings_key)
+        if row is None:
+            return False, None
+        del blocks[path]
+        advance(row)
+        return True, reward(row)
+
+    def submit(path):
+        executor.submit(path, print_block(blocks[path]))
+
+    def wait():
+        path, outcome = executor.next_done()
+        key = space.key(path)
+        store.add(_row(blocks.pop(path), path, outcome, settings_key, key=key, epochs=epochs))
+        row = store.get(key, settings_key)
+        advance(row)
+        return path, reward(row)
+
+    return replayed + run_in_flight(strategy, known, submit, wait, budget - len(replayed), executor.workers)
 
 
 def load_baselines(names) -> list[tuple[str, ir.Block]]:
