@@ -172,7 +172,8 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
             todo = [i for i, (r, item) in enumerate(zip(rows, items)) if r is None and item[3] == rung]
             if not todo:
                 continue
-            outcomes = executor.map([print_block(items[i][0]) for i in todo], settings[rung])
+            outcomes = executor.map([print_block(items[i][0]) for i in todo],
+                                    None if settings[rung] == cfg.proxy else settings[rung])
             for i, outcome in zip(todo, outcomes):
                 blk, path, key, _ = items[i]
                 row = _row(blk, path, outcome, settings_keys[rung], key=key, rung=rung, epochs=rungs[rung],
