@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import pydantic
 from rich.console import Console
@@ -19,9 +18,10 @@ from rich.progress import (
 from ..errors import KDError, SourceText
 from ..lang import ir
 from ..lang.printer import print_block
-from .core import MCTS_DEFAULT_C, make_strategy, run_search
+from .driver import make_strategy, run_search
 from .evaluate import Outcome, ProxyContext, ProxySettings
 from .executor import make_executor
+from .mcts import MCTS_DEFAULT_C
 from .space import SearchSpace
 from .store import Store
 
@@ -30,14 +30,14 @@ class SearchConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
     space_file: str
-    space_name: Optional[str] = None
+    space_name: str | None = None
     teacher: str
     student: str
-    teacher_weights: Optional[str] = None
+    teacher_weights: str | None = None
     data: str = "digits"
-    data_root: Optional[str] = None
+    data_root: str | None = None
     input_size: tuple[int, int, int] = (3, 16, 16)
-    train_subset: Optional[int] = None
+    train_subset: int | None = None
     budget: int = 48
     strategy: str = "mcts"
     c: float = MCTS_DEFAULT_C
@@ -48,7 +48,7 @@ class SearchConfig(pydantic.BaseModel):
     final_epochs: int = 0  # > 0: retrain the top candidates and KD this long and report test accuracy
     final_seeds: int = 3
     final_top: int = 3
-    baseline: Optional[str] = "kd"
+    baseline: str | None = "kd"
     proxy: ProxySettings = ProxySettings()
 
     def identity(self) -> dict:
@@ -115,8 +115,11 @@ def open_store(out: Path, cfg: SearchConfig, resume: bool) -> Store:
     return store
 
 
-def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console: Console) -> dict:
-    """Run the search; every evaluation goes to the store before the next starts."""
+def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console: Console, on_row=None) -> dict:
+    """Run the search; every evaluation goes to the store before the next starts.
+
+    ``on_row(row)`` sees every candidate's store row in evaluation order (TensorBoard logging).
+    """
     block = load_space(cfg.space_file, cfg.space_name)
     store = open_store(out, cfg, resume)
     settings_key = cfg.proxy.key()
@@ -146,6 +149,8 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
             rows[i] = row
         for row in rows:
             _advance(progress, task, row)
+            if on_row is not None:
+                on_row(row)
         return [r["reward"] if r["status"] == "ok" else None for r in rows]
 
     try:
