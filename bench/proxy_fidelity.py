@@ -167,7 +167,7 @@ def proxy_run(block: ir.Block, ctx, ctx_logits_t: torch.Tensor) -> dict:
     if reason or runner.train() is None:
         return {"status": "rejected", "reason": reason or "non-finite during training",
                 "seconds": time.perf_counter() - start}
-    ce, gap = runner.score()
+    ce, gap = runner.score()[:2]
     with torch.no_grad():
         student.eval()
         logits = torch.cat([student(ctx.val_x[b:b + 500]) for b in range(0, len(ctx.val_x), 500)])
@@ -402,7 +402,7 @@ def main() -> None:
             do_final(1, sorted(ids, key=lambda c: -(reward(res, c, today, mid) or -1e9)))
     print(f"\n{args.data} {args.input_size}; teacher {args.teacher} (test {teacher.kd_teacher['test_accuracy']:.2%}); "
           f"student {args.student} on {args.subset} class-balanced training images; proxy rewards on "
-          f"{args.val_size} validation images, rungs {args.rungs} epochs; test accuracy after {args.epochs} epochs "
+          f"{len(train_500.val)} validation images, rungs {args.rungs} epochs; test accuracy after {args.epochs} epochs "
           f"(SGD lr 0.05, cosine) on the {len(full.test)} test images, mean over the seeds run.")
     default = None
     if args.default:
