@@ -22,7 +22,8 @@ from ..lang import ir
 from ..lang.check import check
 from ..lang.parse import parse_file
 from ..standalone.attach import Attached
-from .lower import Lowering, Model, term_names
+from .lower import Lowering, term_names
+from .taps import Model
 
 
 def load_distiller(path: str | Path, name: str | None = None) -> ir.Block:
@@ -54,7 +55,7 @@ def pick_distiller(program: ir.Program, name: str | None, where: str) -> ir.Bloc
 class DistillerLoss(fx.GraphModule):
     """The compiled loss: ``forward(<student taps>, <teacher taps>, labels=None, epoch=0)`` → dict of terms."""
 
-    _KEPT = ("student_taps", "teacher_taps", "term_names", "distiller", "needs_index")
+    _KEPT = ("student_taps", "teacher_taps", "term_names", "distiller", "needs_index", "param_use")
 
     def tap_specs(self) -> dict[str, dict[str, str]]:
         return {"student": dict(self.student_taps), "teacher": dict(self.teacher_taps)}
@@ -83,6 +84,7 @@ def compile_distiller(block: ir.Block, teacher: nn.Module, student: nn.Module, i
     loss.term_names = term_names(block)
     loss.distiller = block
     loss.needs_index = lowering.index_node is not None  # CRD's memory banks: the trainer passes index=
+    loss.param_use = lowering.use  # which parameters the graph reads, and which shaped it (for emit)
     return loss
 
 
