@@ -114,6 +114,10 @@ class SearchSettings(_Settings):
     c: float = 0.7
     rollout: str = "mast"
     workers: int = 1
+    executor: str = "local"  # or "ray" (the `ray` extra): see README, Searching on a Ray cluster
+    ray_address: Optional[str] = None
+    cpus_per_candidate: float = 1.0
+    gpus_per_candidate: float = 0.0
     seed: int = 0
     device: str = "cpu"
     out: Path = Path("runs/search")
@@ -276,6 +280,9 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
     if s.rollout not in ("mast", "random"):
         raise KDError(f"unknown rollout policy `{s.rollout}`", hint="choose mast or random")
     device = str(resolve_device(s.device))
+    from .search.executor import check_executor
+
+    check_executor(s.executor, s.ray_address, device, s.cpus_per_candidate, s.gpus_per_candidate)
     load_space(str(s.space_file), s.space)  # a bad space fails before any training
     proxy = ProxySettings(epochs=s.epochs, subset=s.subset, entropy_sampling=s.entropy,
                           offline_teacher=s.offline_teacher, sparse_density=s.sparse, seed=s.seed)
@@ -283,7 +290,9 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
                        teacher_weights=str(s.teacher_weights) if s.teacher_weights else None, data=s.data,
                        data_root=str(s.data_root) if s.data_root else None, input_size=s.input_size,
                        budget=s.budget, train_subset=s.train_subset, strategy=s.strategy, c=s.c, rollout=s.rollout,
-                       workers=s.workers, seed=s.seed, proxy=proxy, device=device, final_epochs=s.final_epochs,
+                       workers=s.workers, executor=s.executor, ray_address=s.ray_address,
+                       cpus_per_candidate=s.cpus_per_candidate, gpus_per_candidate=s.gpus_per_candidate,
+                       seed=s.seed, proxy=proxy, device=device, final_epochs=s.final_epochs,
                        final_seeds=s.final_seeds)
     data_cfg = DataConfig(name=s.data, root=s.data_root, input_size=s.input_size, seed=s.seed, augment=False,
                           train_subset=s.train_subset)
