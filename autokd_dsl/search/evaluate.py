@@ -111,7 +111,7 @@ class ProxyContext:
         from ..compiler.taps import resolve_point
 
         points = [(tap.teacher_point, True) for slots in space.slots for slot in slots if slot.role == "tap"
-                  for tap in slot.options]
+                  for option in slot.options for tap in ir.option_taps(option)]
         points += [(tap.teacher_point, False) for block in extra_taps for term in block.terms for tap in term.taps
                    if isinstance(tap, ir.Tap)]
         taps = {}

@@ -298,7 +298,6 @@ class MCTS(_StrategyBase):
         return mean
 
     def _mast_pick(self, prefix: Path, free: list[int]) -> int:
-        level = len(prefix)
         uniform = self.rmin is None or self.rmax is None or self.rmax <= self.rmin
         if self.rng.random() < self.mast_epsilon or uniform:
             return self.rng.choice(free)

@@ -37,7 +37,7 @@ from ..lang.check import (
     tap_kinds,
 )
 from ..lang.kinds import Kind
-from ..lang.printer import print_block, print_expr, print_step, print_tap
+from ..lang.printer import print_block, print_expr, print_step, print_tap_option
 
 Path = tuple[int, ...]
 
@@ -119,8 +119,8 @@ class SearchSpace:
 
     def label(self, level: int, option: int) -> str:
         value = self.levels[level].options[option]
-        if isinstance(value, ir.Tap):
-            return print_tap(value)
+        if isinstance(value, (ir.Tap, ir.TapGroup)):
+            return print_tap_option(value)
         return print_step(value) if isinstance(value, ir.Expr.__args__) else str(value)
 
     def options(self, prefix: Path) -> list[int]:
@@ -154,7 +154,7 @@ class SearchSpace:
         """The candidate's content key. Without ``term_values`` its IR key (the same text, the same key). With it,
         a key of the function it computes on the networks at hand: each term's values on fixed random activations
         (``term_values`` of the term alone at weight 1, e.g. :meth:`CompilesOn.values`) times the term's weight,
-        to 6 significant digits, so candidates that compute the same loss (`pool(4)` on a 4×4 map and `none`)
+        to 6 significant digits (below 1e-9: 0), so candidates that compute the same loss (`pool(4)` on a 4×4 map and `none`)
         share a key."""
         key = self._keys.get(path)
         if key is None:
@@ -200,7 +200,7 @@ class SearchSpace:
     def _term(self, term: ir.Term, slots: list[Slot], chosen: list) -> ir.Term:
         """One concrete term: optional transforms left out, a `t` that changes nothing (`kl` on distributions)
         dropped, so that a candidate reads as what it computes and checks as a distiller."""
-        taps = tuple(c for c, s in zip(chosen, slots) if s.role == "tap")
+        taps = tuple(t for c, s in zip(chosen, slots) if s.role == "tap" for t in ir.option_taps(c))
         steps = []
         kinds: tuple | None = tuple(self.tap_kind(t) for t in taps)
         for c, s in zip(chosen, slots):
@@ -220,7 +220,7 @@ class SearchSpace:
         if state is None:
             return None
         if slot.role == "tap":
-            return state + (self.tap_kind(option),)
+            return state + tuple(self.tap_kind(tap) for tap in ir.option_taps(option))
         if slot.role == "transform":
             if isinstance(option, ir.Name) and option.id == NONE:
                 return state
@@ -279,8 +279,13 @@ def function_key(block: ir.Block, term_values: Callable[[ir.Block], tuple[float,
         if values is None or weight is None:  # does not compile, or a weight that changes with the epoch
             parts.append(f"{print_block(one)}|{print_expr(term.weight)}")
         else:
-            parts.append(",".join(f"{weight * v:.6g}" for v in values))
+            parts.append(",".join(_rounded(weight * v) for v in values))
     return "f" + hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:15]
+
+
+def _rounded(value: float) -> str:
+    """A loss value to 6 significant digits; below 1e-9 it is 0 (float noise of a term that is exactly 0)."""
+    return "0" if abs(value) < 1e-9 else f"{value:.6g}"
 
 
 def weight_number(expr: ir.Expr, params: dict[str, ir.Expr]) -> float | None:
