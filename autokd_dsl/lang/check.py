@@ -206,8 +206,9 @@ class _Checker:
             if not self.in_space:
                 self.error("alternatives (`|`) are only allowed in a `space`", slot.span,
                            hint="pick one tap, or write `space NAME:` to search over them")
-            for tap in slot.options:
-                self.tap(tap)
+            for option in slot.options:
+                for tap in ir.option_taps(option):
+                    self.tap(tap)
         else:
             self.tap(slot)
 

@@ -112,7 +112,7 @@ class ProxyContext:
         for slots in space.slots:
             for slot in slots:
                 if slot.role == "tap":
-                    for tap in slot.options:
+                    for tap in (t for option in slot.options for t in ir.option_taps(option)):
                         point = tap.teacher_point
                         if not point.is_labels:
                             taps[resolve_point(self.teacher, point, self.teacher_name)] = None
