@@ -54,9 +54,11 @@ def pick_distiller(program: ir.Program, name: str | None, where: str) -> ir.Bloc
 class DistillerLoss(fx.GraphModule):
     """The compiled loss: ``forward(<student taps>, <teacher taps>, labels=None, epoch=0)`` → dict of terms."""
 
-    _KEPT = ("student_taps", "teacher_taps", "term_names", "distiller", "needs_index")
+    _KEPT = ("student_taps", "teacher_taps", "teachers_taps", "term_names", "distiller", "needs_index")
 
     def tap_specs(self) -> dict[str, dict[str, str]]:
+        """Placeholder name → tap spec: the student's, and every teacher's together (the names of several
+        teachers' taps start `t1_`, `t2_`, …; ``teachers_taps`` holds them per teacher)."""
         return {"student": dict(self.student_taps), "teacher": dict(self.teacher_taps)}
 
     def __deepcopy__(self, memo):
@@ -68,24 +70,31 @@ class DistillerLoss(fx.GraphModule):
         return copied
 
 
-def compile_distiller(block: ir.Block, teacher: nn.Module, student: nn.Module, input_size=(3, 32, 32),
-                      *, teacher_name: str | None = None, student_name: str | None = None) -> DistillerLoss:
-    """Lower a checked distiller onto two models; raises a located KDError where it does not fit."""
+def compile_distiller(block: ir.Block, teacher: nn.Module | list[nn.Module], student: nn.Module,
+                      input_size=(3, 32, 32), *, teacher_name: str | list[str] | None = None,
+                      student_name: str | None = None) -> DistillerLoss:
+    """Lower a checked distiller onto a student and one teacher, or a list of teachers (`teacher2.x` is the
+    second, `teachers.x` each of them); raises a located KDError where it does not fit."""
     if block.kind != "distiller":
         raise KDError(f"`{block.name}` is a space; compile one of its candidates (or search it)")
-    t_name = teacher_name or getattr(teacher, "kd_name", "teacher")
+    nets = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
+    names = teacher_name if isinstance(teacher_name, (list, tuple)) else [teacher_name] * len(nets)
+    models = [Model(net, name or getattr(net, "kd_name", "teacher")) for net, name in zip(nets, names)]
     s_name = student_name or getattr(student, "kd_name", "student")
-    lowering = Lowering(block, Model(teacher, t_name), Model(student, s_name), tuple(input_size))
+    lowering = Lowering(block, models, Model(student, s_name), tuple(input_size))
     gm = lowering.build()
     loss = DistillerLoss(gm, gm.graph, class_name="DistillerLoss")
     loss.student_taps = dict(lowering.student.taps)
-    loss.teacher_taps = dict(lowering.teacher.taps)
+    loss.teachers_taps = [dict(model.taps) for model in lowering.teachers]
+    loss.teacher_taps = {name: spec for taps in loss.teachers_taps for name, spec in taps.items()}
     loss.term_names = term_names(block)
     loss.distiller = block
     loss.needs_index = lowering.index_node is not None  # CRD's memory banks: the trainer passes index=
     return loss
 
 
-def attach(teacher: nn.Module, student: nn.Module, loss: DistillerLoss) -> Attached:
-    """A module running teacher (eval, no grad) and student, returning ``(student_output, losses)``."""
+def attach(teacher: nn.Module | list[nn.Module], student: nn.Module, loss: DistillerLoss) -> Attached:
+    """A module running the teacher(s) (eval, no grad) and the student, returning ``(student_output, losses)``."""
+    if isinstance(teacher, (list, tuple)):
+        return Attached(list(teacher), student, loss, loss.student_taps, loss.teachers_taps)
     return Attached(teacher, student, loss, loss.student_taps, loss.teacher_taps)

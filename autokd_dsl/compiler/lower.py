@@ -22,6 +22,7 @@ from ..lang.kinds import Kind
 from ..lang.ops import OPS
 from ..lang.printer import print_call, print_point
 from ..standalone import kernels
+from ..standalone import teachers as tw
 from . import modules
 from .taps import example_input, probe_examples, resolve_point
 
@@ -60,8 +61,11 @@ def _ident(text: str) -> str:
 
 
 class Lowering:
-    def __init__(self, block: ir.Block, teacher: Model, student: Model, input_size, batch: int = 2):
-        self.block, self.teacher, self.student = block, teacher, student
+    """``teacher`` is one :class:`Model` or a list of them (several teachers, numbered from 1 in order)."""
+
+    def __init__(self, block: ir.Block, teacher: "Model | list[Model]", student: Model, input_size, batch: int = 2):
+        self.teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
+        self.block, self.teacher, self.student = block, self.teachers[0], student
         self.graph = fx.Graph()
         self.root = nn.Module()
         self.memo: dict[tuple, Val] = {}
@@ -76,7 +80,28 @@ class Lowering:
             for tap in term.taps:
                 self.tap_name(self.student, tap.student, "s")
                 if not tap.teacher_point.is_labels:
-                    self.tap_name(self.teacher, tap.teacher_point, "t")
+                    for k in self.teacher_numbers(tap):
+                        self.tap_name(self.teachers[k - 1], tap.teacher_point, self.prefix(k))
+            if _uses_op(term, "confidence"):  # CA-MKD's weights read every teacher's logits
+                for k, model in enumerate(self.teachers, 1):
+                    self.tap_name(model, ir.Point("logits"), self.prefix(k))
+
+    def prefix(self, k: int) -> str:
+        """Teacher k's placeholder prefix: `t` with one teacher, `t1`, `t2`, … with several."""
+        return "t" if len(self.teachers) == 1 else f"t{k}"
+
+    def teacher_numbers(self, tap: ir.Tap) -> list[int]:
+        """The teachers a tap reads: each of them (`teachers.x`), or the one it names."""
+        point = tap.teacher_point
+        if tap.each_teacher:
+            return list(range(1, len(self.teachers) + 1))
+        k = point.teacher_number or 1
+        if k > len(self.teachers):
+            given = ", ".join(f"teacher{i} = {m.name}" for i, m in enumerate(self.teachers, 1))
+            raise KDError(f"`{point.side}.{point.path}` names teacher {k}, and the command gave "
+                          f"{len(self.teachers)}", span=point.span,
+                          hint=f"the teachers given: {given}; add more with --teacher (repeatable)")
+        return [k]
 
     def tap_name(self, model: Model, point: ir.Point, prefix: str) -> str:
         spec = resolve_point(model.net, point, model.name)
@@ -92,18 +117,25 @@ class Lowering:
 
     def build(self) -> fx.GraphModule:
         self.collect_taps()
+        if len(self.teachers) > 1:
+            from .teachers import check_classes
+
+            check_classes(self)
         s_ex = probe_examples(self.student.net, self.student.taps, self.x, self.student.name)
-        t_ex = probe_examples(self.teacher.net, self.teacher.taps, self.x, self.teacher.name)
+        t_ex = {}
+        for model in self.teachers:
+            t_ex.update(probe_examples(model.net, model.taps, self.x, model.name))
         self.labels = self.labels.to(next(iter(s_ex.values())).device) if s_ex else self.labels
         self.inputs = {}
+        t_names = [name for model in self.teachers for name in model.taps]
         for name in self.student.taps:
             self.inputs[name] = (self.graph.placeholder(name), s_ex[name])
-        for name in self.teacher.taps:
+        for name in t_names:
             self.inputs[name] = (self.graph.placeholder(name), t_ex[name])
         self.labels_node = self.graph.placeholder("labels", default_value=None)
         self.epoch_node = self.graph.placeholder("epoch", default_value=0)
         self.index_node = self.graph.placeholder("index", default_value=None) if self.uses("index") else None
-        for name in self.teacher.taps:  # the teacher side never carries gradients
+        for name in t_names:  # the teacher side never carries gradients
             node, ex = self.inputs[name]
             self.inputs[name] = (self.graph.call_method("detach", (node,)), ex)
             self.inputs[name][0]._rename(f"{name}_detached")
@@ -129,20 +161,40 @@ class Lowering:
     def term(self, term: ir.Term, name: str) -> fx.Node:
         """Each tap's pipeline and distance, summed; with an op across taps the pipelines run in lockstep so
         that it sees all of them (otherwise tap after tap, which keeps each tap's nodes together)."""
+        if any(tap.each_teacher for tap in term.taps):
+            from .teachers import each_teacher
+
+            return each_teacher(self, term, name)
+        k = self.teacher_numbers(term.taps[0])[0] if not term.taps[0].teacher_point.is_labels else 1
+        self.teacher = self.teachers[k - 1]
+        tag = f"@t{k}" if len(self.teachers) > 1 else ""
+        parts = [self.distance(term.distance, c.s, c.t, c.tap, name) for c in self.chains(term, tag)]
+        self.teacher = self.teachers[0]
+        return self.weighted(self.add_all(parts), term.weight, name)
+
+    def chains(self, term: ir.Term, tag: str = "") -> list[Chain]:
+        """Every tap's pipeline of a term, against the current teacher; ``tag`` keeps the values that depend on
+        a teacher (its side, learnable connectors sized for it) apart from another teacher's."""
         groups = [term.taps] if any(OPS[call.op].across for call in term.transforms) else [[t] for t in term.taps]
-        parts = []
+        out = []
         for taps in groups:
-            chains = [self.start(tap) for tap in taps]
+            chains = [self.start(tap, tag) for tap in taps]
             for call in term.transforms:
                 if OPS[call.op].across:
                     chains = self.across(call, chains)
                 else:
-                    chains = [Chain(*self.transform(call, c.s, c.t, c.key, c.tap), c.tap) for c in chains]
-            parts += [self.distance(term.distance, c.s, c.t, c.tap, name) for c in chains]
+                    chains = [Chain(*self.transform(call, c.s, c.t, c.key, c.tap, tag), c.tap) for c in chains]
+            out += chains
+        return out
+
+    def add_all(self, parts: list) -> fx.Node:
         value = parts[0]
         for part in parts[1:]:
             value = self.graph.call_function(operator.add, (value, part))
-        weight = self.weight(term.weight)
+        return value
+
+    def weighted(self, value: fx.Node, expr: ir.Expr, name: str) -> fx.Node:
+        weight = self.weight(expr)
         if isinstance(weight, (int, float)) and weight == 1:
             return self._named(value, name)
         if not isinstance(weight, fx.Node):
@@ -162,16 +214,16 @@ class Lowering:
         node, ex = self.inputs[name]
         return Val(node, ex, _base_kind(model, point, ex))
 
-    def start(self, tap: ir.Tap) -> Chain:
+    def start(self, tap: ir.Tap, tag: str = "") -> Chain:
         s = self.source_val(self.student, tap.student, "s")
         if tap.teacher_point.is_labels:
             t = Val(self.labels_node, self.labels, Kind("labels"))
         else:
-            t = self.source_val(self.teacher, tap.teacher_point, "t")
-        return Chain(s, t, (print_point(tap.student), print_point(tap.teacher_point)), tap)
+            t = self.source_val(self.teacher, tap.teacher_point, self.prefix(self.teachers.index(self.teacher) + 1))
+        return Chain(s, t, (print_point(tap.student), tag + print_point(tap.teacher_point)), tap)
 
     # ---- transforms --------------------------------------------------------------------------------------
-    def transform(self, call: ir.Call, s: Val, t: Val, key: tuple, tap: ir.Tap):
+    def transform(self, call: ir.Call, s: Val, t: Val, key: tuple, tap: ir.Tap, tag: str = ""):
         op = OPS[call.op]
         kinds = apply_transform(call, (s.kind, t.kind))
         if kinds is None:
@@ -180,7 +232,8 @@ class Lowering:
                           hint=f"`{call.op}` takes {op.accepts()}")
         side = call.side or (op.side if op.side != "both" else None)
         step = print_call(call)
-        new_key = (key[0] + "|" + step if side != "teacher" else key[0],
+        s_step = step + (tag if op.module or op.random else "")  # sized for, or drawn with, this teacher
+        new_key = (key[0] + "|" + s_step if side != "teacher" else key[0],
                    key[1] + "|" + step if side != "student" else key[1])
         if op.random:
             s2, t2 = self.paired(call, s, t, kinds, new_key, side)
@@ -409,6 +462,10 @@ class Lowering:
             inner = self.weight(expr.operand)
             return -inner if not isinstance(inner, fx.Node) else self.graph.call_function(operator.neg, (inner,))
         return _constant(expr, self.params)
+
+
+def _uses_op(term: ir.Term, op: str) -> bool:
+    return any(isinstance(e, ir.Call) and e.op == op for e in ir.walk(term.weight))
 
 
 def term_names(block: ir.Block) -> list[str]:

@@ -56,7 +56,8 @@ class TapCapture:
 class Attached(nn.Module):
     """``forward(x, labels=None, epoch=0, index=None)`` → ``(student_output, losses)``.
 
-    The teacher runs in eval mode without gradients; the student runs in its own mode. Only the loss
+    ``teacher`` is one network (``teacher_taps`` a dict) or a list of them (``teacher_taps`` a list of dicts, one
+    per teacher). The teachers run in eval mode without gradients; the student runs in its own mode. Only the loss
     module (the distiller's learnable connectors) is registered, so ``parameters()`` are the connectors.
     Loss modules that read the teacher's parameters (OFD's margins, SRRL's classifier) copy them here.
     ``index`` (the dataset positions of the batch's samples) reaches the loss when it asks for it
@@ -66,32 +67,42 @@ class Attached(nn.Module):
     def __init__(self, teacher, student, loss, student_taps, teacher_taps):
         super().__init__()
         self.loss = loss
-        object.__setattr__(self, "_nets", (teacher, student))
-        object.__setattr__(self, "_captures", (TapCapture(teacher, teacher_taps, detach=True),
+        teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
+        tap_sets = list(teacher_taps) if isinstance(teacher_taps, (list, tuple)) else [teacher_taps]
+        if len(teachers) != len(tap_sets):
+            raise ValueError(f"this loss distils from {len(tap_sets)} teacher(s); {len(teachers)} were given")
+        object.__setattr__(self, "_nets", (teachers, student))
+        object.__setattr__(self, "_captures", ([TapCapture(t, taps, detach=True) for t, taps in zip(teachers, tap_sets)],
                                                TapCapture(student, student_taps)))
         for module in loss.modules():
             if hasattr(module, "copy_from_teacher"):
-                module.copy_from_teacher(teacher)
+                module.copy_from_teacher(teachers[0])
 
     @property
     def teacher(self):
-        return self._nets[0]
+        return self._nets[0][0]
+
+    @property
+    def teachers(self):
+        return list(self._nets[0])
 
     @property
     def student(self):
         return self._nets[1]
 
     def forward(self, x, labels=None, epoch=0, index=None):
-        teacher, student = self._nets
-        t_capture, s_capture = self._captures
-        teacher.eval()
+        teachers, student = self._nets
+        t_captures, s_capture = self._captures
         with torch.no_grad():
-            teacher(x)
+            for teacher in teachers:
+                teacher.eval()
+                teacher(x)
         output = student(x)
         extra = {"index": index} if getattr(self.loss, "needs_index", False) else {}
-        losses = self.loss(**s_capture.values, **t_capture.values, labels=labels, epoch=epoch, **extra)
+        t_values = {k: v for capture in t_captures for k, v in capture.values.items()}
+        losses = self.loss(**s_capture.values, **t_values, labels=labels, epoch=epoch, **extra)
         return output, losses
 
     def detach_hooks(self):
-        for capture in self._captures:
+        for capture in [*self._captures[0], self._captures[1]]:
             capture.remove()
