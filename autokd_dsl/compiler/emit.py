@@ -11,7 +11,7 @@ import inspect
 import re
 
 from ..lang.printer import print_block
-from ..standalone import attach, connectors, kernels
+from ..standalone import attach, connectors, kernels, teachers
 
 _IMPORTS = ["import math", "import types", "", "import torch", "import torch.nn.functional as F", "from torch import nn"]
 
@@ -33,7 +33,8 @@ def _namespace() -> str:
 
 
 def _forward(loss) -> str:
-    code = loss.code.replace("autokd_dsl_standalone_kernels_", "kernels.").strip("\n")
+    code = loss.code.replace("autokd_dsl_standalone_kernels_", "kernels.")
+    code = code.replace("autokd_dsl_standalone_teachers_", "").strip("\n")
     lines = [("    " + ln) if ln.strip() else "" for ln in code.splitlines()]
     return "\n".join(ln.rstrip() for ln in lines).rstrip() + "\n"
 
@@ -52,34 +53,50 @@ def _needs_index(loss) -> bool:
     return bool(getattr(loss, "needs_index", False))
 
 
-def emit(loss, *, teacher: str, student: str, input_size, num_classes: int) -> str:
+def _several(loss) -> bool:
+    return len(getattr(loss, "teachers_taps", [None])) > 1
+
+
+def emit(loss, *, teacher: str | list[str], student: str, input_size, num_classes: int) -> str:
     size = "x".join(str(d) for d in input_size)
     kd = "\n".join("# " + ln if ln else "#" for ln in print_block(loss.distiller).rstrip("\n").splitlines())
+    several = _several(loss)
+    names = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
+    who = (f"teachers {', '.join(names)}" if several else f"teacher {names[0]}")
     header = (
-        f'"""Distiller `{loss.distiller.name}` compiled by autokd-dsl for teacher {teacher} and student '
+        f'"""Distiller `{loss.distiller.name}` compiled by autokd-dsl for {who} and student '
         f"{student}\n(input {size}, {num_classes} classes). Generated code: edit the .kd source and compile "
         "again.\n\n"
         "    loss = DistillerLoss()                # learnable connectors are its parameters\n"
-        "    model = attach(teacher, student, loss)\n"
-        "    logits, losses = model(x, labels=y, epoch=epoch)   # losses['total'] is the training loss\n"
+        + (f"    model = attach([{', '.join(f'teacher{i}' for i in range(1, len(names) + 1))}], student, loss)"
+           "   # the teachers in this order\n" if several else "    model = attach(teacher, student, loss)\n")
+        + "    logits, losses = model(x, labels=y, epoch=epoch)   # losses['total'] is the training loss\n"
         '"""\n'
     )
+    teacher_taps = [dict(t) for t in loss.teachers_taps] if several else dict(loss.teacher_taps)
     parts = [
         header,
         "\n".join(_IMPORTS) + "\n",
         f"# The distiller, as written:\n{kd}\n",
         "# ---- kernels " + "-" * 85 + "\n\n" + _body(kernels) + _namespace(),
         "# ---- connectors " + "-" * 82 + "\n\n" + _body(connectors),
+        *(["# ---- weights of several teachers " + "-" * 65 + "\n\n" + _body(teachers)] if several else []),
         "# ---- hooks " + "-" * 87 + "\n\n" + _body(attach),
         "# ---- the loss " + "-" * 84 + "\n",
-        f"STUDENT_TAPS = {dict(loss.student_taps)!r}\nTEACHER_TAPS = {dict(loss.teacher_taps)!r}\n"
+        f"STUDENT_TAPS = {dict(loss.student_taps)!r}\nTEACHER_TAPS = {teacher_taps!r}"
+        + ("  # one dict per teacher, in order" if several else "") + "\n"
         f"TERMS = {list(loss.term_names)!r}\n",
         "\nclass DistillerLoss(nn.Module):\n"
         f'    """forward(<student taps>, <teacher taps>, labels=None, epoch=0) -> dict of terms and "total"."""\n\n'
         + _init(loss) + "\n" + _forward(loss),
-        "\ndef attach(teacher, student, loss=None):\n"
-        '    """A module whose forward(x, labels=None, epoch=0) returns (student_output, losses)."""\n'
-        "    return Attached(teacher, student, loss if loss is not None else DistillerLoss(), STUDENT_TAPS, "
-        "TEACHER_TAPS)\n",
+        ("\ndef attach(teachers, student, loss=None):\n"
+         '    """A module whose forward(x, labels=None, epoch=0) returns (student_output, losses); `teachers` is '
+         'the list\n    of teacher networks, in the order of TEACHER_TAPS."""\n'
+         "    return Attached(list(teachers), student, loss if loss is not None else DistillerLoss(), STUDENT_TAPS, "
+         "TEACHER_TAPS)\n") if several else
+        ("\ndef attach(teacher, student, loss=None):\n"
+         '    """A module whose forward(x, labels=None, epoch=0) returns (student_output, losses)."""\n'
+         "    return Attached(teacher, student, loss if loss is not None else DistillerLoss(), STUDENT_TAPS, "
+         "TEACHER_TAPS)\n"),
     ]
     return "\n\n".join(p.rstrip("\n") + "\n" for p in parts)

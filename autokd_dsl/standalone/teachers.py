@@ -14,6 +14,8 @@ rule gives K weights (one per teacher) that sum to 1:
   weighted loss starts out equal and together they equal the mean loss. Then kept.
 """
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,7 +25,7 @@ from . import kernels  # in a compiled file, the kernels namespace defined above
 
 def confidence_weights(labels, *logits):
     """(K, N) CA-MKD weights from each teacher's logits (N, classes) and the labels (N,)."""
-    ce = torch.stack([F.cross_entropy(z.float(), labels, reduction="none") for z in logits])
+    ce = torch.stack([F.cross_entropy(z, labels, reduction="none") for z in logits])
     if len(logits) == 1:
         return torch.ones_like(ce)
     return (1.0 - ce.softmax(0)) / (len(logits) - 1)
@@ -65,21 +67,13 @@ def balance_weights(*losses):
     return values.mean() / (len(values) * values)
 
 
-def weighted_mean(weights, losses):
-    """``sum_k mean_i(w_ki · d_ki)``: per-sample weights (K, N) against per-sample losses, or K weights (K,)
-    against scalar losses."""
-    total = 0.0
-    for k, loss in enumerate(losses):
-        w = weights[k]
-        total = total + (w * loss).mean() if loss.dim() else total + w * loss
-    return total
-
-
 def per_sample(distance, s, t, **kwargs):
     """The distance kernel ``distance`` (a name) on each sample on its own: (N,) values whose mean is the
     distance of the batch."""
     fn = getattr(kernels, distance)
-    return torch.vmap(lambda a, b: fn(a.unsqueeze(0), b.unsqueeze(0), **kwargs))(s, t)
+    with warnings.catch_warnings():  # kl_div has no batching rule: vmap loops over the samples, and says so
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.vmap(lambda a, b: fn(a.unsqueeze(0), b.unsqueeze(0), **kwargs))(s, t)
 
 
 class TeacherWeights(nn.Module):
