@@ -6,7 +6,8 @@ last-stage features (``embedding``), through a fixed random projection P where t
 split is never read here.
 
 The teacher runs once, before the search (:class:`ProxyContext`): its tapped activations for the proxy subset
-and the validation split are kept, and candidates train the student against them (``offline_teacher``).
+and the validation split are kept, and candidates train the student against them (``offline_teacher``). With
+several teachers each runs once, and the gap is the mean over the teachers of each teacher's gap.
 """
 
 from __future__ import annotations
@@ -78,67 +79,77 @@ def entropy_subset(logits: torch.Tensor, size: int, seed: int, bins: int = 10) -
 
 
 class ProxyContext:
-    """Everything shared by all candidates: data, the teacher's cached outputs, and the settings."""
+    """Everything shared by all candidates: data, the teachers' cached outputs, and the settings.
 
-    def __init__(self, space, teacher: nn.Module, student_name: str, bundle, settings: ProxySettings,
-                 teacher_name: str = "teacher", device: str = "cpu"):
+    ``teacher`` is one network or a list (``teacher_name`` then a list too); ``train_acts`` and ``val_acts``
+    hold one dict of tapped activations per teacher, in order. The entropy subset follows the first teacher.
+    """
+
+    def __init__(self, space, teacher: nn.Module | list[nn.Module], student_name: str, bundle,
+                 settings: ProxySettings, teacher_name: str | list[str] = "teacher", device: str = "cpu"):
         self.device = torch.device(device)
-        teacher = teacher.to(self.device)
-        self.teacher, self.student_name, self.bundle, self.settings = teacher, student_name, bundle, settings
-        self.teacher_name = teacher_name
+        self.teachers = [t.to(self.device).eval() for t in (teacher if isinstance(teacher, (list, tuple))
+                                                            else [teacher])]
+        names = teacher_name if isinstance(teacher_name, (list, tuple)) else [teacher_name]
+        self.teacher_names = list(names) + [f"teacher{k}" for k in range(len(names) + 1, len(self.teachers) + 1)]
+        self.teacher, self.teacher_name = self.teachers[0], self.teacher_names[0]
+        self.student_name, self.bundle, self.settings = student_name, bundle, settings
         self.input_size = tuple(bundle.train.images.shape[1:])
         self.num_classes = bundle.num_classes
-        teacher.eval()
         self.train_x, self.train_y = bundle.train.images.to(self.device), bundle.train.labels.to(self.device)
         self.val_x, self.val_y = bundle.val.images.to(self.device), bundle.val.labels.to(self.device)
-        self.teacher_taps = self._teacher_taps(space)
-        self.train_acts = self._run_teacher(self.train_x)
+        self.teacher_taps = [self._teacher_taps(space, k) for k in range(1, len(self.teachers) + 1)]
+        self.train_acts = self._run_teachers(self.train_x)
         if settings.subset < 1.0:
             size = max(self.num_classes, int(round(settings.subset * len(self.train_x))))
             if settings.entropy_sampling:
-                idx = entropy_subset(self.train_acts["__logits__"].cpu(), size, settings.seed)
+                idx = entropy_subset(self.train_acts[0]["__logits__"].cpu(), size, settings.seed)
             else:
                 idx = torch.randperm(len(self.train_x), generator=torch.Generator().manual_seed(settings.seed))[:size]
             self.train_x, self.train_y = self.train_x[idx], self.train_y[idx]
-            self.train_acts = {k: v[idx] for k, v in self.train_acts.items()}
-        self.val_acts = self._run_teacher(self.val_x)
-        self.teacher_runs = 1  # the teacher's forward passes happen here, never per candidate
+            self.train_acts = [{k: v[idx] for k, v in acts.items()} for acts in self.train_acts]
+        self.val_acts = self._run_teachers(self.val_x)
+        self.teacher_runs = 1  # the teachers' forward passes happen here, never per candidate
 
-    def _teacher_taps(self, space) -> dict[str, str]:
-        """Every teacher tap any candidate may use, plus the logits and embedding the reward needs."""
+    def _teacher_taps(self, space, k: int) -> dict[str, str]:
+        """Every tap of teacher ``k`` any candidate may use, plus the logits and embedding the reward needs."""
         from ..compiler.taps import resolve_point
 
-        taps = {}
+        teacher, taps = self.teachers[k - 1], {}
         for slots in space.slots:
             for slot in slots:
                 if slot.role == "tap":
                     for tap in slot.options:
                         point = tap.teacher_point
-                        if not point.is_labels:
-                            taps[resolve_point(self.teacher, point, self.teacher_name)] = None
-        aliases = getattr(self.teacher, "kd_aliases", {})
+                        if not point.is_labels and (tap.each_teacher or point.teacher_number == k):
+                            taps[resolve_point(teacher, point, self.teacher_names[k - 1])] = None
+        aliases = getattr(teacher, "kd_aliases", {})
         taps[aliases.get("logits", "")] = None
         taps[aliases.get("embedding", "")] = None
         return {spec: spec for spec in taps if spec}
 
-    def teacher_activations(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One live teacher forward (only when ``offline_teacher`` is off)."""
+    def teacher_activations(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """One live forward of every teacher (only when ``offline_teacher`` is off)."""
         self.teacher_runs += 1
-        return self._run_teacher(x)
+        return self._run_teachers(x)
 
-    def _run_teacher(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        capture = TapCapture(self.teacher, self.teacher_taps, detach=True)
+    def _run_teachers(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        return [self._run_teacher(t, taps, x) for t, taps in zip(self.teachers, self.teacher_taps)]
+
+    @staticmethod
+    def _run_teacher(teacher: nn.Module, taps: dict, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        capture = TapCapture(teacher, taps, detach=True)
         chunks: dict[str, list] = {}
         try:
             with torch.no_grad():
                 for start in range(0, len(x), 256):
-                    self.teacher(x[start:start + 256])
+                    teacher(x[start:start + 256])
                     for k, v in capture.values.items():
                         chunks.setdefault(k, []).append(v)
         finally:
             capture.remove()
         out = {k: torch.cat(v) for k, v in chunks.items()}
-        aliases = getattr(self.teacher, "kd_aliases", {})
+        aliases = getattr(teacher, "kd_aliases", {})
         out["__logits__"] = out[aliases["logits"]]
         out["__embedding__"] = out[aliases["embedding"]]
         return out
@@ -151,7 +162,9 @@ def evaluate(block: ir.Block, ctx: ProxyContext) -> Outcome:
     torch.manual_seed(s.seed)
     student = create_model(ctx.student_name, num_classes=ctx.num_classes, in_chans=ctx.input_size[0]).to(ctx.device)
     try:
-        loss = compile_distiller(block, ctx.teacher, student, ctx.input_size, teacher_name=ctx.teacher_name,
+        several = len(ctx.teachers) > 1
+        loss = compile_distiller(block, ctx.teachers if several else ctx.teacher, student, ctx.input_size,
+                                 teacher_name=ctx.teacher_names if several else ctx.teacher_name,
                                  student_name=ctx.student_name)
     except KDError as err:
         return Outcome(None, "rejected", f"does not compile: {err.message}", seconds=time.perf_counter() - start)
@@ -176,8 +189,8 @@ class _Runner:
     def __init__(self, student: nn.Module, loss, ctx: ProxyContext):
         self.student, self.loss, self.ctx = student, loss, ctx
         self.capture = TapCapture(student, loss.student_taps)
-        # teacher placeholder name → the cached spec
-        self.t_names = dict(loss.teacher_taps)
+        # per teacher: placeholder name → the cached spec
+        self.t_names = list(getattr(loss, "teachers_taps", [loss.teacher_taps]))
         self.params = list(student.parameters()) + list(loss.parameters())
         self.generator = torch.Generator().manual_seed(ctx.settings.seed)
         self.masks = _sparse_masks(student, ctx.settings.sparse_density, self.generator)
@@ -186,7 +199,8 @@ class _Runner:
         if not self.ctx.settings.offline_teacher:  # live teacher inference, for comparison with the cache
             acts, idx = self.ctx.teacher_activations(x), slice(None)
         out = self.student(x)
-        t_vals = {name: acts[spec][idx] for name, spec in self.t_names.items()}
+        t_vals = {name: per_teacher[spec][idx] for per_teacher, taps in zip(acts, self.t_names)
+                  for name, spec in taps.items()}
         values = self.loss(**self.capture.values, **t_vals, labels=y, epoch=epoch)
         return out, values
 
@@ -252,12 +266,16 @@ class _Runner:
         finally:
             cap.remove()
         ce = float(F.cross_entropy(torch.cat(logits), ctx.val_y))
-        s_emb, t_emb = torch.cat(embs).flatten(1), ctx.val_acts["__embedding__"].flatten(1)
-        if s_emb.shape[1] != t_emb.shape[1]:
-            proj = torch.randn(s_emb.shape[1], t_emb.shape[1], generator=torch.Generator().manual_seed(1234))
-            s_emb = s_emb @ proj.to(s_emb.device) / math.sqrt(s_emb.shape[1])
-        gap = float(F.mse_loss(s_emb, t_emb) / t_emb.var().clamp_min(1e-8))
-        return ce, gap
+        s_emb = torch.cat(embs).flatten(1)
+        gaps = [_gap(s_emb, acts["__embedding__"].flatten(1)) for acts in ctx.val_acts]
+        return ce, sum(gaps) / len(gaps)
+
+
+def _gap(s_emb: torch.Tensor, t_emb: torch.Tensor) -> float:
+    if s_emb.shape[1] != t_emb.shape[1]:
+        proj = torch.randn(s_emb.shape[1], t_emb.shape[1], generator=torch.Generator().manual_seed(1234))
+        s_emb = s_emb @ proj.to(s_emb.device) / math.sqrt(s_emb.shape[1])
+    return float(F.mse_loss(s_emb, t_emb) / t_emb.var().clamp_min(1e-8))
 
 
 # ---- sparse student: magnitude pruning with random regrowth ---------------------------------------------

@@ -27,9 +27,9 @@ def write_outputs(out: Path, store: Store, space, strategy, cfg, baseline: dict 
     best = ok[0] if ok else None
     if best is not None:
         header = (f"# Found by `autokd-dsl search {Path(cfg.space_file).name}` ({cfg.strategy}, seed {cfg.seed}, "
-                  f"{len(rows)} candidates): teacher {cfg.teacher}, student {cfg.student}, data {cfg.data}.\n"
+                  f"{len(rows)} candidates): {cfg.teacher_text()}, student {cfg.student}, data {cfg.data}.\n"
                   f"# reward {best['reward']:.4f} (validation CE {best['ce']:.4f}, representation gap "
-                  f"{best['gap']:.4f})" + (f"; KD under the same proxy: {baseline['reward']:.4f}"
+                  f"{best['gap']:.4f})" + (f"; {_base(cfg)} under the same proxy: {baseline['reward']:.4f}"
                                           if baseline and baseline.get("reward") is not None else "") + "\n")
         (out / "best.kd").write_text(header + best["kd"], encoding="utf-8")
     _report(out / "report.md", rows, ok, cfg, baseline)
@@ -83,14 +83,14 @@ def _first_line(kd: str) -> str:
 
 def _report(path: Path, rows, ok, cfg, baseline) -> None:
     lines = [f"# Search report: {Path(cfg.space_file).name}", "",
-             f"- teacher {cfg.teacher}, student {cfg.student}, data {cfg.data} at {'x'.join(map(str, cfg.input_size))}",
+             f"- {cfg.teacher_text()}, student {cfg.student}, data {cfg.data} at {'x'.join(map(str, cfg.input_size))}",
              f"- strategy {cfg.strategy}"
              + (f" (UCT c = {cfg.c}, {cfg.rollout} rollouts)" if cfg.strategy == "mcts" else "")
              + f", budget {cfg.budget}, seed {cfg.seed}, workers {cfg.workers}",
              f"- proxy settings: `{json.dumps(cfg.proxy.model_dump())}`",
              f"- {REWARD_TEXT}", f"- evaluated {len(rows)}, trained {len(ok)}, rejected {len(rows) - len(ok)}", ""]
     if baseline:
-        lines += [f"KD baseline under the same proxy: reward {_fmt(baseline['reward'])} "
+        lines += [f"{_base(cfg)} baseline under the same proxy: reward {_fmt(baseline['reward'])} "
                   f"(CE {_fmt(baseline['ce'])}, gap {_fmt(baseline['gap'])})", ""]
     lines += ["| rank | reward | val CE | gap | distiller |", "|---|---|---|---|---|"]
     for i, r in enumerate(ok[:10], 1):
@@ -117,3 +117,8 @@ def _leaderboard(console: Console, ok: list[dict], baseline: dict | None) -> Non
         table.add_row("KD", f"{baseline['reward']:.4f}", f"{baseline['ce']:.4f}", f"{baseline['gap']:.4f}",
                       "library/kd.kd")
     console.print(table)
+
+
+def _base(cfg) -> str:
+    """The baseline's name: KD, or AVER (KD from each teacher, equal weights) with several teachers."""
+    return "AVER" if len(cfg.teachers) > 1 else "KD"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import pydantic
 from rich.console import Console
@@ -31,9 +31,9 @@ class SearchConfig(pydantic.BaseModel):
 
     space_file: str
     space_name: Optional[str] = None
-    teacher: str
+    teacher: Union[str, list[str]]  # several teachers: a list, teacher1 first
     student: str
-    teacher_weights: Optional[str] = None
+    teacher_weights: Union[Optional[str], list[Optional[str]]] = None
     data: str = "digits"
     data_root: Optional[str] = None
     input_size: tuple[int, int, int] = (3, 16, 16)
@@ -48,8 +48,19 @@ class SearchConfig(pydantic.BaseModel):
     final_epochs: int = 0  # > 0: retrain the top candidates and KD this long and report test accuracy
     final_seeds: int = 3
     final_top: int = 3
-    baseline: Optional[str] = "kd"
+    baseline: Optional[str] = "kd"  # with several teachers: AVER (KD from each teacher, equal weights)
     proxy: ProxySettings = ProxySettings()
+
+    @property
+    def teachers(self) -> list[str]:
+        return list(self.teacher) if isinstance(self.teacher, list) else [self.teacher]
+
+    def teacher_text(self) -> str:
+        """``teacher resnet56`` or ``teachers resnet56 (teacher1), wrn_40_2 (teacher2)``."""
+        names = self.teachers
+        if len(names) == 1:
+            return f"teacher {names[0]}"
+        return "teachers " + ", ".join(f"{n} (teacher{k})" for k, n in enumerate(names, 1))
 
     def identity(self) -> dict:
         """What must match for --resume to continue this search."""
@@ -66,7 +77,8 @@ class CompilesOn:
 
         self.teacher, self.teacher_name, self.student_name = teacher, teacher_name, student_name
         self.input_size = tuple(bundle.train.images.shape[1:])
-        device = next(teacher.parameters()).device
+        first = teacher[0] if isinstance(teacher, (list, tuple)) else teacher
+        device = next(first.parameters()).device
         self.student = create_model(student_name, num_classes=bundle.num_classes, in_chans=self.input_size[0])
         self.student.to(device)
 
@@ -128,6 +140,9 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
                                                                      if done_before else ""))
     ctx = ProxyContext(kind_valid, teacher, cfg.student, bundle, cfg.proxy, teacher_name=cfg.teacher,
                        device=cfg.device)
+    if len(cfg.teachers) > 1:
+        console.print(cfg.teacher_text() + f": each ran once over {len(ctx.train_x)} training and "
+                      f"{len(ctx.val_x)} validation images")
     space = SearchSpace(block, term_fits=CompilesOn(teacher, cfg.teacher, cfg.student, bundle))
     executor = make_executor(ctx, cfg.workers)
     mcts_options = {"c": cfg.c, "rollout": cfg.rollout} if cfg.strategy == "mcts" else {}
@@ -165,7 +180,7 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
         top = [r for r in sorted(store.rows(), key=lambda r: -(r["reward"] or -1e30)) if r["status"] == "ok"]
         picks = [(f"rank {i} ({r['key'][:8]})", r["kd"]) for i, r in enumerate(top[: cfg.final_top], 1)]
         if baseline is not None:
-            picks.append(("KD (library/kd.kd)", baseline["kd"]))
+            picks.append((f"{_baseline_name(cfg).upper()} (library/{_baseline_name(cfg)}.kd)", baseline["kd"]))
         summary["final"] = retrain(out, picks, teacher, cfg.student, bundle, cfg.final_epochs, cfg.final_seeds,
                                    console)
     summary["teacher_runs"] = ctx.teacher_runs
@@ -186,6 +201,10 @@ def _advance(progress: Progress, task, row: dict) -> None:
     progress.advance(task)
 
 
+def _baseline_name(cfg: SearchConfig) -> str:
+    return "aver" if cfg.baseline == "kd" and len(cfg.teachers) > 1 else cfg.baseline
+
+
 def _baseline(cfg: SearchConfig, ctx, store: Store, settings_key: str, executor, console) -> dict | None:
     """KD (the library file) under the same proxy settings, for the report."""
     if not cfg.baseline:
@@ -193,7 +212,7 @@ def _baseline(cfg: SearchConfig, ctx, store: Store, settings_key: str, executor,
     from ..compiler.build import load_distiller
     from ..lang.library import library_file
 
-    block = load_distiller(library_file(cfg.baseline))
+    block = load_distiller(library_file(_baseline_name(cfg)))
     row = store.get(block.key, settings_key)
     if row is None:
         outcome = executor.map([print_block(block)])[0]

@@ -87,14 +87,24 @@ def make_student(name: str, num_classes: int, in_chans: int, seed: int) -> nn.Mo
     return create_model(name, num_classes, in_chans)
 
 
-def run_settings(block: ir.Block, teacher: nn.Module, student: nn.Module, bundle: DataBundle,
+def _teachers(teacher) -> list[nn.Module]:
+    return list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
+
+
+def _each(teacher, fn):
+    """``fn`` of the teacher, or the list of ``fn`` of each teacher when there are several."""
+    values = [fn(t) for t in _teachers(teacher)]
+    return values if isinstance(teacher, (list, tuple)) and len(values) > 1 else values[0]
+
+
+def run_settings(block: ir.Block, teacher: nn.Module | list[nn.Module], student: nn.Module, bundle: DataBundle,
                  cfg: TrainConfig) -> dict:
     """Everything that determines a run; ``--resume`` refuses a checkpoint whose settings differ."""
     return {
         "distiller": block.name,
         "distiller_key": block.key,
-        "teacher": getattr(teacher, "kd_name", type(teacher).__name__),
-        "teacher_hash": teacher_hash(teacher),
+        "teacher": _each(teacher, lambda t: getattr(t, "kd_name", type(t).__name__)),
+        "teacher_hash": _each(teacher, teacher_hash),
         "student": getattr(student, "kd_name", type(student).__name__),
         "data": bundle.config.model_dump(mode="json"),
         "train_images": len(bundle.train),
@@ -151,17 +161,21 @@ class LiveStep:
 
 
 class OfflineStep:
-    """Only the student runs; the teacher's tapped outputs come from ``cache`` by sample index."""
+    """Only the student runs; the teacher's tapped outputs come from ``cache`` by sample index (one cache per
+    teacher when ``cache`` is a list, in the order of ``loss.teachers_taps``)."""
 
-    def __init__(self, cache: TeacherCache, student: nn.Module, loss: nn.Module) -> None:
+    def __init__(self, cache: TeacherCache | list[TeacherCache], student: nn.Module, loss: nn.Module) -> None:
         specs = loss.tap_specs()
-        self.cache, self.student, self.loss = cache, student, loss
-        self.teacher_specs = specs["teacher"]
+        self.caches = list(cache) if isinstance(cache, (list, tuple)) else [cache]
+        self.cache, self.student, self.loss = self.caches[0], student, loss
+        self.teacher_specs = list(getattr(loss, "teachers_taps", [specs["teacher"]]))
         self.capture = TapCapture(student, specs["student"])
 
     def __call__(self, x, y, idx, epoch):
-        rows = self.cache.batch(idx)
-        teacher_acts = {name: rows[spec] for name, spec in self.teacher_specs.items()}
+        teacher_acts = {}
+        for cache, taps in zip(self.caches, self.teacher_specs):
+            rows = cache.batch(idx)
+            teacher_acts.update({name: rows[spec] for name, spec in taps.items()})
         out = self.student(x)
         return out, self.loss(**self.capture.values, **teacher_acts, labels=y, epoch=epoch)
 
@@ -252,10 +266,11 @@ def _make_step(cfg, teacher, student, loss, bundle, cache_root, console) -> Live
         return LiveStep(teacher, student, loss)
     if cache_root is None:
         raise KDError("--offline-teacher needs a cache folder for the teacher's outputs")
-    specs = loss.tap_specs()["teacher"].values()
-    cache = TeacherCache.open(teacher, bundle.train, specs, cache_root, data_key=bundle.config.key(),
-                              augment=bundle.augment, console=console)
-    return OfflineStep(cache, student, loss)
+    tap_sets = getattr(loss, "teachers_taps", [loss.tap_specs()["teacher"]])
+    caches = [TeacherCache.open(t, bundle.train, taps.values(), cache_root, data_key=bundle.config.key(),
+                                augment=bundle.augment, console=console)
+              for t, taps in zip(_teachers(teacher), tap_sets)]
+    return OfflineStep(caches, student, loss)
 
 
 def _epoch(step, student, loss, bundle, cfg, opt, generator, epoch, console) -> dict:
@@ -315,7 +330,7 @@ def _finish(out, settings, student, teacher, bundle, history, elapsed, console) 
         "test_accuracy": test_acc,
         "best_val_accuracy": best["val_acc"] if best else math.nan,
         "best_val_epoch": best["epoch"] if best else None,
-        "teacher_test_accuracy": (getattr(teacher, "kd_teacher", None) or {}).get("test_accuracy"),
+        "teacher_test_accuracy": _each(teacher, lambda t: (getattr(t, "kd_teacher", None) or {}).get("test_accuracy")),
         "seconds": round(elapsed, 3),
     }
     write_json(out / RESULT, result)
