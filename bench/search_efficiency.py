@@ -1,6 +1,6 @@
 """Search efficiency: evaluations needed to reach the top 1% of structured synthetic spaces.
 
-The space is a :class:`autokd_dsl.search.core.TabulatedSpace` shaped like a distiller search space
+The space is a :class:`autokd_dsl.search.testing.TabulatedSpace` shaped like a distiller search space
 (6 choice levels with 3, 6, 6, 5, 4 and 4 options, and a few exclusions between options of different levels,
 like kind-validity pruning). Its reward table is synthetic and *structured*: each level contributes an
 additive effect per option (N(0, 1)), every pair of levels contributes an interaction term per option pair
@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autokd_dsl.search.core import TabulatedSpace, make_strategy  # noqa: E402
+from autokd_dsl.search import TabulatedSpace, make_strategy  # noqa: E402
 
 OPTION_COUNTS = (3, 6, 6, 5, 4, 4)
 FORBID = (

@@ -1,4 +1,4 @@
-"""Search strategies over an abstract choice space (autokd_dsl.search.core)."""
+"""Search strategies over an abstract choice space (autokd_dsl.search: protocols, mcts, random, evolution)."""
 
 from __future__ import annotations
 
@@ -277,6 +277,7 @@ def test_mcts_tree_shape_and_virtual_loss():
     assert graph.nodes[()]["pending"] == 6 and graph.nodes[()]["visits"] == 0
     for p in asked:
         mcts.tell(p, fake_reward(space.key(p)))
+    graph = mcts.tree_graph()  # a snapshot: take it again after the tells
     assert graph.nodes[()]["pending"] == 0 and graph.nodes[()]["visits"] == 6
     assert graph.number_of_nodes() == 1 + 6  # one node expanded per ask
     for node, attrs in graph.nodes(data=True):
@@ -419,7 +420,8 @@ def test_tree_export(tmp_path):
 
 _SEQUENCE_SCRIPT = """
 import json
-from autokd_dsl.search.core import TabulatedSpace, fake_reward, make_strategy, run_search
+from autokd_dsl.search.core import make_strategy, run_search
+from autokd_dsl.search.testing import TabulatedSpace, fake_reward
 space = TabulatedSpace((3, 4, 3, 3), forbid=(((1, 0), (2, 2)), ((0, 1), (3, 0))))
 out = {}
 for name in ("mcts", "random", "evolution"):

@@ -1,19 +1,12 @@
-"""Distiller search: strategies over an abstract choice space (see :mod:`autokd_dsl.search.core`)."""
+"""Distiller search: strategies over an abstract choice space (the strategies: :mod:`autokd_dsl.search.core`)."""
 
-from autokd_dsl.search.core import (
-    MCTS,
-    ChoiceSpace,
-    Evaluation,
-    RandomSearch,
-    RegularizedEvolution,
-    Strategy,
-    TabulatedSpace,
-    export_dot,
-    export_tree,
-    make_strategy,
-    run_search,
-    uct,
-)
+from autokd_dsl.search.driver import make_strategy, run_search
+from autokd_dsl.search.evolution import RegularizedEvolution
+from autokd_dsl.search.export import export_dot, export_tree
+from autokd_dsl.search.mcts import MCTS, uct
+from autokd_dsl.search.protocols import ChoiceSpace, Evaluation, Strategy
+from autokd_dsl.search.random_search import RandomSearch
+from autokd_dsl.search.testing import TabulatedSpace
 
 __all__ = [
     "MCTS",

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .core import export_tree
+from .export import export_tree
 from .store import Store
 
 REWARD_TEXT = ("reward = -(0.5 × validation cross-entropy + 0.5 × representation gap), larger is better; "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional, Union
 
 import pydantic
 from rich.console import Console
@@ -19,9 +18,10 @@ from rich.progress import (
 from ..errors import KDError, SourceText
 from ..lang import ir
 from ..lang.printer import print_block
-from .core import MCTS_DEFAULT_C, make_strategy, run_search
+from .driver import make_strategy, run_search
 from .evaluate import Outcome, ProxyContext, ProxySettings
 from .executor import make_executor
+from .mcts import MCTS_DEFAULT_C
 from .space import SearchSpace
 from .store import Store
 
@@ -30,14 +30,14 @@ class SearchConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
     space_file: str
-    space_name: Optional[str] = None
-    teacher: Union[str, list[str]]  # several teachers: a list, teacher1 first
+    space_name: str | None = None
+    teacher: str | list[str]  # several teachers: a list, teacher1 first
     student: str
-    teacher_weights: Union[Optional[str], list[Optional[str]]] = None
+    teacher_weights: str | list[str | None] | None = None
     data: str = "digits"
-    data_root: Optional[str] = None
+    data_root: str | None = None
     input_size: tuple[int, int, int] = (3, 16, 16)
-    train_subset: Optional[int] = None
+    train_subset: int | None = None
     budget: int = 48
     strategy: str = "mcts"
     c: float = MCTS_DEFAULT_C
@@ -48,7 +48,7 @@ class SearchConfig(pydantic.BaseModel):
     final_epochs: int = 0  # > 0: retrain the top candidates and KD this long and report test accuracy
     final_seeds: int = 3
     final_top: int = 3
-    baseline: Optional[str] = "kd"  # with several teachers: AVER (KD from each teacher, equal weights)
+    baseline: str | None = "kd"  # with several teachers: AVER (KD from each teacher, equal weights)
     proxy: ProxySettings = ProxySettings()
 
     @property

@@ -1,0 +1,288 @@
+"""Monte Carlo tree search over the levels of a choice space, as in Auto-KD."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import networkx as nx
+
+from .base import _StrategyBase
+from .protocols import ChoiceSpace, Path
+from .tree import Node, tree_graph
+
+SelectionRule = Callable[[float, int, int, float], float]
+"""``rule(q, n, parent_n, c) -> score``: q is the child's mean normalised reward in [0, 1] (pending visits
+count at the minimum), n its visit count (told + pending, >= 1), parent_n the parent's, c the exploration
+constant. Selection descends to the child with the highest score (first in option order on ties)."""
+
+
+def uct(q: float, n: int, parent_n: int, c: float) -> float:
+    """UCT (Kocsis & Szepesvari 2006): ``q + c * sqrt(ln(parent_n) / n)``."""
+    return q + c * math.sqrt(math.log(max(parent_n, 1)) / n)
+
+
+def greedy(q: float, n: int, parent_n: int, c: float) -> float:
+    """Pure exploitation (ignores ``c``); for ablations."""
+    return q
+
+
+MCTS_DEFAULT_C = 0.7
+"""UCT exploration constant used by the product (on min-max normalised values; see the tuning note below)."""
+
+MCTS_DEFAULT_FPU: float | None = 0.2
+"""First-play urgency reduction used by the product (see :class:`MCTS`)."""
+
+MCTS_DEFAULT_MAX_WEIGHT = 1.0
+"""How much a node's value is its subtree's best reward rather than its mean (see :class:`MCTS`).
+
+Tuning note for the MCTS defaults (c, fpu, max_weight). Two families of synthetic tables, never the ones that
+bench/search_efficiency.py reports (table seed 0), shapes 2x5x5x6x7, 2x6x6x5x4x4, 3x6x6x5x4 and 4x6x6x5x4, 20
+search seeds each; evaluations to the top 1% divided by random search's, geometric mean over tables (worst
+table in brackets):
+
+* structured (:meth:`TabulatedSpace.synthetic`): mean values, c = 0.15, fpu 0, MAST rollouts on seeds 101-102:
+  0.29 (0.48); max values, fpu 0.2, c = 0.5 / 0.7 / 1.0 on seeds 101-103: 0.27 (0.52) / 0.32 (0.52) / 0.30 (0.62).
+* gated (:meth:`TabulatedSpace.gated`: each first-level option scales and shifts its own structured subtable,
+  so a branch with a lower mean can hold the best candidates, as `logits` and `stage3` do in the Auto-KD
+  space): mean values, c = 0.15, MAST rollouts on seeds 201-203: 7.2 (43), i.e. far worse than random: one bad
+  first sample shuts a branch for good. Max values, fpu 0.2, on seeds 201-206, c = 0.7 / 1.0 / 1.4: 0.41 (0.78)
+  / 0.43 (0.80) / 0.42 (0.79); c = 0.5 on seeds 201-204: 0.55 (2.6).
+
+c = 0.7 with max values has the best worst case over both families.
+"""
+
+MCTS_DEFAULT_ROLLOUT = "mast"
+"""Rollout policy used by the product: ``"mast"`` or ``"random"`` (see :class:`MCTS`).
+
+MAST rollouts (temperature 0.1, 20% uniform picks) needed ~0.30x as many evaluations as random search to reach
+the top 1% (geometric mean over the tuning tables: shapes 3x6x6x5x4x4, 6^5, 10x10x8x8, 4^7, table seeds
+101-106, 20 search seeds each) against ~0.48x for uniform rollouts; with strong interactions (sd 1.0 instead
+of 0.3, seeds 107-108) 0.29x against 0.35x. Temperatures 0.05-0.2 and 0-20% uniform picks all gave 0.28-0.35x.
+"""
+
+MAST_DEFAULT_TAU = 0.1
+MAST_DEFAULT_EPSILON = 0.2
+
+
+class MCTS(_StrategyBase):
+    """Monte Carlo tree search over the levels of a choice space, as in Auto-KD.
+
+    The tree holds one level per choice node: a :class:`~autokd_dsl.search.tree.Node` per prefix (``visits``,
+    ``value_sum``, ``best``, ``pending``, ``label`` and its children by option); :meth:`tree_graph` exports it.
+
+    * **Selection** descends from the root by ``selection(q, n, parent_n, c)`` (default :func:`uct`). A
+      node's value ``q`` is ``(1 - max_weight) * mean + max_weight * best`` over the rewards backed up through
+      it, min-max normalised over the rewards told so far, so ``c`` is scale-free. The search looks for the
+      single best candidate, so by default (``max_weight=1``) a branch is worth its best candidate, not its
+      average: a branch whose typical candidate is poor but which holds the best ones is not abandoned after
+      one unlucky sample. ``max_weight=0`` is classic mean-value UCT. Subtrees whose candidates were all
+      proposed are skipped.
+    * **Expansion** adds ONE untried child at a time, chosen uniformly among the untried legal options.
+      With ``fpu=None`` a node expands all its children before descending (classic UCT). With a float
+      ``fpu`` (first-play urgency), the untried children are scored as one child with a single visit at
+      the parent's normalised value minus ``fpu``; the node expands only when that beats every tried child,
+      so good branches are deepened before all their siblings are tried.
+    * **Rollout** completes the remaining levels. ``rollout="random"``: uniformly over the legal options.
+      ``rollout="mast"`` (Move-Average Sampling Technique, Finnsson & Bjornsson 2008): every choice
+      (level, option) keeps the mean of the rewards of all told candidates that made it, and a rollout picks
+      among the legal options by a softmax of those means (min-max normalised, temperature ``mast_tau``;
+      a choice never told counts as 0.5), or uniformly with probability ``mast_epsilon``. A choice's
+      statistics are shared across the whole tree, so what is learned under one branch guides rollouts under
+      every other.
+    * **Backup** adds the reward (a rejection: the minimum so far, or 0.0) to every tree node on the path and
+      raises their ``best``.
+
+    Pending paths (asked, not told) count as visits at the current minimum reward (virtual loss) in the mean
+    and in the visit count, so several asks in a row spread out over the tree. When a rollout ends on a key
+    already told, its known reward is backed up along that path and the ask retries (``max_retries`` times,
+    then a random unseen path); when nothing unseen is left, ``ask`` returns None.
+    """
+
+    def __init__(
+        self,
+        space: ChoiceSpace,
+        seed: int = 0,
+        c: float = MCTS_DEFAULT_C,
+        selection: SelectionRule = uct,
+        fpu: float | None = MCTS_DEFAULT_FPU,
+        max_retries: int = 16,
+        rollout: str = MCTS_DEFAULT_ROLLOUT,
+        mast_tau: float = MAST_DEFAULT_TAU,
+        mast_epsilon: float = MAST_DEFAULT_EPSILON,
+        max_weight: float = MCTS_DEFAULT_MAX_WEIGHT,
+    ) -> None:
+        super().__init__(space, seed)
+        self.c = float(c)
+        self.selection = selection
+        self.fpu = None if fpu is None else float(fpu)
+        self.max_retries = int(max_retries)
+        if rollout not in ("mast", "random"):
+            raise ValueError(f"rollout must be 'mast' or 'random', not {rollout!r}")
+        if mast_tau <= 0 or not 0 <= mast_epsilon <= 1:
+            raise ValueError("mast_tau must be > 0 and mast_epsilon in [0, 1]")
+        if not 0 <= max_weight <= 1:
+            raise ValueError("max_weight must be in [0, 1]")
+        self.max_weight = float(max_weight)
+        self.rollout = rollout
+        self.mast_tau = float(mast_tau)
+        self.mast_epsilon = float(mast_epsilon)
+        self._moves: dict[tuple[int, int], list[float]] = {}  # (level, option) -> [value sum, count]
+        self.root = Node((), "root")
+        self.nodes: dict[Path, Node] = {(): self.root}  # every tree node by prefix, in the order added
+        self._credited: dict[Path, list[Node]] = {}  # pending path -> tree nodes given a virtual visit
+
+    # -- statistics ----------------------------------------------------------------------------------
+
+    def _floor(self) -> float:
+        return self.rmin if self.rmin is not None else 0.0
+
+    def _q(self, node: Node) -> tuple[float, int]:
+        """(normalised value: mean with virtual losses mixed with the best, visits incl. pending) of a node."""
+        n = node.visits + node.pending
+        if n == 0:
+            return 0.0, 0
+        mean = (node.value_sum + node.pending * self._floor()) / n
+        if self.rmin is None or self.rmax is None or self.rmax <= self.rmin:
+            return 0.5, n
+        value = mean
+        if self.max_weight and node.visits:
+            value = (1.0 - self.max_weight) * mean + self.max_weight * node.best
+        return (value - self.rmin) / (self.rmax - self.rmin), n
+
+    # -- tree operations -----------------------------------------------------------------------------
+
+    def _add_child(self, parent: Path, option: int) -> Path:
+        child = Node(parent + (option,), str(self.space.label(len(parent), option)))
+        self.nodes[parent].children[option] = child
+        self.nodes[child.prefix] = child
+        return child.prefix
+
+    def _in_tree(self, path: Path) -> list[Node]:
+        """The tree nodes on ``path``, from the root down."""
+        out = [self.root]
+        node = self.root
+        for option in path:
+            node = node.children.get(option)
+            if node is None:
+                break
+            out.append(node)
+        return out
+
+    def _backup(self, path: Path, value: float) -> None:
+        for node in self._in_tree(path):
+            node.visits += 1
+            node.value_sum += value
+            node.best = max(node.best, value)
+
+    def _select_expand(self) -> tuple[Path, bool]:
+        """Descend by the selection rule; return (node to roll out from, whether it was just added)."""
+        node = self.root
+        while node.level < self.levels:
+            free = self._free(node.prefix)
+            if not free:
+                return node.prefix, False
+            parent_q, parent_n = self._q(node)
+            best_child, best_score = None, -math.inf
+            untried = []
+            for option in free:
+                child = node.children.get(option)
+                if child is None:
+                    untried.append(option)
+                    continue
+                q, n = self._q(child)
+                score = math.inf if n == 0 else self.selection(q, n, parent_n, self.c)
+                if score > best_score:
+                    best_child, best_score = child, score
+            if untried:
+                if self.fpu is None or best_child is None:
+                    expand = True
+                else:
+                    expand = self.selection(parent_q - self.fpu, 1, parent_n, self.c) >= best_score
+                if expand:
+                    return self._add_child(node.prefix, self.rng.choice(untried)), True
+            assert best_child is not None
+            node = best_child
+        return node.prefix, False
+
+    # -- ask/tell ------------------------------------------------------------------------------------
+
+    def ask(self) -> tuple[int, ...] | None:
+        for _ in range(self.max_retries):
+            if self.exhausted:
+                return None
+            node, created = self._select_expand()
+            path = self._rollout(node)
+            if path is None:
+                self._drop_if_unvisited(node, created)
+                continue
+            key = self.space.key(path)
+            if key in self._told:
+                self._mark_exhausted(path)
+                self._backup(path, self.backup_value(self._told[key]))
+                continue
+            if key in self._pending_keys:
+                self._mark_exhausted(path)
+                self._drop_if_unvisited(node, created)
+                continue
+            return self._start(path)
+        path = self._random_unseen(())
+        return None if path is None else self._start(path)
+
+    def _rollout(self, prefix: Path) -> Path | None:
+        """Complete ``prefix`` by the rollout policy over non-exhausted legal options (None: a dead end)."""
+        if self.rollout == "random":
+            return self._complete(prefix)
+        path = prefix
+        while len(path) < self.levels:
+            free = self._free(path)
+            if not free:
+                self._mark_exhausted(path)
+                return None
+            path = path + (self._mast_pick(len(path), free),)
+        return path
+
+    def _mast_pick(self, level: int, free: list[int]) -> int:
+        uniform = self.rmin is None or self.rmax is None or self.rmax <= self.rmin
+        if self.rng.random() < self.mast_epsilon or uniform:
+            return self.rng.choice(free)
+        span = self.rmax - self.rmin
+        means = []
+        for option in free:
+            stats = self._moves.get((level, option))
+            means.append(0.5 if stats is None else (stats[0] / stats[1] - self.rmin) / span)
+        top = max(means)
+        weights = [math.exp((m - top) / self.mast_tau) for m in means]
+        draw = self.rng.random() * sum(weights)
+        for option, weight in zip(free, weights):
+            draw -= weight
+            if draw <= 0:
+                return option
+        return free[-1]
+
+    def _drop_if_unvisited(self, prefix: Path, created: bool) -> None:
+        if created:
+            node = self.nodes[prefix]
+            if node.visits == 0 and node.pending == 0 and not node.children:
+                del self.nodes[prefix]
+                del self.nodes[prefix[:-1]].children[prefix[-1]]
+
+    def _on_start(self, path: Path) -> None:
+        credited = self._in_tree(path)
+        for node in credited:
+            node.pending += 1
+        self._credited[path] = credited
+
+    def _on_tell(self, path: Path, key: str, value: float) -> None:
+        for node in self._credited.pop(path, []):
+            node.pending -= 1
+        self._backup(path, value)
+        for level, option in enumerate(path):
+            stats = self._moves.setdefault((level, option), [0.0, 0])
+            stats[0] += value
+            stats[1] += 1
+
+    def tree_graph(self) -> nx.DiGraph:
+        """A snapshot of the search tree as a ``networkx.DiGraph`` (node ids are prefix tuples; see
+        :func:`autokd_dsl.search.tree.tree_graph`)."""
+        return tree_graph(self.nodes)

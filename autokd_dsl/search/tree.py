@@ -1,0 +1,48 @@
+"""The MCTS search tree: one typed node per prefix; networkx only to export it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from .protocols import Path
+
+
+@dataclass(eq=False)
+class Node:
+    """One prefix of the tree: the statistics of the rewards backed up through it.
+
+    ``visits`` counts told candidates, ``pending`` asked ones not yet told, ``value_sum`` and ``best`` the sum and
+    maximum of the values backed up (``best`` is -inf before any visit). ``children`` maps an option index to the
+    child node, in the order the children were added.
+    """
+
+    prefix: Path
+    label: str
+    visits: int = 0
+    value_sum: float = 0.0
+    best: float = -math.inf
+    pending: int = 0
+    children: dict[int, Node] = field(default_factory=dict)
+
+    @property
+    def level(self) -> int:
+        return len(self.prefix)
+
+    def attributes(self) -> dict:
+        return {"visits": self.visits, "value_sum": self.value_sum, "best": self.best, "pending": self.pending,
+                "level": self.level, "label": self.label}
+
+
+def tree_graph(nodes: dict[Path, Node]) -> nx.DiGraph:
+    """A snapshot of the tree as a ``networkx.DiGraph``: node ids are prefix tuples, with the attributes of
+    :meth:`Node.attributes`, and an edge from each prefix to ``prefix + (option,)``."""
+    graph = nx.DiGraph()
+    for prefix, node in nodes.items():
+        graph.add_node(prefix, **node.attributes())
+    for prefix, node in nodes.items():
+        for child in node.children.values():
+            graph.add_edge(prefix, child.prefix)
+    return graph
