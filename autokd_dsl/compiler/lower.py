@@ -95,13 +95,7 @@ class Lowering:
         point = tap.teacher_point
         if tap.each_teacher:
             return list(range(1, len(self.teachers) + 1))
-        k = point.teacher_number or 1
-        if k > len(self.teachers):
-            given = ", ".join(f"teacher{i} = {m.name}" for i, m in enumerate(self.teachers, 1))
-            raise KDError(f"`{point.side}.{point.path}` names teacher {k}, and the command gave "
-                          f"{len(self.teachers)}", span=point.span,
-                          hint=f"the teachers given: {given}; add more with --teacher (repeatable)")
-        return [k]
+        return [point.teacher_number or 1]
 
     def tap_name(self, model: Model, point: ir.Point, prefix: str) -> str:
         spec = resolve_point(model.net, point, model.name)
@@ -116,10 +110,11 @@ class Lowering:
         return name
 
     def build(self) -> fx.GraphModule:
+        from .teachers import check_classes, require_teachers
+
+        require_teachers(self.block, [model.name for model in self.teachers])
         self.collect_taps()
         if len(self.teachers) > 1:
-            from .teachers import check_classes
-
             check_classes(self)
         s_ex = probe_examples(self.student.net, self.student.taps, self.x, self.student.name)
         t_ex = {}

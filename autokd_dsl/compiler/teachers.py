@@ -29,6 +29,30 @@ PER_SAMPLE = {"l1", "mse", "l2", "smooth_l1", "pairwise", "kl", "js", "cosine", 
 _MIXING = {"transpose", "patches"}
 
 
+def require_teachers(block: ir.Block, names: list[str]) -> None:
+    """A located error where a tap needs a teacher the command did not give (checked before any network runs).
+
+    >>> from autokd_dsl.lang.check import check_text
+    >>> block = check_text("distiller d:\\n    logits ~ teacher2.logits -> kl -> 1\\n").blocks[0]
+    >>> require_teachers(block, ["resnet56"])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    autokd_dsl.errors.KDError: error: `teacher2.logits` names teacher 2, and the command gave 1...
+    """
+    for term in block.terms:
+        for tap in ir.term_taps(term):
+            point = tap.teacher_point
+            if tap.each_teacher and len(names) == 1:
+                raise KDError(f"`{print_point(point)}` distils from several teachers, and the command gave one "
+                              f"({names[0]})", span=point.span,
+                              hint="give two or more teachers: --teacher A --teacher B")
+            if not point.is_labels and (point.teacher_number or 1) > len(names):
+                given = ", ".join(f"teacher{i} = {name}" for i, name in enumerate(names, 1))
+                raise KDError(f"`{print_point(point)}` names teacher {point.teacher_number}, and the command gave "
+                              f"{len(names)}", span=point.span,
+                              hint=f"the teachers given: {given}; add more with --teacher (repeatable)")
+
+
 def check_classes(lw) -> None:
     """Several teachers must predict the same classes (as many logits each)."""
     counts = []
@@ -64,12 +88,6 @@ def factor_calls(expr: ir.Expr) -> list[ir.Call]:
 
 
 def each_teacher(lw, term: ir.Term, name: str) -> fx.Node:
-    teachers = len(lw.teachers)
-    if teachers == 1:
-        point = next(t.teacher for t in term.taps if t.each_teacher)
-        raise KDError(f"`{print_point(point)}` distils from several teachers, and the command gave one "
-                      f"({lw.teachers[0].name})", span=point.span,
-                      hint="give two or more teachers: --teacher A --teacher B")
     chains = []
     for k, model in enumerate(lw.teachers, 1):
         lw.teacher = model
