@@ -24,6 +24,10 @@ app = typer.Typer(
 )
 _state = {"debug": False}
 
+TEACHER_HELP = "Teacher architecture; repeat for several teachers (teacher1, teacher2, … in this order)."
+WEIGHTS_HELP = ("Teacher checkpoint, one per --teacher in the same order (default: the cached teacher, trained "
+                "first when there is none).")
+
 
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks for errors.")) -> None:
@@ -176,7 +180,7 @@ def layers(
 @user_errors
 def compile_cmd(
     file: Path = typer.Argument(..., help="The .kd file holding the distiller."),
-    teacher: str = typer.Option(..., "--teacher", help="Teacher model name."),
+    teacher: List[str] = typer.Option(..., "--teacher", help=TEACHER_HELP),
     student: str = typer.Option(..., "--student", help="Student model name."),
     distiller: Optional[str] = typer.Option(None, "--distiller", help="Which distiller of the file."),
     input_size: str = typer.Option("3x32x32", "--input-size", help="CxHxW of the inputs."),
@@ -194,14 +198,18 @@ def compile_cmd(
 
     size = parse_input_size(input_size)
     block = load_distiller(file, distiller)
+    _require_teachers(block, teacher, file)
     torch.manual_seed(0)
-    t_net = create_model(teacher, num_classes=num_classes, in_chans=size[0])
+    t_nets = [create_model(name, num_classes=num_classes, in_chans=size[0]) for name in teacher]
     s_net = create_model(student, num_classes=num_classes, in_chans=size[0])
+    one = len(teacher) == 1
     try:
-        loss = compile_distiller(block, t_net, s_net, size, teacher_name=teacher, student_name=student)
+        loss = compile_distiller(block, t_nets[0] if one else t_nets, s_net, size,
+                                 teacher_name=teacher[0] if one else list(teacher), student_name=student)
     except KDError as err:
         raise err.located(SourceText(str(file), file.read_text(encoding="utf-8")))
-    text = emit(loss, teacher=teacher, student=student, input_size=size, num_classes=num_classes)
+    text = emit(loss, teacher=teacher[0] if one else list(teacher), student=student, input_size=size,
+                num_classes=num_classes)
     if out is None:
         typer.echo(text, nl=False)
         return
@@ -214,12 +222,14 @@ def compile_cmd(
 @user_errors
 def expand(
     file: Path = typer.Argument(..., help="The .kd file holding the distiller (e.g. a search's best.kd)."),
-    layers_: str = typer.Option(..., "--layers", help="Comma-separated tap points, e.g. stage1,stage2,stage3."),
-    teacher: str = typer.Option(..., "--teacher", help="Teacher architecture."),
+    layers_: Optional[str] = typer.Option(None, "--layers", help="Comma-separated tap points, e.g. "
+                                                                  "stage1,stage2,stage3."),
+    teachers_: Optional[str] = typer.Option(None, "--teachers", help="Comma-separated teachers to apply the term "
+                                                                     "to, e.g. resnet56,wrn_40_2 (the first is "
+                                                                     "the one the term was found with)."),
+    teacher: Optional[List[str]] = typer.Option(None, "--teacher", help=TEACHER_HELP),
     student: str = typer.Option(..., "--student", help="Student architecture."),
-    teacher_weights: Optional[Path] = typer.Option(None, "--teacher-weights",
-                                                   help="Teacher checkpoint (default: the cached teacher, "
-                                                        "trained first when there is none)."),
+    teacher_weights: Optional[List[Path]] = typer.Option(None, "--teacher-weights", help=WEIGHTS_HELP),
     term: Optional[str] = typer.Option(None, "--term", help="Which term to expand (default: the first one "
                                                             "tapped at a single feature point)."),
     distiller: Optional[str] = typer.Option(None, "--distiller", help="Which distiller of the file."),
@@ -230,7 +240,7 @@ def expand(
     seed: int = typer.Option(0, "--seed", help="Seeds the batch and the untrained student."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the distiller here (default: stdout)."),
 ) -> None:
-    """Apply one term at several layers, with training-free weights set on one batch."""
+    """Apply one term at several layers and/or to several teachers, with training-free weights set on one batch."""
     import torch
 
     from .compiler.build import load_distiller
@@ -242,22 +252,34 @@ def expand(
 
     console = _plain_console(stderr=True)
     block = load_distiller(file, distiller)
-    points = [p.strip() for p in layers_.split(",") if p.strip()]
+    over_teachers = [t.strip() for t in (teachers_ or "").split(",") if t.strip()]
+    if over_teachers and teacher:
+        raise KDError("give the teachers either with --teachers A,B (applying the term to each) or with --teacher")
+    archs = over_teachers or list(teacher or [])
+    if not archs:
+        raise KDError("expand needs a teacher", hint="--teacher T, or --teachers A,B to apply the term to each")
+    if layers_ is None and len(over_teachers) < 2:
+        raise KDError("expand needs --layers, or --teachers with two or more teachers",
+                      hint="e.g. --layers stage1,stage2,stage3 or --teachers resnet56,wrn_40_2")
+    points = [p.strip() for p in layers_.split(",") if p.strip()] if layers_ is not None else None
     if batch_size < 2:
         raise KDError("--batch-size must be at least 2")
-    try:  # a bad term or layer list fails before any teacher is loaded or trained
+    try:  # a bad term, layer list or teacher count fails before any teacher is loaded or trained
         pick_term(block, points, term)
+        if not over_teachers:
+            _require_teachers(block, archs, file)
     except KDError as err:
         raise err.located(SourceText(str(file), file.read_text(encoding="utf-8")))
     data_cfg = DataConfig(name=data, root=data_root, input_size=parse_input_size(input_size))
     bundle = load_data(data_cfg)
-    teacher_net = obtain_teacher(teacher, teacher_weights, data_cfg, bundle.num_classes, console)
+    teacher_net = obtain_teachers(archs, teacher_weights or [], data_cfg, bundle.num_classes, console)
     student_net = make_student(student, bundle.num_classes, data_cfg.input_size[0], seed)
     pick = torch.randperm(len(bundle.train), generator=torch.Generator().manual_seed(seed))[:batch_size]
     torch.manual_seed(seed)  # learnable connectors start from the same weights each time
     try:
         result, info = expand_layers(block, points, teacher_net, student_net, bundle.train.images[pick],
-                                     bundle.train.labels[pick], term, teacher_name=teacher, student_name=student)
+                                     bundle.train.labels[pick], term, teacher_name=archs if len(archs) > 1
+                                     else archs[0], student_name=student, over_teachers=bool(over_teachers))
     except KDError as err:
         raise err.located(SourceText(str(file), file.read_text(encoding="utf-8")))
     from .lang.printer import print_block
@@ -267,9 +289,34 @@ def expand(
         typer.echo(text, nl=False)
     else:
         _write_text(out, text)
-    console.print(f"term `{info['term']}`: unweighted loss {info['original']:.4g}; per layer "
+    console.print(f"term `{info['term']}`: unweighted loss {info['original']:.4g}; "
+                  + ("per copy " if info["teachers"] else "per layer ")
                   + ", ".join(f"{k} {v:.4g}" for k, v in info["layers"].items())
                   + (f"; wrote {out}" if out is not None else ""))
+
+
+def _require_teachers(block, teachers: List[str], file: Path) -> None:
+    """A located error, before any teacher is trained, where the distiller needs a teacher not given."""
+    from .compiler.teachers import require_teachers
+    from .errors import SourceText
+
+    try:
+        require_teachers(block, list(teachers))
+    except KDError as err:
+        raise err.located(SourceText(str(file), file.read_text(encoding="utf-8"))) from None
+
+
+def obtain_teachers(archs: List[str], weights: List[Path], data_cfg, num_classes: int, console):
+    """The teachers (cached or trained on first use, or from --teacher-weights): one network, or a list."""
+    if len(set(archs)) != len(archs) and not weights:
+        raise KDError("the same teacher is given twice", hint="each --teacher names a different architecture "
+                      "(or pass --teacher-weights for each)")
+    if weights and len(weights) != len(archs):
+        raise KDError(f"--teacher-weights is given {len(weights)} time(s) for {len(archs)} teacher(s)",
+                      hint="give one checkpoint per --teacher, in the same order, or none")
+    nets = [obtain_teacher(arch, weights[i] if weights else None, data_cfg, num_classes, console)
+            for i, arch in enumerate(archs)]
+    return nets[0] if len(nets) == 1 else nets
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -311,9 +358,9 @@ def obtain_teacher(arch: str, weights: Optional[Path], data_cfg, num_classes: in
 @user_errors
 def search(
     space_file: Path = typer.Argument(..., help="The .kd file holding a `space` block."),
-    teacher: str = typer.Option(..., "--teacher", help="Teacher model name."),
+    teacher: List[str] = typer.Option(..., "--teacher", help=TEACHER_HELP),
     student: str = typer.Option(..., "--student", help="Student model name."),
-    teacher_weights: Optional[Path] = typer.Option(None, "--teacher-weights", help="Teacher checkpoint."),
+    teacher_weights: Optional[List[Path]] = typer.Option(None, "--teacher-weights", help=WEIGHTS_HELP),
     data: str = typer.Option("digits", "--data", help="Dataset (digits, fashion-mnist, mnist, cifar10, ...)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root"),
     input_size: str = typer.Option("3x16x16", "--input-size", help="CxHxW; proxy searches run small."),
@@ -357,11 +404,15 @@ def search(
     if rollout not in ("mast", "random"):
         raise KDError(f"unknown rollout policy `{rollout}`", hint="choose mast or random")
     check_device(device)
-    load_space(str(space_file), space_name)  # a bad space fails before any training
+    space_block = load_space(str(space_file), space_name)  # a bad space fails before any training
+    _require_teachers(space_block, teacher, space_file)
+    one = len(teacher) == 1
+    weights = [str(w) for w in teacher_weights or []]
     proxy = ProxySettings(epochs=epochs, subset=subset, entropy_sampling=entropy, offline_teacher=offline,
                           sparse_density=sparse, seed=seed)
-    cfg = SearchConfig(space_file=str(space_file), space_name=space_name, teacher=teacher, student=student,
-                       teacher_weights=str(teacher_weights) if teacher_weights else None, data=data,
+    cfg = SearchConfig(space_file=str(space_file), space_name=space_name, teacher=teacher[0] if one else list(teacher),
+                       student=student, teacher_weights=(weights[0] if weights else None) if one else (weights or None),
+                       data=data,
                        data_root=str(data_root) if data_root else None, input_size=size, budget=budget,
                        train_subset=train_subset,
                        strategy=strategy, c=c, rollout=rollout, workers=workers, seed=seed, proxy=proxy, device=device,
@@ -371,7 +422,7 @@ def search(
     bundle = load_data(data_cfg)
     # the teacher's data setting is the one `train` and `teacher` use, so they share the cached teacher
     teacher_cfg = DataConfig(name=data, root=data_root, input_size=size)
-    teacher_net = obtain_teacher(teacher, teacher_weights, teacher_cfg, bundle.num_classes, console)
+    teacher_net = obtain_teachers(teacher, teacher_weights or [], teacher_cfg, bundle.num_classes, console)
     summary = run(cfg, out, resume, teacher_net, bundle, console)
     if summary["best"] is None:
         raise typer.Exit(1)
@@ -393,7 +444,8 @@ def _slug(name: str) -> str:
 @app.command("teacher")
 @user_errors
 def teacher_cmd(
-    model: str = typer.Argument(..., help="Teacher architecture: a zoo name, timm:NAME or package.module:factory."),
+    models: List[str] = typer.Argument(..., help="Teacher architectures (one or more): zoo names, timm:NAME or "
+                                                 "package.module:factory."),
     data: str = typer.Option(..., "--data", help="Dataset (digits, fashion-mnist, mnist, cifar10, cifar100, "
                                                  "imagefolder:PATH)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the dataset files."),
@@ -407,7 +459,7 @@ def teacher_cmd(
                                                            "cache, reused by `train` and `search`)."),
     device: str = typer.Option("cpu", "--device", help="cpu, or cuda to train the teacher on a GPU."),
 ) -> None:
-    """Train a teacher with cross-entropy and save a checked checkpoint (or cache it)."""
+    """Train teachers with cross-entropy and save checked checkpoints (or cache them), one after another."""
     from .data import DataConfig
     from .models import create_model
     from .options import parse_input_size
@@ -415,24 +467,26 @@ def teacher_cmd(
 
     console = _plain_console()
     data_cfg = DataConfig(name=data, root=data_root, input_size=parse_input_size(input_size))
-    create_model(model, num_classes=10, in_chans=data_cfg.input_size[0])  # an unknown name fails first
-    recipe = default_recipe(model, data_cfg.name, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
-    if out is None:
-        path = teacher_for(model, data_cfg, recipe, cache_dir(), console, device=device)
-    else:
-        path = train_teacher(model, data_cfg, recipe, out, console, device=device)
-    console.print(f"teacher checkpoint: {path}")
+    if out is not None and len(models) > 1:
+        raise KDError("--out names one checkpoint; with several teachers leave it out (each is cached)")
+    for model in models:  # an unknown name fails before any training
+        create_model(model, num_classes=10, in_chans=data_cfg.input_size[0])
+    for model in models:
+        recipe = default_recipe(model, data_cfg.name, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+        if out is None:
+            path = teacher_for(model, data_cfg, recipe, cache_dir(), console, device=device)
+        else:
+            path = train_teacher(model, data_cfg, recipe, out, console, device=device)
+        console.print(f"teacher checkpoint: {path}")
 
 
 @app.command("train")
 @user_errors
 def train_cmd(
     file: Path = typer.Argument(..., help="The .kd file holding the distiller."),
-    teacher: str = typer.Option(..., "--teacher", help="Teacher architecture."),
+    teacher: List[str] = typer.Option(..., "--teacher", help=TEACHER_HELP),
     student: str = typer.Option(..., "--student", help="Student architecture."),
-    teacher_weights: Optional[Path] = typer.Option(None, "--teacher-weights",
-                                                   help="Teacher checkpoint (default: the cached teacher, "
-                                                        "trained first when there is none)."),
+    teacher_weights: Optional[List[Path]] = typer.Option(None, "--teacher-weights", help=WEIGHTS_HELP),
     distiller: Optional[str] = typer.Option(None, "--distiller", help="Which distiller of the file."),
     data: str = typer.Option(..., "--data", help="Dataset (digits, fashion-mnist, mnist, cifar10, cifar100, "
                                                  "imagefolder:PATH)."),
@@ -462,21 +516,24 @@ def train_cmd(
 
     console = _plain_console()
     block = load_distiller(file, distiller)
+    _require_teachers(block, teacher, file)
     data_cfg = DataConfig(name=data, root=data_root, input_size=parse_input_size(input_size))
     in_chans = data_cfg.input_size[0]
-    for name in (teacher, student):  # unknown names fail before any data is read or teacher trained
+    for name in (*teacher, student):  # unknown names fail before any data is read or teacher trained
         create_model(name, num_classes=10, in_chans=in_chans)
     defaults = default_recipe(student, data_cfg.name, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     cfg = TrainConfig(**defaults.model_dump(), offline_teacher=offline_teacher)
     bundle = load_data(data_cfg)
     if train_subset is not None:
         bundle = subset_train(bundle, train_subset, seed)
-    teacher_net = obtain_teacher(teacher, teacher_weights, data_cfg, bundle.num_classes, console)
+    teacher_net = obtain_teachers(teacher, teacher_weights or [], data_cfg, bundle.num_classes, console)
     student_net = make_student(student, bundle.num_classes, in_chans, seed)
     out = out or Path("runs") / f"train-{block.name}-{_slug(student)}"
-    t_acc = (getattr(teacher_net, "kd_teacher", None) or {}).get("test_accuracy")
-    console.print(f"distiller {block.name} ({file}): {teacher}"
-                  + (f" (test {t_acc:.2%})" if isinstance(t_acc, float) else "")
+    described = []
+    for name, net in zip(teacher, teacher_net if isinstance(teacher_net, list) else [teacher_net]):
+        t_acc = (getattr(net, "kd_teacher", None) or {}).get("test_accuracy")
+        described.append(name + (f" (test {t_acc:.2%})" if isinstance(t_acc, float) else ""))
+    console.print(f"distiller {block.name} ({file}): {' + '.join(described)}"
                   + f" -> {student}; {describe(bundle)}"
                   + (f" (class-balanced subset, seed {seed})" if train_subset is not None else "")
                   + f"; {cfg.epochs} epochs, lr {cfg.lr}, batch {cfg.batch_size}, "
