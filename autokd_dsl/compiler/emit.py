@@ -76,7 +76,7 @@ def emit(loss, *, teacher: str | list[str], student: str, input_size, num_classe
     teacher_taps = [dict(t) for t in loss.teachers_taps] if several else dict(loss.teacher_taps)
     parts = [
         header,
-        "\n".join(_IMPORTS) + "\n",
+        "\n".join(_IMPORTS[:2] + (["import warnings"] if several else []) + _IMPORTS[2:]) + "\n",
         f"# The distiller, as written:\n{kd}\n",
         "# ---- kernels " + "-" * 85 + "\n\n" + _body(kernels) + _namespace(),
         "# ---- connectors " + "-" * 82 + "\n\n" + _body(connectors),
