@@ -62,6 +62,8 @@ def main() -> None:
     ap.add_argument("--rules", default=",".join(RULES))
     ap.add_argument("--out", type=Path, default=Path("runs/multi_teacher"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only-seed", type=int, default=None, help="train this seed only (to run seeds in parallel "
+                                                               "processes; a later run without it reuses them)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -84,7 +86,7 @@ def main() -> None:
         methods[rule] = (check_text(TWO.format(rule=rule)).blocks[0], teachers)
     accs: dict[str, list[float]] = {m: [] for m in methods}
     secs: dict[str, float] = {m: 0.0 for m in methods}
-    for seed in range(args.seeds):
+    for seed in range(args.seeds) if args.only_seed is None else [args.only_seed]:
         bundle = subset_train(full, args.subset, seed)
         for name, (block, teacher) in methods.items():
             cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=64, schedule="cosine", seed=seed,
@@ -98,6 +100,8 @@ def main() -> None:
             log.print(f"seed {seed} {name:16s} test {result['test_accuracy']:.2%}  "
                       f"best val {result['best_val_accuracy']:.2%}  ({time.perf_counter() - t0:.0f}s)")
 
+    if args.only_seed is not None:
+        return
     teachers_text = ", ".join(f"{n} {100 * a:.2f} %" for n, a in zip(names, t_accs))
     print(f"\nFashion-MNIST {args.input_size}; teachers (test accuracy) {teachers_text}; student {args.student} on "
           f"{args.subset} class-balanced training images, {args.epochs} epochs (SGD lr {args.lr}, cosine), "
