@@ -163,24 +163,24 @@ class Lowering:
         k = self.teacher_numbers(term.taps[0])[0] if not term.taps[0].teacher_point.is_labels else 1
         self.teacher = self.teachers[k - 1]
         tag = f"@t{k}" if len(self.teachers) > 1 else ""
-        parts = [self.distance(term.distance, c.s, c.t, c.tap, name) for c in self.chains(term, tag)]
+        parts = [self.distance(term.distance, c.s, c.t, c.tap, name)
+                 for taps in _groups(term) for c in self.group_chains(term, taps, tag)]
         self.teacher = self.teachers[0]
         return self.weighted(self.add_all(parts), term.weight, name)
 
     def chains(self, term: ir.Term, tag: str = "") -> list[Chain]:
         """Every tap's pipeline of a term, against the current teacher; ``tag`` keeps the values that depend on
         a teacher (its side, learnable connectors sized for it) apart from another teacher's."""
-        groups = [term.taps] if any(OPS[call.op].across for call in term.transforms) else [[t] for t in term.taps]
-        out = []
-        for taps in groups:
-            chains = [self.start(tap, tag) for tap in taps]
-            for call in term.transforms:
-                if OPS[call.op].across:
-                    chains = self.across(call, chains)
-                else:
-                    chains = [Chain(*self.transform(call, c.s, c.t, c.key, c.tap, tag), c.tap) for c in chains]
-            out += chains
-        return out
+        return [c for taps in _groups(term) for c in self.group_chains(term, taps, tag)]
+
+    def group_chains(self, term: ir.Term, taps, tag: str = "") -> list[Chain]:
+        chains = [self.start(tap, tag) for tap in taps]
+        for call in term.transforms:
+            if OPS[call.op].across:
+                chains = self.across(call, chains)
+            else:
+                chains = [Chain(*self.transform(call, c.s, c.t, c.key, c.tap, tag), c.tap) for c in chains]
+        return chains
 
     def add_all(self, parts: list) -> fx.Node:
         value = parts[0]
@@ -457,6 +457,11 @@ class Lowering:
             inner = self.weight(expr.operand)
             return -inner if not isinstance(inner, fx.Node) else self.graph.call_function(operator.neg, (inner,))
         return _constant(expr, self.params)
+
+
+def _groups(term: ir.Term) -> list:
+    """Taps whose pipelines run together: all of them with an op across taps, otherwise one at a time."""
+    return [term.taps] if any(OPS[call.op].across for call in term.transforms) else [[t] for t in term.taps]
 
 
 def _uses_op(term: ir.Term, op: str) -> bool:
