@@ -10,7 +10,7 @@ from autokd_dsl.data import DataConfig, batches, load_data
 from autokd_dsl.errors import KDError
 from autokd_dsl.models import create_model
 from autokd_dsl.standalone.attach import TapCapture
-from autokd_dsl.training.student import OfflineStep, subset_train
+from autokd_dsl.training.student import Distill, subset_train
 from autokd_dsl.training.teacher_cache import (
     OUTPUT,
     TeacherCache,
@@ -108,8 +108,8 @@ def test_offline_loss_equals_live_loss(bundle, teacher, tmp_path, library_file) 
     attached = attach(teacher, student, loss)
     out_live, live_losses = attached(x, labels=y, epoch=1)
     attached.detach_hooks()
-    offline = OfflineStep(cache, student, loss)
-    out_off, off_losses = offline(x, y, idx, 1)
+    offline = Distill(teacher, student, loss, cache)
+    out_off, off_losses = offline(x, labels=y, index=idx, epoch=1)
     offline.close()
     torch.testing.assert_close(out_off, out_live)
     assert set(off_losses) == set(live_losses)

@@ -174,18 +174,25 @@ def load_data(cfg: DataConfig) -> DataBundle:
     return build_bundle(raw, cfg)
 
 
-def build_bundle(raw: RawData, cfg: DataConfig) -> DataBundle:
-    c, h, w = cfg.input_size
-    train_labels = raw.train_labels.numpy()
-    if raw.test_images is None:
-        test_idx, pool_idx = stratified_take(train_labels, CARVED_TEST_FRACTION, _rng(CARVED_TEST_SEED))
-        test_images, test_labels = raw.train_images, raw.train_labels
-    else:
-        assert raw.test_labels is not None
-        pool_idx = np.arange(len(train_labels), dtype=np.int64)
-        test_idx = np.arange(len(raw.test_labels), dtype=np.int64)
-        test_images, test_labels = raw.test_images, raw.test_labels
+@dataclass
+class Positions:
+    """Which images of the dataset's files form each split; ``test_carved``: the test split comes from the
+    training files (datasets without an official test set). ``pool`` is train + val before any subset."""
 
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    pool: np.ndarray
+    test_carved: bool
+
+
+def split_positions(train_labels: np.ndarray, test_count: int | None, num_classes: int, cfg: DataConfig) -> Positions:
+    """The fixed test split, the seeded validation split and the optional class-balanced subset."""
+    if test_count is None:
+        test_idx, pool_idx = stratified_take(train_labels, CARVED_TEST_FRACTION, _rng(CARVED_TEST_SEED))
+    else:
+        pool_idx = np.arange(len(train_labels), dtype=np.int64)
+        test_idx = np.arange(test_count, dtype=np.int64)
     val_rel, train_rel = stratified_take(train_labels[pool_idx], cfg.val_fraction, _rng(cfg.seed, 1))
     val_idx, train_idx = pool_idx[val_rel], pool_idx[train_rel]
     if len(train_idx) == 0:
@@ -200,12 +207,25 @@ def build_bundle(raw: RawData, cfg: DataConfig) -> DataBundle:
                 f"train_subset {n} is larger than the training set ({len(train_idx)} images after the validation split)",
                 hint=f"use at most {len(train_idx)}, or lower val_fraction",
             )
-        if n < raw.num_classes:
+        if n < num_classes:
             raise KDError(
-                f"train_subset {n} is smaller than the number of classes ({raw.num_classes})",
-                hint=f"use at least {raw.num_classes} so every class has an example",
+                f"train_subset {n} is smaller than the number of classes ({num_classes})",
+                hint=f"use at least {num_classes} so every class has an example",
             )
         train_idx = train_idx[balanced_subset(train_labels[train_idx], n, _rng(cfg.seed, 2))]
+    return Positions(train_idx, val_idx, test_idx, pool_idx, test_count is None)
+
+
+def build_bundle(raw: RawData, cfg: DataConfig) -> DataBundle:
+    c, h, w = cfg.input_size
+    train_labels = raw.train_labels.numpy()
+    pos = split_positions(train_labels, None if raw.test_images is None else len(raw.test_labels),
+                          raw.num_classes, cfg)
+    train_idx, val_idx, test_idx, pool_idx = pos.train, pos.val, pos.test, pos.pool
+    if pos.test_carved:
+        test_images, test_labels = raw.train_images, raw.train_labels
+    else:
+        test_images, test_labels = raw.test_images, raw.test_labels
 
     native = raw.train_images.shape[1]
     matched = 1 if (c == 1 or native == 1) else 3

@@ -26,6 +26,8 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)
+#: ImageFolder data is normalised with ImageNet's statistics: a streamed folder is never decoded whole.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -324,24 +326,46 @@ def _class_images(folder: Path) -> dict[str, list[Path]]:
     return classes
 
 
-def _read_images(files: list[Path], size: tuple[int, int]) -> torch.Tensor:
+def decode_image(path: Path) -> torch.Tensor:
+    """One image file as a float (3, H, W) tensor in [0, 1]; a :class:`KDError` naming a broken file."""
     from PIL import Image, UnidentifiedImageError
 
+    try:
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise KDError(f"cannot read image {path}: {exc}", hint="delete or replace the broken file") from None
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def resize_image(t: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear, antialiased resize of one (C, H, W) image to ``size``, clipped to [0, 1]."""
+    if tuple(t.shape[-2:]) != tuple(size):
+        t = torch.nn.functional.interpolate(t[None], size=tuple(size), mode="bilinear", antialias=True,
+                                            align_corners=False)[0]
+    return t.clamp_(0.0, 1.0)
+
+
+def _read_images(files: list[Path], size: tuple[int, int]) -> torch.Tensor:
     out = torch.empty(len(files), 3, *size, dtype=torch.float32)
     for i, path in enumerate(files):
-        try:
-            with Image.open(path) as img:
-                arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise KDError(f"cannot read image {path}: {exc}", hint="delete or replace the broken file") from None
-        t = torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).float() / 255.0
-        if tuple(t.shape[-2:]) != size:
-            t = torch.nn.functional.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False)
-        out[i] = t[0].clamp_(0.0, 1.0)
+        out[i] = resize_image(decode_image(path), size)
     return out
 
 
-def read_imagefolder(path: Path, size: tuple[int, int]) -> RawData:
+@dataclass
+class FolderListing:
+    """The image files of an ImageFolder, in class order; ``test_files`` is None when a test split is carved."""
+
+    train_files: list[Path]
+    train_labels: list[int]
+    test_files: list[Path] | None
+    test_labels: list[int] | None
+    class_names: tuple[str, ...]
+
+
+def list_imagefolder(path: Path) -> FolderListing:
+    """Find the class folders and image files of ``path`` (PATH/train + PATH/test, or PATH/<class>)."""
     if not path.is_dir():
         raise KDError(
             f"image folder {path} does not exist",
@@ -365,10 +389,8 @@ def read_imagefolder(path: Path, size: tuple[int, int]) -> RawData:
         )
     names = tuple(train)
     index = {n: i for i, n in enumerate(names)}
-    train_files = [f for n in names for f in train[n]]
-    train_labels = [index[n] for n in names for _ in train[n]]
-    test_files: list[Path] = []
-    test_labels: list[int] = []
+    listing = FolderListing([f for n in names for f in train[n]], [index[n] for n in names for _ in train[n]],
+                            None, None, names)
     if has_split:
         test = _class_images(test_dir)
         unknown = sorted(set(test) - set(names))
@@ -379,17 +401,24 @@ def read_imagefolder(path: Path, size: tuple[int, int]) -> RawData:
             )
         if not test:
             raise KDError(f"image folder {test_dir} holds no images", hint="put test images in test/<class>/ or remove the empty test folder")
-        test_files = [f for n in names for f in test.get(n, [])]
-        test_labels = [index[n] for n in names for _ in test.get(n, [])]
+        listing.test_files = [f for n in names for f in test.get(n, [])]
+        listing.test_labels = [index[n] for n in names for _ in test.get(n, [])]
+    return listing
+
+
+def read_imagefolder(path: Path, size: tuple[int, int]) -> RawData:
+    """Decode a whole (small) ImageFolder into memory; large ones stream (:mod:`autokd_dsl.data.stream`)."""
+    listing = list_imagefolder(path)
+    has_split = listing.test_files is not None
     return RawData(
-        train_images=_read_images(train_files, size),
-        train_labels=torch.tensor(train_labels, dtype=torch.int64),
-        test_images=_read_images(test_files, size) if has_split else None,
-        test_labels=torch.tensor(test_labels, dtype=torch.int64) if has_split else None,
-        num_classes=len(names),
-        class_names=names,
+        train_images=_read_images(listing.train_files, size),
+        train_labels=torch.tensor(listing.train_labels, dtype=torch.int64),
+        test_images=_read_images(listing.test_files, size) if has_split else None,
+        test_labels=torch.tensor(listing.test_labels, dtype=torch.int64) if has_split else None,
+        num_classes=len(listing.class_names),
+        class_names=listing.class_names,
         scale=1.0,
-        mean=None,
-        std=None,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
         default_augment=True,
     )

@@ -1,4 +1,11 @@
-"""Distiller search: strategies over an abstract choice space (the strategies: :mod:`autokd_dsl.search.core`)."""
+"""Distiller search: strategies over an abstract choice space (the strategies: :mod:`autokd_dsl.search.core`).
+
+The package is also callable: ``autokd_dsl.search(space_file=..., teacher=..., student=...)`` runs
+:func:`autokd_dsl.api.search`.
+"""
+
+import sys
+import types
 
 from autokd_dsl.search.driver import make_strategy, run_search
 from autokd_dsl.search.evolution import RegularizedEvolution
@@ -22,3 +29,13 @@ __all__ = [
     "run_search",
     "uct",
 ]
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        from autokd_dsl.api import search
+
+        return search(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -127,8 +127,11 @@ def open_store(out: Path, cfg: SearchConfig, resume: bool) -> Store:
     return store
 
 
-def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console: Console) -> dict:
-    """Run the search; every evaluation goes to the store before the next starts."""
+def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console: Console, on_row=None) -> dict:
+    """Run the search; every evaluation goes to the store before the next starts.
+
+    ``on_row(row)`` sees every candidate's store row in evaluation order (TensorBoard logging).
+    """
     block = load_space(cfg.space_file, cfg.space_name)
     store = open_store(out, cfg, resume)
     settings_key = cfg.proxy.key()
@@ -161,6 +164,8 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
             rows[i] = row
         for row in rows:
             _advance(progress, task, row)
+            if on_row is not None:
+                on_row(row)
         return [r["reward"] if r["status"] == "ok" else None for r in rows]
 
     try:

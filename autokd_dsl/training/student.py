@@ -1,11 +1,17 @@
 """Distillation training: SGD on the student and the distiller's connectors, resumable and reproducible.
 
 The distiller's ``total`` is the whole training loss (library distillers carry their own cross-entropy term).
-Every epoch appends one line to ``out_dir/metrics.jsonl`` and atomically rewrites ``out_dir/checkpoint.pt``
-(student, connectors, optimiser, scheduler, every random state, the epoch and the metrics so far), so a run
-killed at any moment resumes exactly where its last finished epoch left it: the same batches, the same
-augmentations and, on the same machine and thread count, bit-identical weights. The test split is evaluated
-once, at the end, into the last line of the log and ``out_dir/result.json``.
+Every epoch appends one line to ``out_dir/metrics.jsonl``, logs the same figures to TensorBoard
+(``out_dir/tensorboard``) and atomically rewrites ``out_dir/checkpoint.pt`` (student, connectors, optimiser,
+scheduler, gradient scaler, the epoch and the metrics so far). Data order, augmentation and dropout are seeded
+per epoch, so a run killed at any moment resumes exactly where its last finished epoch left it: the same
+batches, the same augmentations and, on the same machine and thread count, bit-identical weights. The test
+split is evaluated once, at the end, into ``out_dir/result.json``; ``out_dir/run.json`` and
+``out_dir/distiller.kd`` record what ran (see :mod:`.tracking`).
+
+Under ``torchrun`` (``dist.world > 1``) the student and the connectors train inside DistributedDataParallel,
+each rank takes its slice of every global batch of ``world × batch_size`` samples, metrics are summed over the
+ranks, and rank 0 alone writes the run folder.
 
 Example (see ``autokd-dsl train``)::
 
@@ -27,23 +33,20 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from ..data import DataBundle, Split, batches
+from ..data import DataBundle, Split
 from ..data.core import balanced_subset
+from ..data.stream import SetBundle, as_sets
 from ..errors import KDError
 from ..lang import ir
 from ..models import create_model
-from ..progress import EpochBar, format_terms
+from ..progress import format_terms
 from ..standalone.attach import TapCapture
-from .optim import (
-    SGDSettings,
-    accuracy,
-    make_optimizer,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-)
+from .loop import Loop, evaluate, train_epoch
+from .optim import SGDSettings, make_optimizer, seed_everything
+from .runtime import Dist, Precision, Runtime, default_workers, resolve_device, to_runtime, use_channels_last
 from .teacher import read_checkpoint, save_atomic
 from .teacher_cache import TeacherCache, split_fingerprint, teacher_hash
+from .tracking import TENSORBOARD, Tracker, write_run_info
 
 FORMAT = "autokd-dsl/train/1"
 CHECKPOINT = "checkpoint.pt"
@@ -62,7 +65,7 @@ class TrainConfig(SGDSettings):
 # ------------------------------------------------------------------------------------------- helpers
 
 
-def subset_train(bundle: DataBundle, size: int, seed: int) -> DataBundle:
+def subset_train(bundle: DataBundle | SetBundle, size: int, seed: int) -> DataBundle | SetBundle:
     """``bundle`` with a class-balanced ``size``-image training subset drawn with ``seed`` (val/test unchanged).
 
     The split itself stays fixed, so a cached teacher never sees a student's validation images whatever the seed.
@@ -76,6 +79,8 @@ def subset_train(bundle: DataBundle, size: int, seed: int) -> DataBundle:
                       hint=f"use at least {bundle.num_classes}")
     sel = balanced_subset(bundle.train.labels.numpy(), size, np.random.default_rng([seed, 0x5EED]))
     t = torch.from_numpy(sel)
+    if isinstance(bundle, SetBundle):
+        return dataclasses.replace(bundle, train=bundle.train.take(t))
     origin = None if bundle.train.origin is None else bundle.train.origin[t]
     train = Split(bundle.train.images[t], bundle.train.labels[t], torch.arange(size), origin)
     return dataclasses.replace(bundle, train=train)
@@ -97,8 +102,8 @@ def _each(teacher, fn):
     return values if isinstance(teacher, (list, tuple)) and len(values) > 1 else values[0]
 
 
-def run_settings(block: ir.Block, teacher: nn.Module | list[nn.Module], student: nn.Module, bundle: DataBundle,
-                 cfg: TrainConfig) -> dict:
+def run_settings(block: ir.Block, teacher: nn.Module | list[nn.Module], student: nn.Module,
+                 bundle: DataBundle | SetBundle, cfg: TrainConfig) -> dict:
     """Everything that determines a run; ``--resume`` refuses a checkpoint whose settings differ."""
     return {
         "distiller": block.name,
@@ -110,6 +115,7 @@ def run_settings(block: ir.Block, teacher: nn.Module | list[nn.Module], student:
         "train_images": len(bundle.train),
         "train_split": split_fingerprint(bundle.train),
         "val_images": len(bundle.val),
+        "augment": bool(bundle.augment),
         "train": cfg.model_dump(mode="json"),
     }
 
@@ -145,53 +151,71 @@ def write_json(path: Path, obj: Any) -> None:
 
 # -------------------------------------------------------------------------------------------- steps
 
-class LiveStep:
-    """One training step's forward through the compiler's ``attach``: teacher and student both run."""
 
-    def __init__(self, teacher: nn.Module, student: nn.Module, loss: nn.Module) -> None:
-        from ..compiler.build import attach
+class Distill(nn.Module):
+    """The student and the distiller's loss in one module tree, so ``.to()``, ``state_dict()`` and
+    DistributedDataParallel see both the student's and the connectors' parameters.
 
-        self.model = attach(teacher, student, loss)
+    ``forward(x, labels, index, epoch)`` → ``(student output, losses)``. The teacher is held outside the tree
+    (it never trains) and runs in inference mode; with ``cache`` its tapped outputs are read by sample index
+    instead. This is also the supported way to use a compiled loss under DDP in one's own loop (see
+    ``docs/scale.md``): the ``Attached`` module of an emitted file keeps the student outside its tree.
+    ``teacher`` may be a list (several teachers, in the order of ``loss.teachers_taps``), ``cache`` then a list
+    with one cache per teacher.
+    """
 
-    def __call__(self, x, y, idx, epoch):
-        return self.model(x, labels=y, epoch=epoch)
-
-    def close(self) -> None:
-        self.model.detach_hooks()
-
-
-class OfflineStep:
-    """Only the student runs; the teacher's tapped outputs come from ``cache`` by sample index (one cache per
-    teacher when ``cache`` is a list, in the order of ``loss.teachers_taps``)."""
-
-    def __init__(self, cache: TeacherCache | list[TeacherCache], student: nn.Module, loss: nn.Module) -> None:
+    def __init__(self, teacher: nn.Module | list[nn.Module], student: nn.Module, loss: nn.Module,
+                 cache: TeacherCache | list[TeacherCache] | None = None) -> None:
+        super().__init__()
+        self.student, self.loss = student, loss
         specs = loss.tap_specs()
-        self.caches = list(cache) if isinstance(cache, (list, tuple)) else [cache]
-        self.cache, self.student, self.loss = self.caches[0], student, loss
-        self.teacher_specs = list(getattr(loss, "teachers_taps", [specs["teacher"]]))
-        self.capture = TapCapture(student, specs["student"])
+        teachers = _teachers(teacher)
+        object.__setattr__(self, "_teachers", teachers)
+        self._caches = None if cache is None else _teachers(cache)
+        self._teacher_specs = list(getattr(loss, "teachers_taps", [specs["teacher"]]))
+        self._student_capture = TapCapture(student, specs["student"])
+        self._teacher_captures = None if cache is not None else [
+            TapCapture(t, taps, detach=True) for t, taps in zip(teachers, self._teacher_specs)]
+        for module in loss.modules():
+            if hasattr(module, "copy_from_teacher"):
+                module.copy_from_teacher(teachers[0])
 
-    def __call__(self, x, y, idx, epoch):
-        teacher_acts = {}
-        for cache, taps in zip(self.caches, self.teacher_specs):
-            rows = cache.batch(idx)
-            teacher_acts.update({name: rows[spec] for name, spec in taps.items()})
-        out = self.student(x)
-        return out, self.loss(**self.capture.values, **teacher_acts, labels=y, epoch=epoch)
+    def teacher_outputs(self, x: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self._caches is not None:
+            out = {}
+            for cache, taps in zip(self._caches, self._teacher_specs):
+                rows = cache.batch(index)
+                out.update({name: rows[spec].to(x.device, non_blocking=True) for name, spec in taps.items()})
+            return out
+        with torch.inference_mode():
+            for teacher in self._teachers:
+                teacher.eval()
+                teacher(x)
+        # inference tensors cannot be saved for backward; a clone outside inference mode is an ordinary tensor
+        return {name: value.clone() for capture in self._teacher_captures for name, value in capture.values.items()}
+
+    def forward(self, x, labels=None, index=None, epoch=0):
+        teacher_acts = self.teacher_outputs(x, index)
+        output = self.student(x)
+        extra = {"index": index.to(x.device)} if getattr(self.loss, "needs_index", False) else {}
+        losses = self.loss(**self._student_capture.values, **teacher_acts, labels=labels, epoch=epoch, **extra)
+        return output, losses
 
     def close(self) -> None:
-        self.capture.remove()
+        self._student_capture.remove()
+        for capture in self._teacher_captures or []:
+            capture.remove()
 
 
 # ------------------------------------------------------------------------------------------- resume
 
 
-def _restore(state: dict, student, loss, opt, sched, generator) -> None:
+def _restore(state: dict, student, loss, opt, sched, precision: Precision) -> None:
     student.load_state_dict(state["student"])
     loss.load_state_dict(state["connectors"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
-    set_rng_state(state["rng"], generator)
+    precision.load_state_dict(state.get("scaler") or {})
 
 
 def _resume_state(ckpt: Path, settings: dict, console: Console) -> dict | None:
@@ -212,100 +236,118 @@ def _resume_state(ckpt: Path, settings: dict, console: Console) -> dict | None:
 # -------------------------------------------------------------------------------------------- train
 
 
-def train(block: ir.Block, teacher: nn.Module, student: nn.Module, bundle: DataBundle, cfg: TrainConfig,
-          out_dir: str | Path, resume: bool = False, console: Console | None = None, *,
-          cache_root: str | Path | None = None) -> dict:
+def train(block: ir.Block, teacher: nn.Module, student: nn.Module, bundle: DataBundle | SetBundle,
+          cfg: TrainConfig, out_dir: str | Path, resume: bool = False, console: Console | None = None, *,
+          cache_root: str | Path | None = None, runtime: Runtime | None = None, dist: Dist | None = None,
+          sources: dict[str, str] | None = None, command: str | None = None, options: dict | None = None) -> dict:
     """Distil ``teacher`` into ``student`` with the distiller ``block``; return the contents of result.json.
 
-    ``cache_root`` holds the offline teacher outputs (``cfg.offline_teacher``).
+    ``bundle`` is held in memory (:func:`~autokd_dsl.data.load_data`) or streamed
+    (:func:`~autokd_dsl.data.stream.open_data`); ``cache_root`` holds the offline teacher outputs
+    (``cfg.offline_teacher``); ``runtime`` says where and how to run; ``dist`` is this process's rank in a
+    ``torchrun`` run; ``sources`` (``{"distiller.kd": text}``), ``command`` and ``options`` (the settings as
+    given) go into the run folder's ``run.json``.
     """
     from ..compiler.build import compile_distiller
+    from ..lang.printer import print_block
 
     console = console or Console()
+    runtime, dist = runtime or Runtime(), dist or Dist()
+    device = resolve_device(runtime.device, dist.local_rank)
+    dist.init(device)
     out = Path(out_dir)
     ckpt_path, metrics_path = out / CHECKPOINT, out / METRICS
-    settings = run_settings(block, teacher, student, bundle, cfg)
+    sets = as_sets(bundle)
+    settings = run_settings(block, teacher, student, sets, cfg)
     if ckpt_path.exists() and not resume:
         raise KDError(f"{out} already holds a run", hint="pass --resume to continue it, or choose another --out")
-    if cfg.offline_teacher and bundle.augment:
-        raise KDError("--offline-teacher needs augmentation off: cached teacher outputs cannot follow random crops",
-                      hint="drop --offline-teacher, or use a dataset whose default augmentation is off")
+    offline = cfg.offline_teacher and not sets.augment
+    if cfg.offline_teacher and sets.augment:
+        console.print("note: --offline-teacher is not used: augmentation is on, and the teacher's outputs change "
+                      "with every random crop and flip, so they cannot be computed once; the teacher runs on "
+                      "every batch (pass --no-augment to use the cache)")
 
-    generator = seed_everything(cfg.seed)
-    loss = compile_distiller(block, teacher, student, input_size=bundle.input_size)
+    seed_everything(cfg.seed)
+    loss = compile_distiller(block, teacher, student, input_size=sets.input_size)
+    channels_last = use_channels_last(runtime, device)
+    for t in _teachers(teacher):
+        to_runtime(t, device, channels_last)
+    to_runtime(student, device, channels_last)
+    loss.to(device)
+    precision = Precision(runtime.amp, device)
     opt, sched = make_optimizer([*student.parameters(), *loss.parameters()], cfg)
     state = _resume_state(ckpt_path, settings, console) if resume else None
-    out.mkdir(parents=True, exist_ok=True)
     history: list[dict] = []
     elapsed = 0.0
     if state is not None:
-        _restore(state, student, loss, opt, sched, generator)
+        _restore(state, student, loss, opt, sched, precision)
         history, elapsed = list(state["history"]), float(state["elapsed"])
         console.print(f"resuming {out} after epoch {state['epoch']}/{cfg.epochs}")
-    write_jsonl(metrics_path, history)  # drops any line written after the checkpoint
-    (out / RESULT).unlink(missing_ok=True)
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_jsonl(metrics_path, history)  # drops any line written after the checkpoint
+        (out / RESULT).unlink(missing_ok=True)
+        write_run_info(out, settings, sources=sources or {"distiller.kd": print_block(block)}, command=command,
+                       resumed=state is not None,
+                       extra={"runtime": runtime.model_dump(mode="json") | {"resolved_device": str(device)},
+                              "world_size": dist.world, "options": options or {},
+                              "offline_teacher_used": offline})
+    dist.barrier()
 
-    step = _make_step(cfg, teacher, student, loss, bundle, cache_root, console)
+    cache = _teacher_cache(cfg, teacher, loss, sets, cache_root, console) if offline else None
+    distill = Distill(teacher, student, loss, cache)
+    model = dist.wrap(distill, device)
+    loop = Loop(device, channels_last, precision, dist, default_workers(runtime, sets.streamed, dist), cfg.seed,
+                cfg.batch_size)
+    tracker = Tracker(out / TENSORBOARD, runtime.tensorboard and dist.main, purge_step=len(history) + 1)
     try:
         for epoch in range(len(history) + 1, cfg.epochs + 1):
-            row = _epoch(step, student, loss, bundle, cfg, opt, generator, epoch, console)
+            row = _epoch(loop, model, distill, sets, cfg, opt, epoch, console)
             sched.step()
             history.append(row)
             elapsed += row["seconds"]
-            save_atomic(_checkpoint(epoch, settings, student, loss, opt, sched, generator, history, elapsed),
-                        ckpt_path)
-            with metrics_path.open("a", encoding="utf-8") as f:  # a logged epoch is always a saved one
-                f.write(json.dumps(row) + "\n")
+            tracker.scalars(epoch, {f"loss/{k}": v for k, v in row["losses"].items()}
+                            | {"accuracy/train": row["train_acc"], "accuracy/val": row["val_acc"], "lr": row["lr"]})
+            if dist.main:
+                save_atomic(_checkpoint(epoch, settings, student, loss, opt, sched, precision, history, elapsed),
+                            ckpt_path)
+                with metrics_path.open("a", encoding="utf-8") as f:  # a logged epoch is always a saved one
+                    f.write(json.dumps(row) + "\n")
+            dist.barrier()
+        return _finish(loop, out, settings, distill, teacher, sets, history, elapsed, console, tracker)
     finally:
-        step.close()
-    return _finish(out, settings, student, teacher, bundle, history, elapsed, console)
+        distill.close()
+        tracker.close()
 
 
-def _make_step(cfg, teacher, student, loss, bundle, cache_root, console) -> LiveStep | OfflineStep:
-    if not cfg.offline_teacher:
-        return LiveStep(teacher, student, loss)
+def _teacher_cache(cfg, teacher, loss, sets, cache_root, console) -> TeacherCache | list[TeacherCache]:
+    """The offline outputs of the teacher, or one cache per teacher (each holding that teacher's taps)."""
     if cache_root is None:
         raise KDError("--offline-teacher needs a cache folder for the teacher's outputs")
     tap_sets = getattr(loss, "teachers_taps", [loss.tap_specs()["teacher"]])
-    caches = [TeacherCache.open(t, bundle.train, taps.values(), cache_root, data_key=bundle.config.key(),
-                                augment=bundle.augment, console=console)
+    caches = [TeacherCache.open(t, sets.train, taps.values(), cache_root, data_key=sets.config.key(),
+                                augment=sets.augment, console=console)
               for t, taps in zip(_teachers(teacher), tap_sets)]
-    return OfflineStep(caches, student, loss)
+    return caches if isinstance(teacher, (list, tuple)) else caches[0]
 
 
-def _epoch(step, student, loss, bundle, cfg, opt, generator, epoch, console) -> dict:
-    start = time.perf_counter()
-    student.train()
-    loss.train()
-    sums: dict[str, float] = {}
-    correct = seen = 0
-    steps = -(-len(bundle.train) // cfg.batch_size)
-    with EpochBar(console, f"epoch {epoch}/{cfg.epochs}", steps) as bar:
-        for x, y, idx in batches(bundle.train, cfg.batch_size, shuffle=True, generator=generator,
-                                 augment=bundle.augment):
-            out, losses = step(x, y, idx, epoch)
-            total = losses["total"]
-            if not torch.isfinite(total.detach()):
-                raise KDError(f"the loss became {float(total)} in epoch {epoch}",
-                              hint="lower --lr, or check the distiller's weights")
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
-            for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + float(torch.as_tensor(value).detach()) * len(y)
-            correct += int((out.argmax(1) == y).sum())
-            seen += len(y)
-            bar.advance({k: v / seen for k, v in sums.items()})
-    terms = {k: v / seen for k, v in sums.items()}
-    row = {"epoch": epoch, "losses": terms, "train_acc": correct / seen,
-           "val_acc": accuracy(student, bundle.val.images, bundle.val.labels),
-           "lr": opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - start, 3)}
+def _epoch(loop: Loop, model, distill: Distill, sets: SetBundle, cfg, opt, epoch, console) -> dict:
+    distill.train()
+
+    def forward(x, y, idx):
+        return model(x, labels=y, index=idx, epoch=epoch)
+
+    terms, train_acc, seconds = train_epoch(loop, forward, sets.train, opt, epoch, console,
+                                            f"epoch {epoch}/{cfg.epochs}")
+    row = {"epoch": epoch, "losses": terms, "train_acc": train_acc,
+           "val_acc": evaluate(loop, distill.student, sets.val),
+           "lr": opt.param_groups[0]["lr"], "seconds": round(seconds, 3)}
     console.print(f"epoch {epoch}/{cfg.epochs}  {format_terms(terms)}  train {row['train_acc']:.2%}  "
                   f"val {row['val_acc']:.2%}  lr {row['lr']:.4g}  {row['seconds']:.1f}s")
     return row
 
 
-def _checkpoint(epoch, settings, student, loss, opt, sched, generator, history, elapsed) -> dict:
+def _checkpoint(epoch, settings, student, loss, opt, sched, precision, history, elapsed) -> dict:
     return {
         "format": FORMAT,
         "epoch": epoch,
@@ -314,14 +356,14 @@ def _checkpoint(epoch, settings, student, loss, opt, sched, generator, history, 
         "connectors": loss.state_dict(),
         "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(),
-        "rng": rng_state(generator),
+        "scaler": precision.state_dict(),
         "history": history,
         "elapsed": elapsed,
     }
 
 
-def _finish(out, settings, student, teacher, bundle, history, elapsed, console) -> dict:
-    test_acc = accuracy(student, bundle.test.images, bundle.test.labels)
+def _finish(loop, out, settings, distill, teacher, sets, history, elapsed, console, tracker) -> dict:
+    test_acc = evaluate(loop, distill.student, sets.test)
     best = max(history, key=lambda r: r["val_acc"]) if history else None
     result = {
         "settings": settings,
@@ -333,7 +375,10 @@ def _finish(out, settings, student, teacher, bundle, history, elapsed, console) 
         "teacher_test_accuracy": _each(teacher, lambda t: (getattr(t, "kd_teacher", None) or {}).get("test_accuracy")),
         "seconds": round(elapsed, 3),
     }
-    write_json(out / RESULT, result)
+    tracker.scalars(len(history), {"accuracy/test": test_acc})
+    if loop.dist.main:
+        write_json(out / RESULT, result)
+    loop.dist.barrier()
     console.print(f"test accuracy {test_acc:.2%} (final weights after epoch {len(history)}; "
                   f"best val {result['best_val_accuracy']:.2%} at epoch {result['best_val_epoch']}); "
                   f"results in {out}")

@@ -18,7 +18,6 @@ checkpoints load too (their architecture is then checked by the state dict's sha
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -31,11 +30,10 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from ..data import DataConfig, batches, describe, load_data
+from ..data import DataConfig, describe
 from ..errors import KDError
 from ..models import create_model
-from ..progress import EpochBar
-from .optim import SGDSettings, accuracy, make_optimizer, seed_everything
+from .optim import SGDSettings, make_optimizer, seed_everything
 
 FORMAT = "autokd-dsl/teacher/1"
 #: RepDistiller's CIFAR recipe length; shorter runs use the scaled (cosine) recipe.
@@ -98,40 +96,95 @@ def state_hash(state_dict: Mapping[str, torch.Tensor]) -> str:
 # ------------------------------------------------------------------------------------------ training
 
 
+def run_folder(checkpoint: str | Path) -> Path:
+    """Where a teacher run's TensorBoard events and ``run.json`` go: ``t.pt`` → ``t.run/``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + ".run")
+
+
 def train_teacher(arch: str, data_cfg: DataConfig, recipe: Recipe, out: str | Path,
-                  console: Console | None = None, device: str = "cpu") -> Path:
+                  console: Console | None = None, device: str | None = None, *, runtime=None, dist=None,
+                  command: str | None = None) -> Path:
     """Train ``arch`` with cross-entropy on ``data_cfg`` and write its checkpoint to ``out``; return ``out``.
 
+    The data streams through :func:`~autokd_dsl.data.stream.open_data`; ``runtime`` (a
+    :class:`~autokd_dsl.training.runtime.Runtime`) sets device, precision and workers (``device`` overrides
+    its device), and under ``torchrun`` (``dist``) the model trains data-parallel with rank 0 writing.
     Example: ``train_teacher("resnet20", DataConfig(name="digits"), default_recipe("resnet20", "digits"),
     "t.pt")``.
     """
+    from ..data.stream import open_data
+    from .loop import Loop, evaluate, train_epoch
+    from .runtime import Dist, Precision, Runtime, default_workers, resolve_device, to_runtime, use_channels_last
+    from .tracking import TENSORBOARD, Tracker, write_run_info
+
     console = console or Console()
-    dev = _device(device)
-    bundle = _on_device(load_data(data_cfg), dev)
-    generator = seed_everything(recipe.seed)
-    model = create_model(arch, bundle.num_classes, data_cfg.input_size[0]).to(dev)
+    runtime = runtime or Runtime(device="cpu")
+    if device is not None:
+        runtime = runtime.model_copy(update={"device": device})
+    dist = dist or Dist()
+    dev = resolve_device(runtime.device, dist.local_rank)
+    dist.init(dev)
+    sets = open_data(data_cfg)
+    seed_everything(recipe.seed)
+    channels_last = use_channels_last(runtime, dev)
+    model = to_runtime(create_model(arch, sets.num_classes, data_cfg.input_size[0]), dev, channels_last)
     opt, sched = make_optimizer(model.parameters(), recipe)
-    console.print(f"training teacher {arch} on {describe(bundle)}: {recipe.epochs} epochs, lr {recipe.lr}, "
-                  f"batch {recipe.batch_size}, {recipe.schedule} schedule")
+    loop = Loop(dev, channels_last, Precision(runtime.amp, dev), dist, default_workers(runtime, sets.streamed, dist),
+                recipe.seed, recipe.batch_size)
+    folder = run_folder(out)
+    if dist.main:
+        write_run_info(folder, {"architecture": arch, "data": data_cfg.model_dump(mode="json"),
+                                "recipe": recipe.model_dump(mode="json"), "checkpoint": str(out)},
+                       command=command, extra={"runtime": runtime.model_dump(mode="json") | {
+                           "resolved_device": str(dev)}, "world_size": dist.world})
+    tracker = Tracker(folder / TENSORBOARD, runtime.tensorboard and dist.main)
+    wrapped = dist.wrap(model, dev)
+    console.print(f"training teacher {arch} on {describe(sets)}: {recipe.epochs} epochs, lr {recipe.lr}, "
+                  f"batch {recipe.batch_size}, {recipe.schedule} schedule, {dev}"
+                  + (f", {loop.precision.amp}" if loop.precision.amp != "off" else "")
+                  + (f", {dist.world} ranks" if dist.world > 1 else ""))
+
+    def forward(x, y, idx):
+        output = wrapped(x)
+        return output, {"ce": (ce := nn.functional.cross_entropy(output.float(), y)), "total": ce}
+
     start = time.perf_counter()
     val_acc = 0.0
-    for epoch in range(1, recipe.epochs + 1):
-        loss, train_acc = _teacher_epoch(model, bundle, recipe, opt, generator, console, epoch)
-        val_acc = accuracy(model, bundle.val.images, bundle.val.labels)
-        console.print(f"teacher epoch {epoch}/{recipe.epochs}  loss {loss:.4f}  train {train_acc:.2%}  "
-                      f"val {val_acc:.2%}  lr {opt.param_groups[0]['lr']:.4g}")
-        sched.step()
-    test_acc = accuracy(model, bundle.test.images, bundle.test.labels)
+    try:
+        for epoch in range(1, recipe.epochs + 1):
+            model.train()
+            terms, train_acc, _ = train_epoch(loop, forward, sets.train, opt, epoch, console,
+                                              f"teacher {epoch}/{recipe.epochs}")
+            val_acc = evaluate(loop, model, sets.val)
+            lr = opt.param_groups[0]["lr"]
+            console.print(f"teacher epoch {epoch}/{recipe.epochs}  loss {terms['ce']:.4f}  train {train_acc:.2%}  "
+                          f"val {val_acc:.2%}  lr {lr:.4g}")
+            tracker.scalars(epoch, {"loss/ce": terms["ce"], "accuracy/train": train_acc, "accuracy/val": val_acc,
+                                    "lr": lr})
+            sched.step()
+        test_acc = evaluate(loop, model, sets.test)
+        tracker.scalars(recipe.epochs, {"accuracy/test": test_acc})
+    finally:
+        tracker.close()
     seconds = time.perf_counter() - start
     console.print(f"teacher {arch}: test accuracy {test_acc:.2%} ({seconds:.0f}s)")
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    checkpoint = {
+    if dist.main:
+        save_atomic(_teacher_checkpoint(arch, data_cfg, sets, recipe, model, test_acc, val_acc, seconds, dev),
+                    Path(out))
+    dist.barrier()
+    return Path(out)
+
+
+def _teacher_checkpoint(arch, data_cfg, sets, recipe, model, test_acc, val_acc, seconds, dev) -> dict:
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return {
         "format": FORMAT,
         "architecture": arch,
         "dataset": data_cfg.name,
         "data_config": data_cfg.model_dump(mode="json"),
         "input_size": list(data_cfg.input_size),
-        "num_classes": bundle.num_classes,
+        "num_classes": sets.num_classes,
         "recipe": recipe.model_dump(mode="json"),
         "test_accuracy": test_acc,
         "val_accuracy": val_acc,
@@ -140,42 +193,6 @@ def train_teacher(arch: str, data_cfg: DataConfig, recipe: Recipe, out: str | Pa
         "content_hash": state_hash(state),
         "state_dict": state,
     }
-    return save_atomic(checkpoint, Path(out))
-
-
-def _device(name: str) -> torch.device:
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise KDError(f"unknown device `{name}`", hint="use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise KDError(f"device `{name}` is not available: this machine has no CUDA GPU", hint="use --device cpu")
-    return dev
-
-
-def _on_device(bundle, dev: torch.device):
-    if dev.type == "cpu":
-        return bundle
-    return dataclasses.replace(bundle, train=bundle.train.to(dev), val=bundle.val.to(dev), test=bundle.test.to(dev))
-
-
-def _teacher_epoch(model, bundle, recipe, opt, generator, console, epoch) -> tuple[float, float]:
-    model.train()
-    total, correct, seen = 0.0, 0, 0
-    steps = -(-len(bundle.train) // recipe.batch_size)
-    with EpochBar(console, f"teacher {epoch}/{recipe.epochs}", steps) as bar:
-        for x, y, _ in batches(bundle.train, recipe.batch_size, shuffle=True, generator=generator,
-                               augment=bundle.augment):
-            out = model(x)
-            loss = nn.functional.cross_entropy(out, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(y)
-            correct += int((out.argmax(1) == y).sum())
-            seen += len(y)
-            bar.advance({"ce": total / seen})
-    return total / seen, correct / seen
 
 
 def save_atomic(obj: Any, path: Path) -> Path:
@@ -300,7 +317,7 @@ def cached_path(arch: str, data_cfg: DataConfig, recipe: Recipe, cache_dir: Path
 
 
 def teacher_for(arch: str, data_cfg: DataConfig, recipe: Recipe, cache_dir: str | Path,
-                console: Console | None = None, device: str = "cpu") -> Path:
+                console: Console | None = None, device: str | None = None, *, runtime=None, dist=None) -> Path:
     """The cached teacher checkpoint for this setting, training and caching it first when there is none.
 
     Example: ``teacher_for("resnet20", DataConfig(name="digits"), recipe, Path("~/.cache/autokd-dsl/teachers"))``.
@@ -320,4 +337,4 @@ def teacher_for(arch: str, data_cfg: DataConfig, recipe: Recipe, cache_dir: str 
             return path
     console.print(f"no cached teacher {arch} for {data_cfg.name} at {_fmt_size(data_cfg.input_size)}; "
                   f"training one ({recipe.epochs} epochs) and caching it at {path}")
-    return train_teacher(arch, data_cfg, recipe, path, console, device)
+    return train_teacher(arch, data_cfg, recipe, path, console, device, runtime=runtime, dist=dist)

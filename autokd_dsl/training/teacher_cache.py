@@ -60,10 +60,23 @@ def cache_fields(teacher: nn.Module, split: Split, specs: Iterable[str], data_ke
         "data": data_key,
         "split": split_fingerprint(split),
         "rows": len(split),
-        "input_size": list(split.images.shape[1:]),
+        "input_size": list(_input_size(split)),
         "augment": bool(augment),
         "specs": sorted(set(specs)),
     }
+
+
+def _input_size(split) -> tuple[int, ...]:
+    return tuple(split.images.shape[1:]) if isinstance(split, Split) else tuple(split.input_size)
+
+
+def _in_order(split, batch_size: int):
+    """``(images, labels, positions)`` over a split held in memory or streamed (:class:`ImageSet`), in order."""
+    if isinstance(split, Split):
+        return batches(split, batch_size, shuffle=False)
+    from ..data.stream import eval_loader
+
+    return eval_loader(split, batch_size)
 
 
 def cache_folder(root: str | Path, fields: Mapping) -> Path:
@@ -167,8 +180,9 @@ def _teacher_pass(teacher: nn.Module, split: Split, specs: list[str], folder: Pa
     teacher.eval()
     try:
         with torch.no_grad():
-            for x, _, idx in batches(split, batch_size, shuffle=False):
-                out = teacher(x)
+            device = next(teacher.parameters()).device
+            for x, _, idx in _in_order(split, batch_size):
+                out = teacher(x.to(device))
                 missing = [spec for name, spec in names.items() if name not in capture.values]
                 if missing:
                     raise KDError(f"tap `{missing[0]}` was not reached in a forward pass of the teacher")
@@ -177,7 +191,7 @@ def _teacher_pass(teacher: nn.Module, split: Split, specs: list[str], folder: Pa
                     if spec not in arrays:
                         arrays[spec] = np.lib.format.open_memmap(
                             folder / files[spec], mode="w+", dtype=np.float32, shape=(len(split), *value.shape[1:]))
-                    arrays[spec][idx.numpy()] = value.float().cpu().numpy()
+                    arrays[spec][idx.cpu().numpy()] = value.float().cpu().numpy()
     finally:
         capture.remove()
         teacher.train(was_training)

@@ -1,0 +1,322 @@
+"""The Python API: ``autokd_dsl.teacher(...)``, ``autokd_dsl.train(...)`` and ``autokd_dsl.search(...)``.
+
+Each takes a settings object (:class:`TeacherSettings`, :class:`TrainSettings`, :class:`SearchSettings`: the
+command's options, validated by pydantic) and/or the same fields as keywords, and does what the command of the
+same name does; the CLI and ``--config run.toml`` build the same objects::
+
+    import autokd_dsl
+
+    t = autokd_dsl.teacher(model="resnet20", data="digits", input_size="1x16x16", out="t.pt", device="cpu")
+    result = autokd_dsl.train(file="library/kd.kd", teacher="resnet20", teacher_weights=t, student="resnet8",
+                              data="digits", input_size="1x16x16", epochs=3, out="runs/kd", amp="bf16")
+    result["test_accuracy"]
+
+Under ``torchrun`` the same calls train data-parallel (rank and world size come from torchrun's environment).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import pydantic
+
+from .errors import KDError
+
+__all__ = ["SearchSettings", "TeacherSettings", "TrainSettings", "search", "teacher", "train"]
+
+
+class _Settings(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    @pydantic.field_validator("input_size", mode="before", check_fields=False)
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        from .options import parse_input_size
+
+        return parse_input_size(value) if isinstance(value, str) else value
+
+
+class _Runtime(_Settings):
+    """Where and how the run executes (see :class:`~autokd_dsl.training.runtime.Runtime`)."""
+
+    device: str = "auto"
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    channels_last: Optional[bool] = None
+    workers: Optional[int] = None
+    tensorboard: bool = True
+
+    def runtime(self):
+        from .training.runtime import Runtime
+
+        return Runtime(device=self.device, amp=self.amp, channels_last=self.channels_last, workers=self.workers,
+                       tensorboard=self.tensorboard)
+
+
+class TeacherSettings(_Runtime):
+    """``autokd-dsl teacher``: train a teacher with cross-entropy (``out`` None: into the teacher cache)."""
+
+    model: str
+    data: str
+    data_root: Optional[Path] = None
+    input_size: tuple[int, int, int] = (3, 32, 32)
+    augment: Optional[bool] = None
+    epochs: Optional[int] = None
+    lr: Optional[float] = None
+    batch_size: Optional[int] = None
+    seed: int = 0
+    out: Optional[Path] = None
+
+
+class TrainSettings(_Runtime):
+    """``autokd-dsl train``: distil ``teacher`` into ``student`` with the distiller in ``file``."""
+
+    file: Path
+    teacher: str
+    student: str
+    data: str
+    distiller: Optional[str] = None
+    teacher_weights: Optional[Path] = None
+    data_root: Optional[Path] = None
+    input_size: tuple[int, int, int] = (3, 32, 32)
+    augment: Optional[bool] = None
+    epochs: Optional[int] = None
+    lr: Optional[float] = None
+    batch_size: Optional[int] = None
+    train_subset: Optional[int] = None
+    seed: int = 0
+    out: Optional[Path] = None
+    resume: bool = False
+    offline_teacher: bool = False
+
+
+class SearchSettings(_Settings):
+    """``autokd-dsl search``: search the space in ``space_file`` (see :class:`~autokd_dsl.search.run.SearchConfig`)."""
+
+    space_file: Path
+    teacher: str
+    student: str
+    space: Optional[str] = None
+    teacher_weights: Optional[Path] = None
+    data: str = "digits"
+    data_root: Optional[Path] = None
+    input_size: tuple[int, int, int] = (3, 16, 16)
+    train_subset: Optional[int] = None
+    budget: int = 48
+    epochs: int = 6
+    subset: float = 1.0
+    entropy: bool = True
+    offline_teacher: bool = True
+    sparse: Optional[float] = None
+    strategy: str = "mcts"
+    c: float = 0.7
+    rollout: str = "mast"
+    workers: int = 1
+    seed: int = 0
+    device: str = "cpu"
+    out: Path = Path("runs/search")
+    resume: bool = False
+    final_epochs: int = 0
+    final_seeds: int = 3
+    tensorboard: bool = True
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+def _settings(model, settings, fields: dict):
+    if settings is None:
+        return model(**fields)
+    if not isinstance(settings, model):
+        raise KDError(f"expected {model.__name__}, got {type(settings).__name__}")
+    return model(**(settings.model_dump() | fields)) if fields else settings
+
+
+def plain_console(stderr: bool = False, quiet: bool = False):
+    """A rich console for logs: no markup in paths, no wrapping of long lines when piped."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, soft_wrap=True, markup=False, highlight=False, quiet=quiet)
+
+
+def _console(console, dist):
+    if not dist.main:  # one log per run: the other ranks stay quiet
+        return plain_console(quiet=True)
+    return console or plain_console()
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
+
+
+def cache_dir() -> Path:
+    """Where teachers are cached: $AUTOKD_CACHE, else the user cache folder."""
+    return Path(os.environ.get("AUTOKD_CACHE", "~/.cache/autokd-dsl")).expanduser() / "teachers"
+
+
+def obtain_teacher(arch: str, weights: Optional[Path], data_cfg, num_classes: int, console, *, runtime=None,
+                   dist=None, device: str | None = None):
+    """The teacher from ``weights``, or the cached one (trained and cached on first use)."""
+    from .training.teacher import default_recipe, load_teacher, teacher_for
+
+    if weights is None:
+        weights = teacher_for(arch, data_cfg, default_recipe(arch, data_cfg.name), cache_dir(), console,
+                              device=device, runtime=runtime, dist=dist)
+    return load_teacher(weights, arch, num_classes, data_cfg.input_size)
+
+
+def _command(command: str | None, what: str, settings) -> str:
+    return command or f"autokd_dsl.{what}({settings!r})"
+
+
+# ------------------------------------------------------------------------------------------- teacher
+
+
+def teacher(settings: TeacherSettings | None = None, /, *, console=None, command: str | None = None,
+            **fields) -> Path:
+    """Train a teacher and return its checkpoint path (the cached one when ``out`` is None)."""
+    from .data import DataConfig
+    from .models import create_model
+    from .training.runtime import Dist
+    from .training.teacher import default_recipe, teacher_for, train_teacher
+
+    s = _settings(TeacherSettings, settings, fields)
+    dist = Dist.from_env()
+    console = _console(console, dist)
+    data_cfg = DataConfig(name=s.data, root=s.data_root, input_size=s.input_size, augment=s.augment)
+    create_model(s.model, num_classes=10, in_chans=data_cfg.input_size[0])  # an unknown name fails first
+    recipe = default_recipe(s.model, data_cfg.name, epochs=s.epochs, lr=s.lr, batch_size=s.batch_size,
+                            seed=s.seed)
+    if s.out is None:
+        path = teacher_for(s.model, data_cfg, recipe, cache_dir(), console, runtime=s.runtime(), dist=dist)
+    else:
+        path = train_teacher(s.model, data_cfg, recipe, s.out, console, runtime=s.runtime(), dist=dist,
+                             command=_command(command, "teacher", s))
+    console.print(f"teacher checkpoint: {path}")
+    return path
+
+
+# --------------------------------------------------------------------------------------------- train
+
+
+def train(settings: TrainSettings | None = None, /, *, console=None, command: str | None = None,
+          **fields) -> dict:
+    """Run a full distillation; returns the contents of the run folder's ``result.json``."""
+    from .compiler.build import load_distiller
+    from .data import DataConfig, describe
+    from .data.stream import open_data
+    from .errors import SourceText
+    from .models import create_model
+    from .training.runtime import Dist
+    from .training.student import TrainConfig, make_student, subset_train
+    from .training.student import train as run_training
+    from .training.teacher import default_recipe
+
+    s = _settings(TrainSettings, settings, fields)
+    dist = Dist.from_env()
+    console = _console(console, dist)
+    block = load_distiller(s.file, s.distiller)
+    data_cfg = DataConfig(name=s.data, root=s.data_root, input_size=s.input_size, augment=s.augment)
+    in_chans = data_cfg.input_size[0]
+    for name in (s.teacher, s.student):  # unknown names fail before any data is read or teacher trained
+        create_model(name, num_classes=10, in_chans=in_chans)
+    defaults = default_recipe(s.student, data_cfg.name, epochs=s.epochs, lr=s.lr, batch_size=s.batch_size,
+                              seed=s.seed)
+    cfg = TrainConfig(**defaults.model_dump(), offline_teacher=s.offline_teacher)
+    sets = open_data(data_cfg)
+    if s.train_subset is not None:
+        sets = subset_train(sets, s.train_subset, s.seed)
+    # the teacher trains with its dataset's default augmentation, whatever this run's --augment says
+    teacher_cfg = data_cfg.model_copy(update={"augment": None})
+    teacher_net = obtain_teacher(s.teacher, s.teacher_weights, teacher_cfg, sets.num_classes, console,
+                                 runtime=s.runtime(), dist=dist)
+    student_net = make_student(s.student, sets.num_classes, in_chans, s.seed)
+    out = s.out or Path("runs") / f"train-{block.name}-{slug(s.student)}"
+    t_acc = (getattr(teacher_net, "kd_teacher", None) or {}).get("test_accuracy")
+    console.print(f"distiller {block.name} ({s.file}): {s.teacher}"
+                  + (f" (test {t_acc:.2%})" if isinstance(t_acc, float) else "")
+                  + f" -> {s.student}; {describe(sets)}"
+                  + (f" (class-balanced subset, seed {s.seed})" if s.train_subset is not None else "")
+                  + f"; {cfg.epochs} epochs, lr {cfg.lr}, batch {cfg.batch_size}"
+                  + (f" per rank × {dist.world} ranks" if dist.world > 1 else "")
+                  + f", {cfg.schedule} schedule, seed {cfg.seed}; run folder {out}")
+    text = Path(s.file).read_text(encoding="utf-8")
+    try:
+        return run_training(block, teacher_net, student_net, sets, cfg, out, s.resume, console,
+                            cache_root=cache_dir().parent / "teacher-outputs", runtime=s.runtime(), dist=dist,
+                            sources={"distiller.kd": text}, command=_command(command, "train", s),
+                            options=s.model_dump(mode="json"))
+    except KDError as err:
+        raise err.located(SourceText(str(s.file), text)) if err.span else err
+
+
+# -------------------------------------------------------------------------------------------- search
+
+
+def search(settings: SearchSettings | None = None, /, *, console=None, command: str | None = None,
+           **fields) -> dict:
+    """Search a space of distillers; returns the search's summary (``best`` is None when nothing worked)."""
+    from rich.console import Console
+
+    from .data import DataConfig, load_data
+    from .search.evaluate import ProxySettings
+    from .search.run import SearchConfig, load_space
+    from .search.run import search as run_search
+    from .training.runtime import resolve_device
+    from .training.tracking import TENSORBOARD, Tracker, write_run_info
+
+    s = _settings(SearchSettings, settings, fields)
+    console = console or Console(stderr=True)
+    if (s.budget < 1 or s.epochs < 1 or not 0 < s.subset <= 1 or s.workers < 1 or s.final_epochs < 0
+            or s.final_seeds < 1):
+        raise KDError("--budget, --epochs, --workers and --final-seeds must be at least 1, --final-epochs at least 0, "
+                      "and --subset in (0, 1]")
+    if s.rollout not in ("mast", "random"):
+        raise KDError(f"unknown rollout policy `{s.rollout}`", hint="choose mast or random")
+    device = str(resolve_device(s.device))
+    load_space(str(s.space_file), s.space)  # a bad space fails before any training
+    proxy = ProxySettings(epochs=s.epochs, subset=s.subset, entropy_sampling=s.entropy,
+                          offline_teacher=s.offline_teacher, sparse_density=s.sparse, seed=s.seed)
+    cfg = SearchConfig(space_file=str(s.space_file), space_name=s.space, teacher=s.teacher, student=s.student,
+                       teacher_weights=str(s.teacher_weights) if s.teacher_weights else None, data=s.data,
+                       data_root=str(s.data_root) if s.data_root else None, input_size=s.input_size,
+                       budget=s.budget, train_subset=s.train_subset, strategy=s.strategy, c=s.c, rollout=s.rollout,
+                       workers=s.workers, seed=s.seed, proxy=proxy, device=device, final_epochs=s.final_epochs,
+                       final_seeds=s.final_seeds)
+    data_cfg = DataConfig(name=s.data, root=s.data_root, input_size=s.input_size, seed=s.seed, augment=False,
+                          train_subset=s.train_subset)
+    bundle = load_data(data_cfg)
+    # the teacher's data setting is the one `train` and `teacher` use, so they share the cached teacher
+    teacher_cfg = DataConfig(name=s.data, root=s.data_root, input_size=s.input_size)
+    teacher_net = obtain_teacher(s.teacher, s.teacher_weights, teacher_cfg, bundle.num_classes, console,
+                                 device=device)
+    out = Path(s.out)
+    if (out / "search.sqlite").exists() and not s.resume:
+        raise KDError(f"{out} already holds a search", hint="pass --resume to continue it, or choose another --out")
+    write_run_info(out, cfg.model_dump(mode="json"), command=_command(command, "search", s), resumed=s.resume,
+                   sources={"space.kd": Path(s.space_file).read_text(encoding="utf-8")},
+                   extra={"options": s.model_dump(mode="json")})
+    tracker = Tracker(out / TENSORBOARD, s.tensorboard, purge_step=1)
+    try:
+        return run_search(cfg, out, s.resume, teacher_net, bundle, console, on_row=_candidate_logger(tracker))
+    finally:
+        tracker.close()
+
+
+def _candidate_logger(tracker):
+    """Per candidate (in evaluation order): its reward, and the best reward so far."""
+    seen = {"n": 0, "best": None}
+
+    def log(row: dict) -> None:
+        seen["n"] += 1
+        values = {}
+        if row["status"] == "ok" and row["reward"] is not None:
+            values["search/reward"] = row["reward"]
+            seen["best"] = row["reward"] if seen["best"] is None else max(seen["best"], row["reward"])
+        if seen["best"] is not None:
+            values["search/best_reward"] = seen["best"]
+        tracker.scalars(seen["n"], values)
+
+    return log
