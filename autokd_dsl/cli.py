@@ -297,26 +297,16 @@ def expand(
 
 def _require_teachers(block, teachers: List[str], file: Path) -> None:
     """A located error, before any teacher is trained, where the distiller needs a teacher not given."""
-    from .compiler.teachers import require_teachers
-    from .errors import SourceText
+    from .api import require_teachers
 
-    try:
-        require_teachers(block, list(teachers))
-    except KDError as err:
-        raise err.located(SourceText(str(file), file.read_text(encoding="utf-8"))) from None
+    require_teachers(block, list(teachers), file)
 
 
 def obtain_teachers(archs: List[str], weights: List[Path], data_cfg, num_classes: int, console):
     """The teachers (cached or trained on first use, or from --teacher-weights): one network, or a list."""
-    if len(set(archs)) != len(archs) and not weights:
-        raise KDError("the same teacher is given twice", hint="each --teacher names a different architecture "
-                      "(or pass --teacher-weights for each)")
-    if weights and len(weights) != len(archs):
-        raise KDError(f"--teacher-weights is given {len(weights)} time(s) for {len(archs)} teacher(s)",
-                      hint="give one checkpoint per --teacher, in the same order, or none")
-    nets = [obtain_teacher(arch, weights[i] if weights else None, data_cfg, num_classes, console)
-            for i, arch in enumerate(archs)]
-    return nets[0] if len(nets) == 1 else nets
+    from .api import obtain_teachers as obtain
+
+    return obtain(list(archs), list(weights) or None, data_cfg, num_classes, console)
 
 
 def _write_text(path: Path, text: str) -> None:
