@@ -66,7 +66,7 @@ def dkd(a, y, epoch, w, state, temp=4.0, alpha=1.0, beta=8.0, warm=20):
 def dist(a, y, epoch, w, state, temp=4.0, beta=2.0, gamma=2.0):
     def pearson(u, v):  # mean over rows of the correlation of u_i and v_i
         u, v = u - u.mean(1, keepdim=True), v - v.mean(1, keepdim=True)
-        return ((u * v).sum(1) / (u.norm(dim=1) * v.norm(dim=1))).mean()  # the paper: no epsilon
+        return ((u * v).sum(1) / (u.norm(dim=1) * v.norm(dim=1) + 1e-8)).mean()  # the paper's code: + 1e-8
 
     ys, yt = F.softmax(a["s_logits"] / temp, dim=1), F.softmax(a["t_logits"] / temp, dim=1)
     inter = 1 - pearson(ys, yt)

@@ -21,6 +21,7 @@ from autokd_dsl.compiler.build import (
     load_distiller,
     pick_distiller,
 )
+from autokd_dsl.errors import KDError
 from autokd_dsl.lang.check import check_text
 from autokd_dsl.models import create_model
 from autokd_dsl.standalone import kernels
@@ -107,7 +108,9 @@ def test_shared_softmax_and_fused_kl():
     assert count_calls(loss, kernels.softmax) == 2  # shared by inter and intra; kl reads the logits
     assert count_calls(loss, kernels.transpose) == 2
     (kl,) = [n for n in loss.graph.nodes if n.target is kernels.kl]
-    assert kl.kwargs["mode"] == "logits" and kl.kwargs["temp"] == 4
+    t = kl.kwargs["t"]  # the parameter, read from the loss (DistillerLoss(t=2) in a compiled file)
+    assert kl.kwargs["mode"] == "logits" and t.op == "get_attr" and getattr(loss, t.target) == 4
+    assert kl.args[0].name == "s_logits"  # the softmax's logits: one exact log-softmax inside kl
 
 
 # ---- taps --------------------------------------------------------------------------------------------------------
@@ -316,3 +319,75 @@ def test_torch_compile_of_the_attached_model_gives_the_same_losses():
         torch.testing.assert_close(got[name], expected[name])
     assert all(p.grad is not None for p in loss.parameters())
     assert all(p.grad is None for p in teacher.parameters())
+
+
+# ---- the op registry's bindings -------------------------------------------------------------------------------
+
+
+def test_every_op_resolves_to_an_implementation_that_takes_its_parameters():
+    from autokd_dsl.compiler.bindings import binding, signature_problems
+    from autokd_dsl.lang.ops import OPS
+
+    problems = {name: signature_problems(binding(name)) for name in OPS}
+    assert {name: p for name, p in problems.items() if p} == {}
+    assert binding("review").fn.__module__ == "autokd_dsl.compiler.modules"
+    assert binding("kl").keywords == {"t", "reduce", "mode", "dims"}
+    assert not hasattr(kernels, "fdiv")
+
+
+def test_a_kernel_that_does_not_take_the_ops_parameters_is_reported(monkeypatch):
+    from autokd_dsl.compiler.bindings import binding, signature_problems
+
+    def softmax(x, eps, temp=1.0, dims=(1,)):  # a misspelt keyword, and one the op never gives
+        return x
+
+    monkeypatch.setattr(kernels, "softmax", softmax)
+    binding.cache_clear()
+    try:
+        assert signature_problems(binding("softmax")) == ["softmax has no parameter `t`",
+                                                          "softmax requires `eps`, which the op does not give"]
+    finally:
+        binding.cache_clear()
+
+
+def test_an_elementwise_op_is_one_entry_and_one_function(monkeypatch):
+    from autokd_dsl.compiler.bindings import binding
+    from autokd_dsl.lang.ops import ELEMENTWISE, OPS, Op, P
+
+    monkeypatch.setitem(OPS, "softsign", Op("softsign", "transform", "x / (1 + |x|)", (P("k", "number", 1),),
+                                            ELEMENTWISE))
+    binding.cache_clear()
+    try:
+        with pytest.raises(LookupError, match="op `softsign` names kernel `softsign`"):
+            binding("softsign")
+        monkeypatch.setattr(kernels, "softsign", lambda x, k: x / (k + x.abs()), raising=False)
+        binding.cache_clear()
+        teacher, student = build("resnet14", "resnet8")
+        loss = compile_text("distiller d:\n    logits -> softsign(2) -> mse -> 1\n", teacher, student)
+        s, t = torch.randn(3, 10), torch.randn(3, 10)
+        expected = ((s / (2 + s.abs()) - t / (2 + t.abs())) ** 2).mean()
+        assert torch.allclose(loss(s_logits=s, t_logits=t)["total"], expected)
+    finally:
+        binding.cache_clear()
+
+
+def test_a_batch_of_another_input_size_names_the_tap_and_both_shapes():
+    teacher, student = build("resnet14", "resnet8")
+    loss = compile_distiller(load_distiller(ROOT / "library" / "at.kd"), teacher, student, SIZE)
+    model = attach(teacher, student, loss)
+    x, labels = batch(size=(3, 32, 32))
+    with pytest.raises(ValueError, match=r"tap `s_stage1`: expected \(16, 16, 16\) per sample, as compiled, "
+                                         r"received \(16, 32, 32\)"):
+        model(x, labels=labels)
+    _, losses = model(*batch(n=3))  # another batch size is fine
+    assert torch.isfinite(losses["total"])
+
+
+def test_a_batch_relation_gets_no_connector_sized_by_the_batch():
+    teacher, student = build("resnet14", "resnet8")
+    with pytest.raises(KDError, match="would be sized from a batch relation") as info:
+        compile_text("distiller d:\n    stage3 -> batch_gram -> adapt -> mse -> 1\n", teacher, student)
+    assert info.value.span is not None and info.value.span.line == 2 and "before the relation" in info.value.hint
+    with pytest.raises(KDError, match="would be sized from a batch relation"):
+        compile_text("distiller d:\n    logits -> softmax -> transpose -> adapt -> mse -> 1\n", teacher, student)
+    compile_text("distiller d:\n    stage3 -> adapt -> batch_gram -> mse -> 1\n", teacher, student)

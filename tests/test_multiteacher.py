@@ -137,7 +137,7 @@ def test_confidence_weights_favour_the_teacher_surer_of_the_label():
     sure = torch.tensor([[5.0, 0.0], [0.0, 5.0]])
     unsure = torch.tensor([[0.5, 0.0], [0.0, 0.1]])
     wrong = torch.tensor([[0.0, 3.0], [3.0, 0.0]])
-    w = tw.confidence_weights(labels, sure, unsure, wrong)
+    w = tw.confidence(labels, [sure, unsure, wrong])
     assert w.shape == (3, 2) and torch.allclose(w.sum(0), torch.ones(2))
     assert (w[0] > w[1]).all() and (w[1] > w[2]).all()
 

@@ -21,8 +21,9 @@ from ..errors import KDError, SourceText
 from ..lang import ir
 from ..lang.check import check
 from ..lang.parse import parse_file
-from ..standalone.attach import Attached
-from .lower import Lowering, Model, term_names
+from ..standalone.attach import Attached, AttachedTeachers
+from .lower import Lowering, term_names
+from .taps import Model
 
 
 def load_distiller(path: str | Path, name: str | None = None) -> ir.Block:
@@ -54,7 +55,7 @@ def pick_distiller(program: ir.Program, name: str | None, where: str) -> ir.Bloc
 class DistillerLoss(fx.GraphModule):
     """The compiled loss: ``forward(<student taps>, <teacher taps>, labels=None, epoch=0)`` → dict of terms."""
 
-    _KEPT = ("student_taps", "teacher_taps", "teachers_taps", "term_names", "distiller", "needs_index")
+    _KEPT = ("student_taps", "teacher_taps", "teachers_taps", "term_names", "distiller", "needs_index", "param_use")
 
     def tap_specs(self) -> dict[str, dict[str, str]]:
         """Placeholder name → tap spec: the student's, and every teacher's together (the names of several
@@ -90,11 +91,12 @@ def compile_distiller(block: ir.Block, teacher: nn.Module | list[nn.Module], stu
     loss.term_names = term_names(block)
     loss.distiller = block
     loss.needs_index = lowering.index_node is not None  # CRD's memory banks: the trainer passes index=
+    loss.param_use = lowering.use  # which parameters the graph reads, and which shaped it (for emit)
     return loss
 
 
 def attach(teacher: nn.Module | list[nn.Module], student: nn.Module, loss: DistillerLoss) -> Attached:
     """A module running the teacher(s) (eval, no grad) and the student, returning ``(student_output, losses)``."""
     if isinstance(teacher, (list, tuple)):
-        return Attached(list(teacher), student, loss, loss.student_taps, loss.teachers_taps)
+        return AttachedTeachers(list(teacher), student, loss, loss.student_taps, loss.teachers_taps)
     return Attached(teacher, student, loss, loss.student_taps, loss.teacher_taps)

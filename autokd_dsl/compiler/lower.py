@@ -1,15 +1,16 @@
 """Lower a checked distiller onto real models: a `torch.fx` graph of the loss with readable node names.
 
-Every value is computed once per (side, tap, transform prefix), so a transform shared by several terms appears
-once in the graph. The compiler runs each kernel on example activations as it builds the graph: that gives
-the real shapes and kinds, and a located error as soon as something does not fit.
+`Lowering` builds the graph only: the taps are named by :mod:`.taps`, each op's implementation and keywords come
+from :mod:`.bindings`, and modules from :mod:`.modules`. Every value is computed once per (side, tap, transform
+prefix), keyed by the IR's content keys, so a transform shared by several terms appears once in the graph. The
+compiler runs each kernel on example activations as it builds the graph: that gives the real shapes and kinds,
+and a located error as soon as something does not fit.
 """
 
 from __future__ import annotations
 
 import copy
 import operator
-import re
 from dataclasses import dataclass, field
 
 import torch
@@ -17,132 +18,78 @@ from torch import fx, nn
 
 from ..errors import KDError
 from ..lang import ir
-from ..lang.check import _distance_hint, apply_transform, distance_fits
+from ..lang.check import apply_transform, distance_fits, distance_hint
 from ..lang.kinds import Kind
 from ..lang.ops import OPS
 from ..lang.printer import print_call, print_point
 from ..standalone import kernels
-from ..standalone import teachers as tw
-from . import modules
-from .taps import example_input, probe_examples, resolve_point
+from .bindings import Site, Val, arguments, binding, check_module_input
+from .taps import Model, collect_taps, example_input, ident, probe_examples, resolve_point
 
 
-@dataclass
-class Val:
-    """A value in the graph: its node, an example tensor, its kind, and where its probabilities live."""
-
-    node: fx.Node
-    example: torch.Tensor
-    kind: Kind
-    pdims: tuple[int, ...] | None = None
-    logits: "Val | None" = None  # the input of the softmax that made this value (for fused kl)
-    temp: float = 1.0
-
-
-@dataclass
 class Chain:
-    """One tap's pipeline inside a term: its current student and teacher values and their memo keys."""
+    """One tap's pipeline inside a term: its current student and teacher values and their memo keys (the content
+    keys of the tap's points, then of each transform applied)."""
 
-    s: Val
-    t: Val
-    key: tuple
-    tap: ir.Tap
+    __slots__ = ("s", "t", "key", "tap")
 
-
-@dataclass
-class Model:
-    net: nn.Module
-    name: str
-    taps: dict[str, str] = field(default_factory=dict)  # placeholder name → spec
-
-
-def _ident(text: str) -> str:
-    return re.sub(r"\W+", "_", text).strip("_") or "x"
+    def __init__(self, s: Val, t: Val, key: tuple, tap: ir.Tap):
+        self.s, self.t, self.key, self.tap = s, t, key, tap
 
 
 class Lowering:
-    """``teacher`` is one :class:`Model` or a list of them (several teachers, numbered from 1 in order)."""
+    """Builds the loss graph of ``block`` for ``teacher`` and ``student`` (:meth:`build`). ``teacher`` is one
+    :class:`Model` or a list (several teachers, numbered from 1 in order; ``self.teacher`` is the one a term's
+    pipeline is being built against)."""
 
     def __init__(self, block: ir.Block, teacher: "Model | list[Model]", student: Model, input_size, batch: int = 2):
         self.teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
         self.block, self.teacher, self.student = block, self.teachers[0], student
         self.graph = fx.Graph()
         self.root = nn.Module()
-        self.memo: dict[tuple, Val] = {}
+        self.memo: dict[tuple, object] = {}
         self.params = {p.name: _constant(p.value, {}) for p in block.params}
+        self.use = ParamUse(dict(self.params))
+        self.examples: dict[fx.Node, object] = {}  # compile-time values of the number nodes (parameters)
         self.x = example_input(input_size, batch)
         self.labels = torch.arange(batch) % 2
         self.index = torch.arange(batch)  # example dataset positions of the batch's samples
 
-    # ---- graph inputs ----------------------------------------------------------------------------
-    def collect_taps(self) -> None:
-        for term in self.block.terms:
-            for tap in term.taps:
-                self.tap_name(self.student, tap.student, "s")
-                if not tap.teacher_point.is_labels:
-                    for k in self.teacher_numbers(tap):
-                        self.tap_name(self.teachers[k - 1], tap.teacher_point, self.prefix(k))
-            if _uses_op(term, "confidence"):  # CA-MKD's weights read every teacher's logits
-                for k, model in enumerate(self.teachers, 1):
-                    self.tap_name(model, ir.Point("logits"), self.prefix(k))
-
-    def prefix(self, k: int) -> str:
-        """Teacher k's placeholder prefix: `t` with one teacher, `t1`, `t2`, … with several."""
-        return "t" if len(self.teachers) == 1 else f"t{k}"
-
-    def teacher_numbers(self, tap: ir.Tap) -> list[int]:
-        """The teachers a tap reads: each of them (`teachers.x`), or the one it names."""
-        point = tap.teacher_point
-        if tap.each_teacher:
-            return list(range(1, len(self.teachers) + 1))
-        return [point.teacher_number or 1]
-
-    def tap_name(self, model: Model, point: ir.Point, prefix: str) -> str:
-        spec = resolve_point(model.net, point, model.name)
-        for name, known in model.taps.items():
-            if known == spec:
-                return name
-        base = f"{prefix}_{_ident(point.path + ('_in' if point.io == 'in' else '') + (f'{point.call}' if point.call else ''))}"
-        name, k = base, 2
-        while name in model.taps:
-            name, k = f"{base}_{k}", k + 1
-        model.taps[name] = spec
-        return name
-
+    # ---- graph inputs and output ---------------------------------------------------------------------
     def build(self) -> fx.GraphModule:
         from .teachers import check_classes, require_teachers
 
         require_teachers(self.block, [model.name for model in self.teachers])
-        self.collect_taps()
+        collect_taps(self.block, self.teachers, self.student)
         if len(self.teachers) > 1:
             check_classes(self)
         s_ex = probe_examples(self.student.net, self.student.taps, self.x, self.student.name)
         t_ex = {}
         for model in self.teachers:
             t_ex.update(probe_examples(model.net, model.taps, self.x, model.name))
-        self.labels = self.labels.to(next(iter(s_ex.values())).device) if s_ex else self.labels
-        self.inputs = {}
         t_names = [name for model in self.teachers for name in model.taps]
-        for name in self.student.taps:
-            self.inputs[name] = (self.graph.placeholder(name), s_ex[name])
-        for name in t_names:
-            self.inputs[name] = (self.graph.placeholder(name), t_ex[name])
+        self.labels = self.labels.to(next(iter(s_ex.values())).device) if s_ex else self.labels
+        self.inputs = {name: (self.graph.placeholder(name), s_ex[name]) for name in self.student.taps}
+        self.inputs.update({name: (self.graph.placeholder(name), t_ex[name]) for name in t_names})
         self.labels_node = self.graph.placeholder("labels", default_value=None)
         self.epoch_node = self.graph.placeholder("epoch", default_value=0)
         self.index_node = self.graph.placeholder("index", default_value=None) if self.uses("index") else None
+        self.last_input = self.index_node or self.epoch_node
+        taps = {name: node for name, (node, _) in self.inputs.items()}
+        self.root.tap_shapes = {name: tuple(ex.shape[1:]) for name, (_, ex) in self.inputs.items()}
+        check = self.fn(kernels.check_taps, (self.attr("tap_shapes", self.root.tap_shapes),), taps, name="check_taps")
         for name in t_names:  # the teacher side never carries gradients
             node, ex = self.inputs[name]
-            self.inputs[name] = (self.graph.call_method("detach", (node,)), ex)
-            self.inputs[name][0]._rename(f"{name}_detached")
-        terms = {}
-        for term, name in zip(self.block.terms, term_names(self.block)):
-            terms[name] = self.term(term, name)
-        out = dict(terms)
-        out["total"] = self.fn(kernels.total, tuple(terms.values()), name="total")
-        self.graph.output(out)
+            detached = self.graph.create_node("call_method", "detach", (node,), {}, name=f"{name}_detached")
+            self.inputs[name] = (detached, ex)
+        terms = {name: self.term(term, name) for term, name in zip(self.block.terms, term_names(self.block))}
+        total, *rest = terms.values()
+        for i, value in enumerate(rest, start=1):
+            total = self.fn(operator.add, (total, value), name="total" if i == len(rest) else "add")
+        self.graph.output({**terms, "total": total})
         # dead-code elimination asks the owning module whether call_module nodes (connectors) are pure
         gm = fx.GraphModule(self.root, self.graph, class_name="DistillerLoss")
-        gm.graph.eliminate_dead_code()
+        gm.graph.eliminate_dead_code(is_impure_node=lambda node: node is check or node.is_impure())
         gm.delete_all_unused_submodules()
         gm.recompile()
         return gm
@@ -152,61 +99,103 @@ class Lowering:
         return any(graph_input in OPS[c.op].needs for term in self.block.terms for c in term.steps
                    if isinstance(c, ir.Call) and c.op in OPS)
 
+    def fn(self, target, args, kwargs=None, name: str | None = None) -> fx.Node:
+        """A call_function node named ``name`` (made unique)."""
+        return self.graph.create_node("call_function", target, tuple(args), kwargs or {}, name=name)
+
+    def value(self, expr: ir.Expr, live: bool = False):
+        """A number argument: nodes reading the loss's parameters where ``live`` and it names one (so that
+        ``DistillerLoss(t=2)`` takes effect), otherwise folded with the parameters' values (which then stay fixed
+        in a compiled file)."""
+        names = {e.id for e in ir.walk(expr) if isinstance(e, ir.Name)}
+        if live and names:
+            return self.number(expr)
+        self.use.fixed.update(names)
+        return _constant(expr, self.params)
+
+    def param(self, name: str) -> fx.Node:
+        """The node reading parameter ``name`` from the loss (an attribute of the same name, or ``p_<name>``)."""
+        if name not in self.use.attrs:
+            attr = name if not hasattr(nn.Module(), name) and name not in ("tap_shapes",) else f"p_{name}"
+            setattr(self.root, attr, self.params[name])
+            self.use.attrs[name] = attr
+        return self.attr(self.use.attrs[name], self.params[name])
+
+    def attr(self, attr: str, example) -> fx.Node:
+        node = next((n for n in self.graph.nodes if n.op == "get_attr" and n.target == attr), None)
+        if node is None:  # with the graph's inputs, in the order first read
+            with self.graph.inserting_after(self.last_input):
+                node = self.last_input = self.graph.get_attr(attr)
+            self.examples[node] = example
+        return node
+
+    def number(self, expr: ir.Expr):
+        """A number expression as the graph computes it: parameters read from the loss, schedules from the
+        epoch, constant parts folded."""
+        if isinstance(expr, ir.Call):  # a schedule
+            b = binding(expr.op)
+            kwargs = arguments(b.op, expr, self.value, 0)
+            node = self.fn(b.fn, (self.epoch_node,), kwargs, name=expr.op)
+            self.examples[node] = self.run(expr, b.fn, (0,), kwargs)  # its value at epoch 0
+            return node
+        if isinstance(expr, ir.Name):
+            return self.param(expr.id)
+        if isinstance(expr, (ir.BinOp, ir.Neg)):
+            parts = (expr.left, expr.right) if isinstance(expr, ir.BinOp) else (expr.operand,)
+            args = [self.number(e) for e in parts]
+            if not any(isinstance(a, fx.Node) for a in args):
+                return _apply(expr.op, *args) if isinstance(expr, ir.BinOp) else -args[0]
+            fn = _ARITHMETIC[expr.op] if isinstance(expr, ir.BinOp) else operator.neg
+            node = self.graph.call_function(fn, tuple(args))
+            self.examples[node] = fn(*(self.examples.get(a, a) for a in args))
+            return node
+        return _constant(expr, self.params)
+
     # ---- terms -----------------------------------------------------------------------------------------
     def term(self, term: ir.Term, name: str) -> fx.Node:
-        """Each tap's pipeline and distance, summed; with an op across taps the pipelines run in lockstep so
-        that it sees all of them (otherwise tap after tap, which keeps each tap's nodes together)."""
+        """Each tap's pipeline and distance, summed, times the weight; the term's last node carries its name.
+        With an op across taps the pipelines run in lockstep so that it sees all of them (otherwise tap after
+        tap, which keeps each tap's nodes together)."""
         if any(tap.each_teacher for tap in term.taps):
             from .teachers import each_teacher
 
             return each_teacher(self, term, name)
-        k = self.teacher_numbers(term.taps[0])[0] if not term.taps[0].teacher_point.is_labels else 1
-        self.teacher = self.teachers[k - 1]
-        tag = f"@t{k}" if len(self.teachers) > 1 else ""
-        parts = [self.distance(term.distance, c.s, c.t, c.tap, name)
-                 for taps in _groups(term) for c in self.group_chains(term, taps, tag)]
+        groups = [term.taps] if any(OPS[call.op].across for call in term.transforms) else [[t] for t in term.taps]
+        weight = self.weight(term.weight, name)
+        unweighted = isinstance(weight, (int, float)) and weight == 1
+        alone = unweighted and len(term.taps) == 1  # the distance is the term's value
+        k = 1 if term.taps[0].teacher_point.is_labels else (term.taps[0].teacher_point.teacher_number or 1)
+        self.teacher, tag = self.teachers[k - 1], (f"@t{k}" if len(self.teachers) > 1 else "")
+        parts = [self.distance(term.distance, c, name, alone)
+                 for taps in groups for c in self.pipeline(term, taps, tag)]
         self.teacher = self.teachers[0]
-        return self.weighted(self.add_all(parts), term.weight, name)
+        value = parts[0]
+        for i, part in enumerate(parts[1:], start=2):
+            last = i == len(parts) and unweighted
+            value = self.fn(operator.add, (value, part), name=name if last else "add")
+        if unweighted:
+            return value
+        return self.fn(operator.mul, (value, weight if isinstance(weight, fx.Node) else float(f"{weight:.12g}")),
+                       name=name)
 
-    def chains(self, term: ir.Term, tag: str = "") -> list[Chain]:
-        """Every tap's pipeline of a term, against the current teacher; ``tag`` keeps the values that depend on
-        a teacher (its side, learnable connectors sized for it) apart from another teacher's."""
-        return [c for taps in _groups(term) for c in self.group_chains(term, taps, tag)]
-
-    def group_chains(self, term: ir.Term, taps, tag: str = "") -> list[Chain]:
+    def pipeline(self, term: ir.Term, taps, tag: str = "") -> list[Chain]:
+        """The pipelines of ``taps`` against the current teacher; ``tag`` keeps the values that depend on the
+        teacher (its side; student-side modules sized for it, random draws made with it) apart from another
+        teacher's."""
         chains = [self.start(tap, tag) for tap in taps]
         for call in term.transforms:
             if OPS[call.op].across:
                 chains = self.across(call, chains)
             else:
-                chains = [Chain(*self.transform(call, c.s, c.t, c.key, c.tap, tag), c.tap) for c in chains]
+                chains = [self.transform(call, c, tag) for c in chains]
         return chains
 
-    def add_all(self, parts: list) -> fx.Node:
-        value = parts[0]
-        for part in parts[1:]:
-            value = self.graph.call_function(operator.add, (value, part))
-        return value
-
-    def weighted(self, value: fx.Node, expr: ir.Expr, name: str) -> fx.Node:
-        weight = self.weight(expr)
-        if isinstance(weight, (int, float)) and weight == 1:
-            return self._named(value, name)
-        if not isinstance(weight, fx.Node):
-            weight = float(f"{weight:.12g}")
-        return self.fn(operator.mul, (value, weight), name=name)
-
-    def _named(self, node: fx.Node, name: str) -> fx.Node:
-        node._rename(name)
-        return node
-
-    def fn(self, target, args, kwargs=None, name: str | None = None) -> fx.Node:
-        """A call_function node named ``name`` (made unique) from the start."""
-        return self.graph.create_node("call_function", target, tuple(args), kwargs or {}, name=name)
+    def prefix(self, k: int) -> str:
+        """Teacher k's graph-input prefix: `t` with one teacher, `t1`, `t2`, … with several."""
+        return "t" if len(self.teachers) == 1 else f"t{k}"
 
     def source_val(self, model: Model, point: ir.Point, prefix: str) -> Val:
-        name = self.tap_name(model, point, prefix)
-        node, ex = self.inputs[name]
+        node, ex = self.inputs[model.tap_name(point, prefix)]
         return Val(node, ex, _base_kind(model, point, ex))
 
     def start(self, tap: ir.Tap, tag: str = "") -> Chain:
@@ -215,50 +204,45 @@ class Lowering:
             t = Val(self.labels_node, self.labels, Kind("labels"))
         else:
             t = self.source_val(self.teacher, tap.teacher_point, self.prefix(self.teachers.index(self.teacher) + 1))
-        return Chain(s, t, (print_point(tap.student), tag + print_point(tap.teacher_point)), tap)
+        return Chain(s, t, ((tap.student.key,), (tag, tap.teacher_point.key) if tag else (tap.teacher_point.key,)),
+                     tap)
 
     # ---- transforms --------------------------------------------------------------------------------------
-    def transform(self, call: ir.Call, s: Val, t: Val, key: tuple, tap: ir.Tap, tag: str = ""):
-        op = OPS[call.op]
-        kinds = apply_transform(call, (s.kind, t.kind))
-        if kinds is None:
-            raise KDError(f"`{print_call(call)}` does not take {s.kind.describe()} (student {self.student.name}) "
-                          f"and {t.kind.describe()} (teacher {self.teacher.name})", span=call.span,
-                          hint=f"`{call.op}` takes {op.accepts()}")
+    def transform(self, call: ir.Call, chain: Chain, tag: str = "") -> Chain:
+        op, s, t = OPS[call.op], chain.s, chain.t
+        kinds = self.transform_kinds(call, s, t)
         side = call.side or (op.side if op.side != "both" else None)
-        step = print_call(call)
-        s_step = step + (tag if op.module or op.random else "")  # sized for, or drawn with, this teacher
-        new_key = (key[0] + "|" + s_step if side != "teacher" else key[0],
-                   key[1] + "|" + step if side != "student" else key[1])
+        step = (call.key, tag) if tag and (op.module or op.random) else call.key  # sized for / drawn with it
+        key = (chain.key[0] + (step,) if side != "teacher" else chain.key[0],
+               chain.key[1] + (call.key,) if side != "student" else chain.key[1])
         if op.random:
-            s2, t2 = self.paired(call, s, t, kinds, new_key, side)
+            s2, t2 = self.paired(call, s, t, kinds, key, side)
         else:
-            s2 = self.one_side(call, s, kinds[0], ("s", new_key[0]), t, tap) if side != "teacher" else s
-            t2 = self.one_side(call, t, kinds[1], ("t", new_key[1]), s, tap) if side != "student" else t
-        return s2, t2, new_key
+            s2 = self.one_side(call, s, kinds[0], ("s", key[0]), t, chain.tap) if side != "teacher" else s
+            t2 = self.one_side(call, t, kinds[1], ("t", key[1]), s, chain.tap) if side != "student" else t
+        return Chain(s2, t2, key, chain.tap)
 
     def one_side(self, call: ir.Call, v: Val, kind: Kind, key: tuple, other: Val, tap: ir.Tap) -> Val:
         if key in self.memo:
             return self.memo[key]
-        op = OPS[call.op]
+        op, b = OPS[call.op], binding(call.op)
         base = v.node.name.removesuffix("_detached")
         if op.module:
-            module = modules.build(self, call, v, other, tap)
-            out = self.module_val(call, module, base, [v], kind, other.pdims if op.learnable else None)
+            site = Site(call, v, other, tap, self.teacher, self.x)
+            out = self.module_val(site, base, [v], kind, other.pdims if op.learnable else None)
         else:
-            kwargs = self.kernel_args(call, v)
-            fn = getattr(kernels, call.op)
+            kwargs = arguments(op, call, self.value, v.example.dim())
+            kwargs = b.rule.prepare(call, v, kwargs) if b.rule.prepare else kwargs
             args, examples = (v.node,), (v.example,)
             if "labels" in op.needs:
                 args, examples = (v.node, self.labels_node), (v.example, self.labels)
-                kwargs.update({"log": v.kind.prob == "logp"} if call.op == "target_binary" else {})
-            node = self.fn(fn, args, kwargs, name=f"{base}_{call.op}")
-            example = self.run(call, fn, examples, kwargs)
-            out = Val(node, example, kind)
-            if call.op in ("softmax", "log_softmax"):
-                out.pdims, out.logits, out.temp = kwargs["dims"], (v if call.op == "softmax" else None), kwargs["t"]
+            node = self.fn(b.fn, args, kwargs, name=f"{base}_{call.op}")
+            out = Val(node, self.run(call, b.fn, examples, kwargs), kind)
+            if b.rule.finish:
+                b.rule.finish(out, v, kwargs)
             elif kind.prob:
                 out.pdims = v.pdims or (1,)
+        out.batch_sized = v.batch_sized or op.batch_sized or kind.form == "relation"
         self.memo[key] = out
         return out
 
@@ -267,39 +251,38 @@ class Lowering:
         memo_key = ("pair", side, key)
         if memo_key in self.memo:
             return self.memo[memo_key]
-        fn = getattr(kernels, call.op)
-        kwargs = self.kernel_args(call, s)
-        pair = self.fn(fn, (s.node, t.node), kwargs, name=f"{call.op}_{s.node.name}")
-        s_ex, t_ex = self.run(call, fn, (s.example, t.example), kwargs)
+        b = binding(call.op)
+        kwargs = arguments(b.op, call, self.value, s.example.dim())
+        pair = self.fn(b.fn, (s.node, t.node), kwargs, name=f"{call.op}_{s.node.name}")
+        s_ex, t_ex = self.run(call, b.fn, (s.example, t.example), kwargs)
         outs = []
         for i, (v, ex, kind) in enumerate(((s, s_ex, kinds[0]), (t, t_ex, kinds[1]))):
             if side is not None and side != ("student", "teacher")[i]:
                 outs.append(v)
                 continue
             node = self.fn(operator.getitem, (pair, i), name=f"{v.node.name.removesuffix('_detached')}_{call.op}")
-            outs.append(Val(node, ex, kind, v.pdims))
+            outs.append(Val(node, ex, kind, v.pdims, batch_sized=v.batch_sized))
         self.memo[memo_key] = tuple(outs)
         return self.memo[memo_key]
 
-    def module_val(self, call: ir.Call, module: nn.Module, base: str, inputs: list, kind: Kind,
-                   pdims=None) -> Val:
-        """Register ``module`` as a submodule, call it on ``inputs`` and run it once on their examples."""
-        op = OPS[call.op]
+    def module_val(self, site: Site, base: str, inputs: list, kind: Kind, pdims=None, node_name=None) -> Val:
+        """Build the op's module at ``site``, register it as a submodule, call it on ``inputs`` (a node named
+        ``node_name``, by default ``<base>_<op>``) and run it once on their examples."""
+        call, op = site.call, OPS[site.call.op]
+        check_module_input(site)
+        ndim = inputs[0].example.dim()
+        module = binding(call.op).fn(site, **arguments(op, call, self.value, ndim))
         stem = base.removeprefix({"student": "s_", "teacher": "t_"}.get(op.side, "&"))
         name, k = f"{call.op}_{stem}", 2
         while hasattr(self.root, name):
             name, k = f"{call.op}_{stem}_{k}", k + 1
         self.root.add_module(name, module.to(inputs[0].example.device))
-        node = self.graph.create_node("call_module", name, tuple(v.node for v in inputs), {}, name=f"{base}_{call.op}")
+        node = self.graph.create_node("call_module", name, tuple(v.node for v in inputs), {},
+                                      name=node_name or f"{base}_{call.op}")
         probe_module = copy.deepcopy(module) if op.stateful else module  # an example must not change the state
         probe_module.eval()
         try:
-            with torch.no_grad():
-                example = probe_module(*(v.example for v in inputs))
-        except (RuntimeError, ValueError, IndexError) as err:
-            shapes = " and ".join(_shape(tuple(v.example.shape[1:])) for v in inputs)
-            raise KDError(f"`{print_call(call)}` cannot run on {shapes}: {str(err).splitlines()[0]}",
-                          span=call.span) from None
+            example = self.run(call, probe_module, tuple(v.example for v in inputs), {})
         finally:
             module.train()
         return Val(node, example, kind, pdims)
@@ -312,31 +295,26 @@ class Lowering:
                           hint=f"list two or more taps before it, e.g. `stage1, stage2, stage3 -> {call.op}`")
         kinds = [self.transform_kinds(call, c.s, c.t) for c in chains]
         # an output depends on every tap (memo keys name them all), so no value is shared with another term
-        joined = ["&".join(c.key[side] for c in chains) + "|" + print_call(call) for side in (0, 1)]
+        joined = [(tuple(c.key[side] for c in chains), call.key) for side in (0, 1)]
         if op.module:  # student side, learnable (ReviewKD's fusion)
-            module = modules.build_across(call, [c.s for c in chains], [c.t for c in chains])
+            site = Site(call, [c.s for c in chains], [c.t for c in chains], None, self.teacher, self.x)
             base = f"{chains[0].s.node.name}_to_{chains[-1].s.node.name.removeprefix('s_')}"
-            group = self.module_val(call, module, base, [c.s for c in chains], kinds[0][0])
+            group = self.module_val(site, base, [c.s for c in chains], kinds[0][0])
             outs = [Val(self.fn(operator.getitem, (group.node, i), name=f"{c.s.node.name}_{call.op}"),
                         group.example[i], kinds[i][0], c.t.pdims) for i, c in enumerate(chains)]
-            return [Chain(o, c.t, (f"{joined[0]}#{i}", c.key[1]), c.tap) for i, (o, c) in enumerate(zip(outs, chains))]
+            return [Chain(o, c.t, ((joined[0], i), c.key[1]), c.tap) for i, (o, c) in enumerate(zip(outs, chains))]
         s_outs = self.across_side(call, [c.s for c in chains], [k[0] for k in kinds])
         t_outs = self.across_side(call, [c.t for c in chains], [k[1] for k in kinds])
         taps = [c.tap for c in chains][-len(s_outs):]
-        out = [Chain(s, t, (f"{joined[0]}#{i}", f"{joined[1]}#{i}"), tap)
+        out = [Chain(s, t, ((joined[0], i), (joined[1], i)), tap)
                for i, (s, t, tap) in enumerate(zip(s_outs, t_outs, taps))]
         if op.same_channels:
             for c in out:
-                if c.s.example.shape != c.t.example.shape:
-                    raise KDError(f"`{call.op}` needs equal channel counts on both networks: it gives "
-                                  f"{_shape(tuple(c.s.example.shape[1:]))} for {self.student.name} and "
-                                  f"{_shape(tuple(c.t.example.shape[1:]))} for {self.teacher.name} at "
-                                  f"`{_tap_text(c.tap)}`", span=call.span,
-                                  hint=f"`{call.op}` compares C×C matrices, which only match when the channels do")
+                _check_same_shape(call, c, self.student.name, self.teacher.name)
         return out
 
     def across_side(self, call: ir.Call, vals: list[Val], kinds: list[Kind]) -> list[Val]:
-        fn = getattr(kernels, call.op)
+        fn = binding(call.op).fn
         base = vals[0].node.name.removesuffix("_detached")
         group = self.fn(fn, tuple(v.node for v in vals), {}, name=f"{base}_{call.op}")
         examples = self.run(call, fn, tuple(v.example for v in vals), {})
@@ -351,121 +329,63 @@ class Lowering:
                           hint=f"`{call.op}` takes {OPS[call.op].accepts()}")
         return kinds
 
-    def kernel_args(self, call: ir.Call, v: Val) -> dict:
-        op = OPS[call.op]
-        kwargs = {}
-        for param in op.params:
-            expr = call.arg(param.name)
-            if param.type == "axis":
-                kwargs["dims"] = axis_dims(param_value(expr), v.example.dim())
-            elif param.type == "symbol":  # passed only when written, so the kernel's default stays implicit
-                kwargs.update({param.name: expr.id} if isinstance(expr, ir.Name) else {})
-            elif expr is not None:
-                kwargs[param.name] = _constant(expr, self.params)
-            elif param.default is not None:
-                kwargs[param.name] = param.default
-        if call.op == "pool" or call.op == "patches":
-            kwargs = {k: int(val) for k, val in kwargs.items()}
-        if call.op == "patches":
-            h, w = v.example.shape[2:]
-            n = kwargs["n"]
-            if h % n or w % n:
-                raise KDError(f"`patches({n})` needs a height and width divisible by {n}; this map is {h}×{w}",
-                              span=call.span, hint="pick a smaller n, or pool first")
-        return kwargs
-
     def run(self, call: ir.Call, fn, args, kwargs):
+        """Run an implementation on example inputs; a located error where it cannot run on them."""
         try:
             with torch.no_grad():
-                return fn(*args, **kwargs)
+                return fn(*args, **{k: self.examples.get(v, v) if isinstance(v, fx.Node) else v
+                                    for k, v in kwargs.items()})
         except (RuntimeError, ValueError, IndexError) as err:
             shapes = " and ".join(_shape(tuple(a.shape[1:])) for a in args)
             raise KDError(f"`{print_call(call)}` cannot run on {shapes}: {str(err).splitlines()[0]}",
                           span=call.span) from None
 
     # ---- distances ---------------------------------------------------------------------------------------
-    def distance(self, call: ir.Call, s: Val, t: Val, tap: ir.Tap, term_name: str) -> fx.Node:
-        if not distance_fits(call, (s.kind, t.kind)):
-            raise KDError(f"`{call.op}` does not take {s.kind.describe()} (student {self.student.name}) with "
-                          f"{t.kind.describe()} (teacher {self.teacher.name})", span=call.span,
-                          hint=_distance_hint(call, (s.kind, t.kind)))
-        if t.kind.form != "labels" and not _shapes_fit(OPS[call.op].shapes, s.example.shape, t.example.shape):
-            raise KDError(
-                f"`{call.op}` compares {_shape(tuple(s.example.shape[1:]))} from {self.student.name} with "
-                f"{_shape(tuple(t.example.shape[1:]))} from {self.teacher.name} (tap `{_tap_text(tap)}`): "
-                "the shapes differ", span=call.span,
-                hint="add a student-side connector before the distance: `-> adapt ->`")
-        if OPS[call.op].module:
+    def distance(self, call: ir.Call, chain: Chain, term: str, alone: bool) -> fx.Node:
+        """The distance node of one chain (named after the term when it is the term's value)."""
+        op, s, t = OPS[call.op], chain.s, chain.t
+        name = term if alone else f"{term}_{call.op}"
+        _check_distance_fits(call, s, t, chain.tap, self.student.name, self.teacher.name)
+        if op.module:
             inputs = [s, t] + ([Val(self.index_node, self.index, Kind("labels"))] if self.index_node else [])
-            module = modules.build(self, call, s, t, tap)
-            return self.module_val(call, module, term_name, inputs, Kind("scalar")).node
-        fn = getattr(kernels, call.op)
-        args, kwargs = self.distance_args(call, s, t)
-        node = self.fn(fn, args, kwargs, name=f"{term_name}_{call.op}")
-        example = self.run(call, fn, tuple(a.example if isinstance(a, fx.Node) else a for a in
-                                           [self._example(n, s, t) for n in args]), kwargs)
+            site = Site(call, s, t, chain.tap, self.teacher, self.x)
+            return self.module_val(site, term, inputs, Kind("scalar"), node_name=name).node
+        b = binding(call.op)
+        kwargs = arguments(op, call, self.value, s.example.dim())
+        s, t, kwargs = b.rule.prepare(s, t, kwargs) if b.rule.prepare else (s, t, kwargs)
+        node = self.fn(b.fn, (s.node, t.node), kwargs, name=name)
+        example = self.run(call, b.fn, (s.example, t.example), kwargs)
         if not torch.is_tensor(example) or example.dim() != 0:
             raise KDError(f"`{call.op}` did not give a scalar", span=call.span)
         return node
 
-    def _example(self, node, s: Val, t: Val):
-        for v in (s, t, s.logits, t.logits):
-            if v is not None and v.node is node:
-                return v.example
-        return node
-
-    def distance_args(self, call: ir.Call, s: Val, t: Val):
-        op = OPS[call.op]
-        own = {p.name: _constant(call.arg(p.name), self.params) if call.arg(p.name) is not None
-               and p.type not in ("symbol", "axis") else p.default for p in op.params}
-        if op.param("axis") is not None:  # a distance along an axis (per row), only when written
-            axis = param_value(call.arg("axis"))
-            own["axis"], own["dims"] = None, axis_dims(axis, s.example.dim()) if axis else None
-        if call.op in ("kl", "js"):
-            kwargs = {"mode": "p", "dims": s.pdims or (1,), "temp": 1.0}
-            if call.op == "kl":
-                reduce = call.arg("reduce")
-                kwargs["reduce"] = reduce.id if isinstance(reduce, ir.Name) else "batch"
-            if s.kind.prob is None:
-                kwargs.update(mode="logits", temp=own["t"])
-                return (s.node, t.node), kwargs
-            if s.logits is not None and t.logits is not None and s.temp == t.temp and s.pdims == t.pdims:
-                kwargs.update(mode="logits", temp=s.temp)  # fused softmax → kl: exact log-softmax
-                return (s.logits.node, t.logits.node), kwargs
-            if s.kind.prob == "logp":
-                kwargs["mode"] = "logp"
-            return (s.node, t.node), kwargs
-        if call.op == "ce":
-            soft = t.kind.form != "labels"
-            return (s.node, t.node), {"soft": soft, "temp": own["t"]}
-        return (s.node, t.node), {k: v for k, v in own.items() if v is not None}
-
     # ---- weights -----------------------------------------------------------------------------------------
-    def weight(self, expr: ir.Expr):
-        if isinstance(expr, ir.Call):
-            op = OPS[expr.op]
-            args = [_constant(expr.arg(p.name), self.params) for p in op.params]
-            return self.fn(getattr(kernels, expr.op), (self.epoch_node, *args), name=expr.op)
-        if isinstance(expr, ir.BinOp):
-            left, right = self.weight(expr.left), self.weight(expr.right)
-            if not isinstance(left, fx.Node) and not isinstance(right, fx.Node):
-                return _apply(expr.op, left, right)
-            fn = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
-                  "^": operator.pow}[expr.op]
-            return self.graph.call_function(fn, (left, right))
-        if isinstance(expr, ir.Neg):
-            inner = self.weight(expr.operand)
-            return -inner if not isinstance(inner, fx.Node) else self.graph.call_function(operator.neg, (inner,))
-        return _constant(expr, self.params)
+    def weight(self, expr: ir.Expr, term: str):
+        """A term's weight: a number, an attribute ``<term>_weight`` computed from the parameters when the loss
+        is built, or nodes (with a schedule over the epoch)."""
+        names = {e.id for e in ir.walk(expr) if isinstance(e, ir.Name)}
+        if any(isinstance(e, ir.Call) for e in ir.walk(expr)) or not names:
+            return self.number(expr)
+        attr = f"{term}_weight"
+        value = _constant(expr, self.params)
+        setattr(self.root, attr, value)
+        self.use.derived[attr] = expr
+        return self.attr(attr, value)
 
 
-def _groups(term: ir.Term) -> list:
-    """Taps whose pipelines run together: all of them with an op across taps, otherwise one at a time."""
-    return [term.taps] if any(OPS[call.op].across for call in term.transforms) else [[t] for t in term.taps]
+@dataclass
+class ParamUse:
+    """How a compiled loss uses the distiller's parameters: ``values`` (as compiled), ``attrs`` (parameters the
+    graph reads, by attribute name), ``derived`` (attributes computed from them: term weights), ``fixed``
+    (parameters that shaped the graph or its modules, so a compiled file accepts no other value)."""
+
+    values: dict[str, float]
+    attrs: dict[str, str] = field(default_factory=dict)
+    derived: dict[str, ir.Expr] = field(default_factory=dict)
+    fixed: set[str] = field(default_factory=set)
 
 
-def _uses_op(term: ir.Term, op: str) -> bool:
-    return any(isinstance(e, ir.Call) and e.op == op for e in ir.walk(term.weight))
+_ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "^": operator.pow}
 
 
 def term_names(block: ir.Block) -> list[str]:
@@ -478,12 +398,37 @@ def term_names(block: ir.Block) -> list[str]:
             first = term.taps[0]
             point = first.student if isinstance(first, ir.Tap) else first.options[0].student
             dist = term.distance.op if isinstance(term.distance, ir.Call) else "term"
-            base = _ident(f"{point.path}_{dist}")
+            base = ident(f"{point.path}_{dist}")
         name, k = base, 2
         while name in out or name == "total":
             name, k = f"{base}_{k}", k + 1
         out.append(name)
     return out
+
+
+# ---- fit checks -------------------------------------------------------------------------------------------
+
+
+def _check_distance_fits(call: ir.Call, s: Val, t: Val, tap: ir.Tap, student: str, teacher: str) -> None:
+    if not distance_fits(call, (s.kind, t.kind)):
+        raise KDError(f"`{call.op}` does not take {s.kind.describe()} (student {student}) with "
+                      f"{t.kind.describe()} (teacher {teacher})", span=call.span,
+                      hint=distance_hint(call, (s.kind, t.kind)))
+    if t.kind.form != "labels" and not _shapes_fit(OPS[call.op].shapes, s.example.shape, t.example.shape):
+        raise KDError(
+            f"`{call.op}` compares {_shape(tuple(s.example.shape[1:]))} from {student} with "
+            f"{_shape(tuple(t.example.shape[1:]))} from {teacher} (tap `{_tap_text(tap)}`): "
+            "the shapes differ", span=call.span,
+            hint="add a student-side connector before the distance: `-> adapt ->`")
+
+
+def _check_same_shape(call: ir.Call, c: Chain, student: str, teacher: str) -> None:
+    if c.s.example.shape != c.t.example.shape:
+        raise KDError(f"`{call.op}` needs equal channel counts on both networks: it gives "
+                      f"{_shape(tuple(c.s.example.shape[1:]))} for {student} and "
+                      f"{_shape(tuple(c.t.example.shape[1:]))} for {teacher} at "
+                      f"`{_tap_text(c.tap)}`", span=call.span,
+                      hint=f"`{call.op}` compares C×C matrices, which only match when the channels do")
 
 
 def _shapes_fit(rule: str, s: torch.Size, t: torch.Size) -> bool:
@@ -493,21 +438,6 @@ def _shapes_fit(rule: str, s: torch.Size, t: torch.Size) -> bool:
     if rule == "positions":
         return len(s) == len(t) and s[0] == t[0] and s[2:] == t[2:]
     return s == t
-
-
-def axis_dims(axis: str | None, ndim: int) -> tuple[int, ...]:
-    """The tensor dims an axis name means for a tensor of ``ndim`` dims."""
-    if axis == "n":
-        return (0,)
-    if ndim == 4:
-        return {"c": (1,), "hw": (2, 3), "chw": (1, 2, 3), "nhw": (0, 2, 3)}.get(axis, (1,))
-    if ndim == 3:
-        return {"l": (1,), "d": (2,)}.get(axis, (2,))
-    return (1,)
-
-
-def param_value(expr):
-    return expr.id if isinstance(expr, ir.Name) else None
 
 
 def _apply(op: str, a: float, b: float) -> float:

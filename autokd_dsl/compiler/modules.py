@@ -1,10 +1,11 @@
 """Build the modules behind learnable, stateful and teacher-reading ops, sized from the real shapes.
 
-The lowering calls :func:`build` for a transform or distance whose op is backed by a module (``Op.module``),
-with the value it applies to and the other side's value at the same point. Every module comes from
-:mod:`autokd_dsl.standalone.connectors` and keeps its constructor arguments in ``args``, so a compiled file rebuilds it;
-a module that reads the teacher (OFD's margins, SRRL's classifier) records *where* in the teacher it reads and
-copies the values in ``copy_from_teacher`` — at compile time here, and again when the loss is attached.
+An op whose `Impl` is a module names one builder here (its own name by default). The lowering calls it with a
+:class:`~autokd_dsl.compiler.bindings.Site` (the value it applies to, the other side's value at the same point, the
+tap, the teacher) and the op's parameters as keywords. Every module is a
+:class:`~autokd_dsl.standalone.connectors.Part`: it keeps its constructor arguments in ``args``, so a compiled file
+rebuilds it, and a module that reads the teacher (OFD's margins, SRRL's classifier) records *where* in the teacher it
+reads and copies the values in ``copy_from_teacher`` — at compile time here, and again when the loss is attached.
 
 >>> from autokd_dsl.models import create_model
 >>> net = create_model("resnet8", num_classes=10)
@@ -15,7 +16,6 @@ copies the values in ``copy_from_teacher`` — at compile time here, and again w
 from __future__ import annotations
 
 import weakref
-from typing import Callable
 
 import torch
 from torch import nn
@@ -34,60 +34,74 @@ def _text(shape: tuple) -> str:
     return "×".join(str(d) for d in shape) or "scalar"
 
 
-def _same_form(call, s: tuple, t: tuple, what: str) -> None:
+def _same_form(site, what: str) -> tuple[tuple, tuple]:
+    s, t = _shape(site.value), _shape(site.other)
     if len(s) != len(t) or len(s) not in (1, 3):
-        raise KDError(f"`{call.op}` maps {what}; here the student gives {_text(s)} and the teacher {_text(t)}",
-                      span=call.span, hint="tap points of the same kind on both networks, or use `adapt`")
+        raise KDError(f"`{site.call.op}` maps {what}; here the student gives {_text(s)} and the teacher {_text(t)}",
+                      span=site.call.span, hint="tap points of the same kind on both networks, or use `adapt`")
+    return s, t
 
 
-def _connector(call, s: tuple, t: tuple) -> nn.Module:
+def _fitting_connector(site) -> cn.Connector:
+    s, t = _shape(site.value), _shape(site.other)
     if not cn.connector_fits(s, t):
         raise KDError(f"no connector maps the student's {_text(s)} onto the teacher's {_text(t)}",
-                      span=call.span, hint="adapt maps maps, tokens and vectors onto maps, tokens or vectors")
+                      span=site.call.span, hint="adapt maps maps, tokens and vectors onto maps, tokens or vectors")
     return cn.Connector(s, t)
 
 
-def _align(lw, call, v, other, tap) -> nn.Module:
-    s, t = _shape(v), _shape(other)
+# ---- one builder per module-backed op (named by its `Impl`), taking the op's parameters as keywords ----------
+
+
+def adapt(site) -> nn.Module:
+    return _fitting_connector(site)
+
+
+def align(site) -> nn.Module:
+    s, t = _shape(site.value), _shape(site.other)
     if s != t:
-        _connector(call, s, t)
+        _fitting_connector(site)
     return cn.Align(s, t)
 
 
-def _regress(lw, call, v, other, tap) -> nn.Module:
-    _same_form(call, _shape(v), _shape(other), "a map onto a map or a vector onto a vector")
-    return cn.Regressor(_shape(v), _shape(other))
+def regress(site) -> nn.Module:
+    return cn.Regressor(*_same_form(site, "a map onto a map or a vector onto a vector"))
 
 
-def _mlp(lw, call, v, other, tap) -> nn.Module:
-    _same_form(call, _shape(v), _shape(other), "a map onto a map or a vector onto a vector")
-    return cn.MLP(_shape(v), _shape(other))
+def mlp(site) -> nn.Module:
+    return cn.MLP(*_same_form(site, "a map onto a map or a vector onto a vector"))
 
 
-def _generate(lw, call, v, other, tap) -> nn.Module:
-    if len(_shape(v)) != 3 or len(_shape(other)) != 3:
-        raise KDError(f"`generate` maps a feature map onto the teacher's feature map, not {_text(_shape(v))} onto "
-                      f"{_text(_shape(other))}", span=call.span)
-    return cn.Generator(_shape(v), _shape(other))
+def generate(site) -> nn.Module:
+    s, t = _shape(site.value), _shape(site.other)
+    if len(s) != 3 or len(t) != 3:
+        raise KDError(f"`generate` maps a feature map onto the teacher's feature map, not {_text(s)} onto "
+                      f"{_text(t)}", span=site.call.span)
+    return cn.Generator(s, t)
 
 
-def _project(lw, call, v, other, tap) -> nn.Module:
-    return cn.Project(int(v.example[0].numel()), int(lw.kernel_args(call, v)["dim"]))
+def project(site, dim) -> nn.Module:
+    return cn.Project(int(site.value.example[0].numel()), int(dim))
 
 
-def _margin(lw, call, v, other, tap) -> nn.Module:
-    teacher = lw.teacher
-    spec = resolve_point(teacher.net, tap.teacher_point, teacher.name)
-    channels = v.example.shape[1]
-    key = (tuple(lw.x.shape), sum(1 for _ in teacher.net.modules()))
+def review(site) -> nn.Module:
+    """ReviewKD's fusion across the term's taps (``site.value`` / ``site.other``: one value per tap)."""
+    return cn.ReviewFusion([_shape(v) for v in site.value], [_shape(v) for v in site.other])
+
+
+def margin(site) -> nn.Module:
+    teacher, x = site.teacher, site.x
+    spec = resolve_point(teacher.net, site.tap.teacher_point, teacher.name)
+    channels = site.value.example.shape[1]
+    key = (tuple(x.shape), sum(1 for _ in teacher.net.modules()))
     events = _EVENTS.setdefault(teacher.net, {})
     if key not in events:  # one recorded pass serves every margin (of every distiller compiled for it)
-        events[key] = forward_events(teacher.net, lw.x)
-    path = bn_feeding(teacher.net, spec, lw.x, events[key])
+        events[key] = forward_events(teacher.net, x)
+    path = bn_feeding(teacher.net, spec, x, events[key])
     bn = dict(teacher.net.named_modules()).get(path) if path else None
     if bn is None or bn.num_features != channels or not bn.affine:
         raise KDError(f"`margin` needs a BatchNorm with {channels} channels before `{spec}` in {teacher.name}; "
-                      f"{'the last one there is `' + path + '`' if path else 'there is none'}", span=call.span,
+                      f"{'the last one there is `' + path + '`' if path else 'there is none'}", span=site.call.span,
                       hint="OFD's margins come from the BatchNorm just before a ReLU: tap a pre-activation "
                            "such as `stage3_pre`")
     module = cn.TeacherMargin(path, channels)
@@ -98,55 +112,28 @@ def _margin(lw, call, v, other, tap) -> nn.Module:
 _EVENTS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
-def _teacher_head(lw, call, v, other, tap) -> nn.Module:
-    teacher = lw.teacher
+def teacher_head(site) -> nn.Module:
+    teacher, v = site.teacher, site.value
     spec = getattr(teacher.net, "kd_aliases", {}).get("logits")
     path, linear = _last_linear(teacher.net, parse_spec(spec)[0] if spec else None)
     if linear is None:
         raise KDError(f"`teacher_head` needs the teacher's classifier; {teacher.name} names none (alias `logits`)",
-                      span=call.span)
-    width = v.example.shape[1]
-    if v.example.dim() != 2 or width != linear.in_features:
+                      span=site.call.span)
+    if v.example.dim() != 2 or v.example.shape[1] != linear.in_features:
         raise KDError(f"`teacher_head` takes features of the teacher classifier's width {linear.in_features}; this "
-                      f"value is {_text(_shape(v))}", span=call.span,
+                      f"value is {_text(_shape(v))}", span=site.call.span,
                       hint="map the student's feature onto the teacher's first: `-> regress -> teacher_head`")
     module = cn.TeacherHead(path, linear.in_features, linear.out_features)
     module.copy_from_teacher(teacher.net)
     return module
 
 
-def _gaussian_nll(lw, call, s, t, tap) -> nn.Module:
-    return cn.GaussianNLL(t.example.shape[1], float(lw.kernel_args(call, s)["init_var"]))
+def gaussian_nll(site, init_var) -> nn.Module:
+    return cn.GaussianNLL(site.other.example.shape[1], float(init_var))
 
 
-def _crd(lw, call, s, t, tap) -> nn.Module:
-    args = lw.kernel_args(call, s)
-    return cn.ContrastMemory(int(args["n_data"]), s.example.shape[1], int(args["k"]), float(args["t"]),
-                             float(args["momentum"]))
-
-
-BUILDERS: dict[str, Callable[..., nn.Module]] = {
-    "adapt": lambda lw, call, v, other, tap: _connector(call, _shape(v), _shape(other)),
-    "align": _align,
-    "regress": _regress,
-    "mlp": _mlp,
-    "generate": _generate,
-    "project": _project,
-    "margin": _margin,
-    "teacher_head": _teacher_head,
-    "gaussian_nll": _gaussian_nll,
-    "crd": _crd,
-}
-
-
-def build(lw, call, v, other, tap) -> nn.Module:
-    """The module of a module-backed op at this point of the pipeline (``other``: the other side's value)."""
-    return BUILDERS[call.op](lw, call, v, other, tap)
-
-
-def build_across(call, students: list, teachers: list) -> nn.Module:
-    """The module of a learnable op that takes all taps of a term at once (ReviewKD's fusion)."""
-    return cn.ReviewFusion([_shape(v) for v in students], [_shape(v) for v in teachers])
+def crd(site, n_data, k, t, momentum) -> nn.Module:
+    return cn.ContrastMemory(int(n_data), site.value.example.shape[1], int(k), float(t), float(momentum))
 
 
 # ---- reading the teacher ------------------------------------------------------------------------------------

@@ -9,8 +9,9 @@
 
 from __future__ import annotations
 
+import re
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -45,6 +46,58 @@ def resolve_point(model: nn.Module, point: ir.Point, model_name: str) -> str:
                       hint=f"{hint} {_hint(model_name)}" if hint else _hint(model_name))
     spec = point.path + (":in" if point.io == "in" else "")
     return spec + (f"@{point.call}" if point.call is not None else "")
+
+
+@dataclass
+class Model:
+    """A network being distilled, its display name, and the taps a distiller reads from it."""
+
+    net: nn.Module
+    name: str
+    taps: dict[str, str] = field(default_factory=dict)  # graph input name → tap spec
+
+    def tap_name(self, point: ir.Point, prefix: str) -> str:
+        """The graph input that carries ``point`` (one per distinct spec), registered on first use.
+
+        >>> from autokd_dsl.models import create_model
+        >>> m = Model(create_model("resnet8", num_classes=10), "resnet8")
+        >>> m.tap_name(ir.Point("stage3"), "s"), m.tap_name(ir.Point("layer3"), "s"), m.taps
+        ('s_stage3', 's_stage3', {'s_stage3': 'layer3'})
+        """
+        spec = resolve_point(self.net, point, self.name)
+        for name, known in self.taps.items():
+            if known == spec:
+                return name
+        suffix = ("_in" if point.io == "in" else "") + (f"{point.call}" if point.call else "")
+        base = f"{prefix}_{ident(point.path + suffix)}"
+        name, k = base, 2
+        while name in self.taps:
+            name, k = f"{base}_{k}", k + 1
+        self.taps[name] = spec
+        return name
+
+
+def collect_taps(block: ir.Block, teacher: Model | list[Model], student: Model) -> None:
+    """Name every tap of ``block`` on both networks, in the order the terms read them. With several teachers
+    (a list), each teacher's inputs are named `t1_…`, `t2_…` and hold the taps that name it (`teachers.x`: all)."""
+    teachers = teacher if isinstance(teacher, list) else [teacher]
+    prefix = ["t"] if len(teachers) == 1 else [f"t{k}" for k in range(1, len(teachers) + 1)]
+    for term in block.terms:
+        for tap in term.taps:
+            student.tap_name(tap.student, "s")
+            if tap.teacher_point.is_labels:
+                continue
+            numbers = range(1, len(teachers) + 1) if tap.each_teacher else [tap.teacher_point.teacher_number or 1]
+            for k in numbers:
+                teachers[k - 1].tap_name(tap.teacher_point, prefix[k - 1])
+        if any(isinstance(e, ir.Call) and e.op == "confidence" for e in ir.walk(term.weight)):
+            for model, name in zip(teachers, prefix):  # CA-MKD's weights read every teacher's logits
+                model.tap_name(ir.Point("logits"), name)
+
+
+def ident(text: str) -> str:
+    """``text`` as a Python identifier (runs of other characters become ``_``)."""
+    return re.sub(r"\W+", "_", text).strip("_") or "x"
 
 
 def example_input(input_size: tuple[int, int, int], batch: int = 4, seed: int = 0) -> torch.Tensor:

@@ -95,7 +95,7 @@ def each_teacher(lw, term: ir.Term, name: str) -> fx.Node:
             if OPS[call.op].teacher and k > 1:
                 raise KDError(f"`{call.op}` reads the first teacher's parameters; in a term over each teacher it "
                               "cannot read the others'", span=call.span, hint="tap one teacher in this term")
-        chains.append(lw.chains(term, f"@t{k}"))
+        chains.append([c for taps in _groups(term) for c in lw.pipeline(term, taps, f"@t{k}")])
     lw.teacher = lw.teachers[0]
     factors = factor_calls(term.weight)
     per_sample = any(c.op == "confidence" for c in factors) and _per_sample(lw, term, chains)
@@ -103,7 +103,7 @@ def each_teacher(lw, term: ir.Term, name: str) -> fx.Node:
     for k, model in enumerate(lw.teachers, 1):
         lw.teacher = model
         parts = [_distance(lw, term.distance, c, name, per_sample) for c in chains[k - 1]]
-        losses.append(lw.add_all(parts))
+        losses.append(_add_all(lw, parts))
     lw.teacher = lw.teachers[0]
     nodes = {call.key: _factor(lw, call, chains, losses, per_sample, name) for call in factors}
     parts = []
@@ -117,9 +117,21 @@ def each_teacher(lw, term: ir.Term, name: str) -> fx.Node:
         if per_sample:
             part = lw.graph.call_method("mean", (part,))
         parts.append(part)
-    total = lw.add_all(parts)
+    total = _add_all(lw, parts)
     total._rename(name)
     return total
+
+
+def _groups(term: ir.Term) -> list:
+    """Taps whose pipelines run together: all of them with an op across taps, otherwise one at a time."""
+    return [term.taps] if any(OPS[call.op].across for call in term.transforms) else [[t] for t in term.taps]
+
+
+def _add_all(lw, parts: list) -> fx.Node:
+    value = parts[0]
+    for part in parts[1:]:
+        value = lw.fn(operator.add, (value, part), name="add")
+    return value
 
 
 def _per_sample(lw, term: ir.Term, chains) -> bool:
@@ -132,7 +144,7 @@ def _per_sample(lw, term: ir.Term, chains) -> bool:
 
 
 def _distance(lw, call: ir.Call, chain, name: str, per_sample: bool) -> fx.Node:
-    node = lw.distance(call, chain.s, chain.t, chain.tap, name)
+    node = lw.distance(call, chain, name, False)
     if not per_sample:
         return node
     return lw.fn(tw.per_sample, (node.target.__name__, *node.args), dict(node.kwargs), name=f"{node.name}_per_sample")
@@ -140,7 +152,7 @@ def _distance(lw, call: ir.Call, chain, name: str, per_sample: bool) -> fx.Node:
 
 def _teacher_logits(lw, k: int) -> fx.Node:
     model = lw.teachers[k - 1]
-    return lw.inputs[lw.tap_name(model, ir.Point("logits"), lw.prefix(k))][0]
+    return lw.inputs[model.tap_name(ir.Point("logits"), lw.prefix(k))][0]
 
 
 def _factor(lw, call: ir.Call, chains, losses, per_sample: bool, name: str):
@@ -149,7 +161,7 @@ def _factor(lw, call: ir.Call, chains, losses, per_sample: bool, name: str):
         return None
     if call.op == "confidence":
         logits = [_teacher_logits(lw, k) for k in range(1, len(lw.teachers) + 1)]
-        node = lw.fn(tw.confidence_weights, (lw.labels_node, *logits), name=f"{name}_confidence")
+        node = lw.fn(tw.confidence, (lw.labels_node, tuple(logits)), name=f"{name}_confidence")
         return node if per_sample else lw.graph.call_method("mean", (node, 1))
     teachers = len(lw.teachers)
     if call.op == "balance":
@@ -185,5 +197,5 @@ def _weight(lw, expr: ir.Expr, k: int, nodes: dict):
     if isinstance(expr, ir.Neg):
         inner = _weight(lw, expr.operand, k, nodes)
         return -inner if not isinstance(inner, fx.Node) else lw.graph.call_function(operator.neg, (inner,))
-    return lw.weight(expr)
+    return lw.number(expr)
 

@@ -454,7 +454,7 @@ class _Checker:
         if isinstance(dist, ir.Call) and dist.op in OPS and OPS[dist.op].role == "distance":
             if not distance_fits(dist, kinds):
                 self.error(f"`{dist.op}` does not take {kinds[0].describe()} with {kinds[1].describe()} "
-                           f"(from `{where}`)", dist.span, hint=_distance_hint(dist, kinds))
+                           f"(from `{where}`)", dist.span, hint=distance_hint(dist, kinds))
 
 
 def _tap_text(tap: ir.Tap) -> str:
@@ -483,7 +483,7 @@ def _first_axis(axes: Iterable[str | None]) -> str | None:
     return next((a for a in axes if a), None)
 
 
-def _distance_hint(call: ir.Call, kinds: tuple[Kind, Kind]) -> str:
+def distance_hint(call: ir.Call, kinds: tuple[Kind, Kind]) -> str:
     if call.op in ("kl", "js") and kinds[0].form in ("map", "tokens"):
         a, b = ("c", "hw") if kinds[0].form == "map" else ("d", "l")
         return f"`{call.op}` compares distributions: add `softmax({a})` or `softmax({b})` before it"

@@ -1,7 +1,10 @@
 """The op registry: the single source of truth for names, arguments and kinds.
 
-The checker, the search's legal moves, the printer and the lowering all read this table. Adding an op is one
-row here plus one tensor function in `autokd_dsl.standalone.kernels`. Signatures are rows ``input -> output``
+The checker, the search's legal moves, the printer and the lowering all read this table. Each entry names its
+kind rows, its parameters and its implementation (:class:`Impl`: a kernel, or a module builder, by name; the
+compiler's :mod:`autokd_dsl.compiler.bindings` resolves the names, so this module stays torch-free). Adding an
+element-wise op is one row here plus one tensor function in `autokd_dsl.standalone.kernels`. Signatures are rows
+``input -> output``
 (transforms) or ``student , teacher`` (distances) in the pattern language of :mod:`autokd_dsl.lang.kinds`;
 ``=`` means "the same kind as the input", ``=raw`` the same form without probabilities.
 
@@ -46,6 +49,26 @@ class Row:
 
 
 @dataclass(frozen=True)
+class Impl:
+    """How the compiler runs an op, by name (resolved in :mod:`autokd_dsl.compiler.bindings`).
+
+    ``kind`` "kernel": a function of :mod:`autokd_dsl.standalone.kernels` called with the op's tensors, then its
+    parameters as keywords (an axis as ``dims``, the tensor dims it names); "module": a builder in
+    :mod:`autokd_dsl.compiler.modules` that returns the nn.Module the graph calls, sized from the real shapes
+    (learnable, stateful or teacher-reading ops). ``name``: the kernel or builder, the op's own name when empty.
+    ``rule``: an argument rule of the bindings for what the generic binding does not cover (a fused softmax → KL,
+    the labels' log form, patch sizes).
+    """
+
+    kind: str = "kernel"
+    name: str = ""
+    rule: str = ""
+
+
+KERNEL, MODULE = Impl(), Impl("module")
+
+
+@dataclass(frozen=True)
 class Op:
     name: str
     role: str  # "transform" | "distance" | "weight"
@@ -61,6 +84,8 @@ class Op:
     across: str | None = None  # takes all taps of its term at once: "chain" (one output each) or "pairs"
     same_channels: bool = False  # student and teacher must give the same shape (e.g. FSP's C×C matrices)
     shapes: str = "same"  # distances: the shapes they compare: "same", "positions" (channels may differ), "any"
+    impl: Impl = KERNEL  # its implementation (a kernel of the same name unless the entry says otherwise)
+    batch_sized: bool = False  # its output's size (beyond the batch axis) is the batch size, as in relations
     # weights: a training-free factor per teacher of a `teachers.` term: "fixed" (a constant), "batch" (computed
     # on every batch) or "once" (computed on the first training batch, then kept)
     per_teacher: str | None = None
@@ -74,7 +99,12 @@ class Op:
     @property
     def module(self) -> bool:
         """Backed by an nn.Module the compiler builds (learnable, stateful or reading the teacher)."""
-        return self.learnable or self.stateful or self.teacher
+        return self.impl.kind == "module"
+
+    @property
+    def impl_name(self) -> str:
+        """The kernel or module builder that implements this op."""
+        return self.impl.name or self.name
 
     @property
     def plain(self) -> bool:
@@ -123,7 +153,7 @@ _OPS: list[Op] = [
     Op("pool", T, "adaptive average pooling to size × size", (P("size", "int"),), (Row("map", "map"),)),
     Op("spp", T, "multi-scale pooling: 1×1, 2×2 and 4×4 poolings concatenated", (), (Row("map", "vector"),)),
     Op("patches", T, "split the map into n × n local patches folded into the batch", (P("n", "int"),),
-       (Row("map", "map"),)),
+       (Row("map", "map"),), impl=Impl(rule="patches")),
     Op("gap", T, "global average pooling", (), (Row("map", "vector"), Row("tokens", "vector"))),
     Op("flatten", T, "flatten everything but the batch", (), (Row("map", "vector"), Row("tokens", "vector"),
                                                              Row("matrix", "vector"), Row("flat", "vector"))),
@@ -133,15 +163,15 @@ _OPS: list[Op] = [
     Op("channel_gram", T, "per-sample channel Gram matrix (N,C,C) over flattened positions", (),
        (Row("map", "matrix"), Row("tokens", "matrix"))),
     Op("transpose", T, "swap the batch and class axes (DIST's intra-class relation)", (),
-       (Row("flat.any", "="), Row("relation.any", "="))),
+       (Row("flat.any", "="), Row("relation.any", "=")), batch_sized=True),
     Op("softmax", T, "softmax of x / t along an axis (classes by default; c or hw on maps)",
        (P("t", "number", 1), _any_axis),
        (Row("flat", "=.p", (None, "k", "c")), Row("map", "map.p", ("c", "hw")),
-        Row("tokens", "tokens.p", ("l", "d")), Row("relation", "relation.p", (None,)))),
+        Row("tokens", "tokens.p", ("l", "d")), Row("relation", "relation.p", (None,))), impl=Impl(rule="softmax")),
     Op("log_softmax", T, "log-softmax of x / t along an axis",
        (P("t", "number", 1), _any_axis),
        (Row("flat", "=.logp", (None, "k", "c")), Row("map", "map.logp", ("c", "hw")),
-        Row("tokens", "tokens.logp", ("l", "d")))),
+        Row("tokens", "tokens.logp", ("l", "d"))), impl=Impl(rule="softmax")),
     Op("normalize", T, "L2-normalise along an axis (features by default; c, hw or chw on maps; n = batch)",
        (_any_axis,),
        (Row("flat.any", "=raw", (None, "c", "k", "n")), Row("map.any", "=raw", ("c", "hw", "chw", "n")),
@@ -172,30 +202,32 @@ _OPS: list[Op] = [
        (Row("feature", "relation.p"),)),
     # learnable connectors (student side only)
     Op("adapt", T, "learnable connector sized from the real shapes: 1×1 conv + BN for maps, linear otherwise",
-       (), (Row("*", "teacher"),), side="student", learnable=True),
+       (), (Row("*", "teacher"),), side="student", learnable=True, impl=MODULE),
     Op("align", T, "identity where the student already has the teacher's shape, otherwise `adapt` (AB, MGD, PKD)",
-       (), (Row("*", "teacher"),), side="student", learnable=True),
+       (), (Row("*", "teacher"),), side="student", learnable=True, impl=MODULE),
     Op("regress", T, "learnable 1×1 conv + BN + ReLU onto the teacher's channels, resized like `adapt`; on vectors "
                      "linear + BN + ReLU (FitNet's hint regressor, SRRL's transfer)",
-       (), (Row("map", "teacher"), Row("vector", "teacher")), side="student", learnable=True),
+       (), (Row("map", "teacher"), Row("vector", "teacher")), side="student", learnable=True, impl=MODULE),
     Op("mlp", T, "learnable 1×1-conv MLP conv–ReLU–conv–ReLU–conv onto the teacher's channels, as wide as the "
                  "teacher (VID's regressor of the mean)",
-       (), (Row("map", "teacher"), Row("vector", "teacher")), side="student", learnable=True),
+       (), (Row("map", "teacher"), Row("vector", "teacher")), side="student", learnable=True, impl=MODULE),
     Op("generate", T, "learnable generator conv3×3 → ReLU → conv3×3 onto the teacher's channels (MGD)",
-       (), (Row("map", "teacher"),), side="student", learnable=True),
+       (), (Row("map", "teacher"),), side="student", learnable=True, impl=MODULE),
     Op("project", T, "learnable linear map of the flattened activation to `dim` features, one per side (CRD, CC)",
-       (P("dim", "int"),), (Row("feature", "vector"),), learnable=True),
+       (P("dim", "int"),), (Row("feature", "vector"),), learnable=True, impl=MODULE),
     Op("review", T, "ReviewKD's attention-based fusion across the term's taps, deepest first, each level mapped "
                     "onto the teacher's shape", (), (Row("map", "teacher"), Row("vector", "teacher")),
-       side="student", learnable=True, across="chain"),
+       side="student", learnable=True, across="chain", impl=MODULE),
     # taking the teacher's parameters (read from the teacher model at compile time and again when attached)
     Op("margin", T, "OFD's teacher margin: max(x, m), m per channel = E[x | x < 0] under the statistics (γ, β) of "
-                    "the BatchNorm feeding the tapped point", (), (Row("map", "map"),), side="teacher", teacher=True),
+                    "the BatchNorm feeding the tapped point", (), (Row("map", "map"),), side="teacher", teacher=True,
+       impl=MODULE),
     Op("teacher_head", T, "the teacher's classifier (frozen) applied to a feature of its input width (SRRL)",
-       (), (Row("vector", "logits"),), teacher=True),
+       (), (Row("vector", "logits"),), teacher=True, impl=MODULE),
     # labels inside a transform
     Op("target_binary", T, "(probability of the labelled class, of all the others): DKD's binary distribution",
-       (), (Row("logits.p", "logits.p"), Row("logits.logp", "logits.logp")), needs=("labels",)),
+       (), (Row("logits.p", "logits.p"), Row("logits.logp", "logits.logp")), needs=("labels",),
+       impl=Impl(rule="log_form")),
     Op("drop_target", T, "logits with the labelled class lowered by 1000, so a softmax spreads over the other "
                          "classes only (DKD's non-target distribution)", (), (Row("logits", "logits"),),
        needs=("labels",)),
@@ -215,26 +247,29 @@ _OPS: list[Op] = [
     Op("kl", D, "KL(teacher ‖ student) summed over the distribution axis, averaged over the rest (reduce = all: "
                 "averaged over every entry); on logits applies softmax(x / t) first",
        (P("t", "number", 1, kw_only=True), P("reduce", "symbol", "batch", kw_only=True, choices=("batch", "all"))),
-       (Row("tensor.p , tensor.p"), Row("tensor.logp , tensor.logp"), Row("flat , flat"))),
+       (Row("tensor.p , tensor.p"), Row("tensor.logp , tensor.logp"), Row("flat , flat")),
+       impl=Impl(rule="divergence")),
     Op("js", D, "Jensen–Shannon divergence per sample, batch mean; on logits applies softmax(x / t) first",
-       (P("t", "number", 1, kw_only=True),), (Row("tensor.p , tensor.p"), Row("flat , flat"))),
+       (P("t", "number", 1, kw_only=True),), (Row("tensor.p , tensor.p"), Row("flat , flat")),
+       impl=Impl(rule="divergence")),
     Op("cosine", D, "1 − cosine similarity per sample, batch mean", (), (Row("tensor.any , tensor.any"),)),
     Op("pearson", D, "1 − Pearson correlation per sample, batch mean", (), (Row("tensor.any , tensor.any"),)),
     Op("mmd", D, "squared MMD with the polynomial kernel (x·y + c)^d over channels (NST)",
        (P("d", "int", 2, kw_only=True), P("c", "number", 0, kw_only=True)),
        (Row("map , map"), Row("matrix , matrix"), Row("tokens , tokens")), shapes="positions"),
     Op("ce", D, "cross-entropy of the student's logits against the labels (or the teacher's distribution)",
-       (P("t", "number", 1, kw_only=True),), (Row("logits , !labels"), Row("flat , !flat.p")), shapes="any"),
+       (P("t", "number", 1, kw_only=True),), (Row("logits , !labels"), Row("flat , !flat.p")), shapes="any",
+       impl=Impl(rule="ce")),
     Op("cc", D, "correlation congruence as benchmarked (RepDistiller's CC): mean over consecutive samples i, i+1 "
                 "of Σ |s − t|ᵢ · |s − t|ᵢ₊₁", (), (Row("flat , flat"),)),
     Op("gaussian_nll", D, "VID: −log N(t; s, σ²) per entry (constants dropped), averaged; σ² per channel is "
                           "learnable, softplus(θ) + 1e-5, starting at init_var",
-       (P("init_var", "number", 5),), (Row("map , map"), Row("flat , flat")), learnable=True),
+       (P("init_var", "number", 5),), (Row("map , map"), Row("flat , flat")), learnable=True, impl=MODULE),
     Op("crd", D, "CRD's contrastive (NCE) loss against a memory bank per network of all n_data training samples: k "
                  "negatives drawn uniformly, temperature t, banks updated with momentum; needs the sample index",
        (P("n_data", "int"), P("k", "int", 16384, kw_only=True), P("t", "number", 0.07, kw_only=True),
         P("momentum", "fraction", 0.5, kw_only=True)),
-       (Row("vector , vector"),), stateful=True, random=True, needs=("index",)),
+       (Row("vector , vector"),), stateful=True, random=True, needs=("index",), impl=MODULE),
     Op("boundary", D, "activation-boundary loss (AB) on pre-activations: (s + m)² where s > −m and t ≤ 0, "
                       "(s − m)² where s ≤ m and t > 0; summed per sample, batch mean",
        (P("margin", "number", 1, kw_only=True),), (Row("map , map"),)),

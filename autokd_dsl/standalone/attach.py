@@ -5,6 +5,8 @@ A tap spec is ``dotted.module.path[:in|:out][@N]`` (the N-th call of a module th
 Captured tensors are cloned, so a later in-place op (``ReLU(inplace=True)``) cannot overwrite them.
 """
 
+import functools
+
 import torch
 from torch import nn
 
@@ -16,36 +18,35 @@ def parse_spec(spec):
     return path, io or "out", int(call) if call else 1
 
 
+def hook_taps(model, taps, detach=False):
+    """Hook the taps of ``model``: ``(values, handles)``; ``values`` holds clones of the latest forward's taps (an
+    ``:in`` tap is read before the call, as an in-place module such as ``ReLU(inplace=True)`` overwrites it)."""
+    values, calls, modules = {}, {}, dict(model.named_modules())
+
+    def keep(name, io, call, module, inputs, output=None):
+        calls[name] = calls.get(name, 0) + 1
+        if calls[name] == call:
+            value = inputs[0] if io == "in" else output
+            values[name] = (value.detach() if detach else value).clone()
+
+    def reset(*_):  # a forward pre-hook: returns None, leaving the input as it is
+        values.clear()
+        calls.clear()
+
+    handles = [model.register_forward_pre_hook(reset)]
+    for name, spec in taps.items():
+        path, io, call = parse_spec(spec)
+        module = modules[path]
+        register = module.register_forward_pre_hook if io == "in" else module.register_forward_hook
+        handles.append(register(functools.partial(keep, name, io, call)))
+    return values, handles
+
+
 class TapCapture:
-    """Forward hooks on ``model`` that store the tapped tensors of the latest forward in ``values``."""
+    """:func:`hook_taps` as an object: ``values`` after each forward of the model; ``remove()`` the hooks."""
 
     def __init__(self, model, taps, detach=False):
-        self.values, self.detach = {}, detach
-        self._calls, self._handles = {}, []
-        modules = dict(model.named_modules())
-        self._handles.append(model.register_forward_pre_hook(lambda m, a: self.reset()))
-        for name, spec in taps.items():
-            path, io, call = parse_spec(spec)
-            hook = self._hook(name, path, io, call)
-            if io == "in":  # before the call: an in-place module (ReLU(inplace=True)) overwrites its input
-                handle = modules[path].register_forward_pre_hook(lambda m, inputs, hook=hook: hook(m, inputs, None))
-            else:
-                handle = modules[path].register_forward_hook(hook)
-            self._handles.append(handle)
-
-    def reset(self):
-        self.values, self._calls = {}, {}
-
-    def _hook(self, name, path, io, call):
-        def hook(module, inputs, output):
-            key = (name, path)
-            self._calls[key] = self._calls.get(key, 0) + 1
-            if self._calls[key] == call:
-                value = inputs[0] if io == "in" else output
-                value = value.detach() if self.detach else value
-                self.values[name] = value.clone()
-
-        return hook
+        self.values, self._handles = hook_taps(model, taps, detach)
 
     def remove(self):
         for handle in self._handles:
@@ -54,55 +55,59 @@ class TapCapture:
 
 
 class Attached(nn.Module):
-    """``forward(x, labels=None, epoch=0, index=None)`` → ``(student_output, losses)``.
-
-    ``teacher`` is one network (``teacher_taps`` a dict) or a list of them (``teacher_taps`` a list of dicts, one
-    per teacher). The teachers run in eval mode without gradients; the student runs in its own mode. Only the loss
-    module (the distiller's learnable connectors) is registered, so ``parameters()`` are the connectors.
-    Loss modules that read the teacher's parameters (OFD's margins, SRRL's classifier) copy them here.
-    ``index`` (the dataset positions of the batch's samples) reaches the loss when it asks for it
-    (``needs_index``: CRD's memory banks).
-    """
+    """``forward(x, labels=None, epoch=0, index=None)`` → ``(student_output, losses)``, the teacher in eval mode
+    without gradients. ``parameters()`` are the loss's (its connectors); loss parts with ``reads_teacher`` copy from
+    the teacher here; ``index`` (the batch's dataset positions) reaches a loss with ``needs_index`` (CRD)."""
 
     def __init__(self, teacher, student, loss, student_taps, teacher_taps):
         super().__init__()
         self.loss = loss
-        teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
-        tap_sets = list(teacher_taps) if isinstance(teacher_taps, (list, tuple)) else [teacher_taps]
-        if len(teachers) != len(tap_sets):
-            raise ValueError(f"this loss distils from {len(tap_sets)} teacher(s); {len(teachers)} were given")
-        object.__setattr__(self, "_nets", (teachers, student))
-        object.__setattr__(self, "_captures", ([TapCapture(t, taps, detach=True) for t, taps in zip(teachers, tap_sets)],
-                                               TapCapture(student, student_taps)))
+        t_values, t_hooks = hook_taps(teacher, teacher_taps, detach=True)
+        s_values, s_hooks = hook_taps(student, student_taps)
+        object.__setattr__(self, "_parts", (teacher, student, t_values, s_values, t_hooks + s_hooks))  # no submodules
         for module in loss.modules():
-            if hasattr(module, "copy_from_teacher"):
-                module.copy_from_teacher(teachers[0])
-
-    @property
-    def teacher(self):
-        return self._nets[0][0]
-
-    @property
-    def teachers(self):
-        return list(self._nets[0])
-
-    @property
-    def student(self):
-        return self._nets[1]
+            if getattr(module, "reads_teacher", False):
+                module.copy_from_teacher(teacher)
 
     def forward(self, x, labels=None, epoch=0, index=None):
-        teachers, student = self._nets
-        t_captures, s_capture = self._captures
+        teacher, student, t_values, s_values, _ = self._parts
         with torch.no_grad():
-            for teacher in teachers:
-                teacher.eval()
-                teacher(x)
+            teacher.eval()(x)
         output = student(x)
         extra = {"index": index} if getattr(self.loss, "needs_index", False) else {}
-        t_values = {k: v for capture in t_captures for k, v in capture.values.items()}
-        losses = self.loss(**s_capture.values, **t_values, labels=labels, epoch=epoch, **extra)
-        return output, losses
+        return output, self.loss(**s_values, **t_values, labels=labels, epoch=epoch, **extra)
 
     def detach_hooks(self):
-        for capture in [*self._captures[0], self._captures[1]]:
-            capture.remove()
+        for handle in self._parts[4]:
+            handle.remove()
+
+
+class AttachedTeachers(Attached):
+    """:class:`Attached` with several teachers: ``teachers`` a list, ``teacher_taps`` one dict per teacher in the
+    same order (their tap names differ: ``t1_…``, ``t2_…``); every teacher runs in eval mode without gradients."""
+
+    def __init__(self, teachers, student, loss, student_taps, teacher_taps):
+        nn.Module.__init__(self)
+        self.loss = loss
+        if len(teachers) != len(teacher_taps):
+            raise ValueError(f"this loss distils from {len(teacher_taps)} teachers; {len(teachers)} were given")
+        t_values, hooks = [], []
+        for net, taps in zip(teachers, teacher_taps):
+            values, handles = hook_taps(net, taps, detach=True)
+            t_values.append(values)
+            hooks += handles
+        s_values, s_hooks = hook_taps(student, student_taps)
+        object.__setattr__(self, "_parts", (list(teachers), student, t_values, s_values, hooks + s_hooks))
+        for module in loss.modules():
+            if getattr(module, "reads_teacher", False):
+                module.copy_from_teacher(teachers[0])
+
+    def forward(self, x, labels=None, epoch=0, index=None):
+        teachers, student, t_values, s_values, _ = self._parts
+        with torch.no_grad():
+            for net in teachers:
+                net.eval()(x)
+        output = student(x)
+        extra = {"index": index} if getattr(self.loss, "needs_index", False) else {}
+        taps = {k: v for values in t_values for k, v in values.items()}
+        return output, self.loss(**s_values, **taps, labels=labels, epoch=epoch, **extra)

@@ -11,7 +11,8 @@ Copied verbatim into compiled files (torch only). Sized from the real shapes (wi
 The modules behind the other module-backed ops follow `Connector` (see `autokd_dsl.compiler.modules` for how they
 are sized): `Align`, `Regressor`, `MLP`, `Generator`, `Project` and `ReviewFusion` are learnable transforms,
 `GaussianNLL` a learnable distance, `ContrastMemory` a distance with state across batches, `TeacherMargin` and
-`TeacherHead` hold values read from the teacher (``copy_from_teacher``, called by `attach`).
+`TeacherHead` hold values read from the teacher. All of them derive from `Part`, which spells out the two
+hooks the rest of the pipeline relies on (``args`` and ``reads_teacher`` / ``copy_from_teacher``).
 """
 
 import math
@@ -19,6 +20,25 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class Part(nn.Module):
+    """The base of every module behind an op, with the two hooks the compiler and `attach` use:
+
+    * ``args``: the constructor arguments (shapes without the batch axis, numbers, module paths); a compiled
+      file rebuilds the module as ``type(module)(*module.args)``;
+    * ``reads_teacher``: when True, ``copy_from_teacher(teacher)`` copies values out of the teacher model, at
+      compile time and again whenever the loss is attached to a teacher (`Attached`).
+    """
+
+    reads_teacher = False
+
+    def __init__(self, *args):
+        super().__init__()
+        self.args = args
+
+    def copy_from_teacher(self, teacher):
+        raise NotImplementedError(f"{type(self).__name__} reads nothing from the teacher")
 
 
 def _resize(x, size):
@@ -29,11 +49,10 @@ def _resize(x, size):
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-class Connector(nn.Module):
+class Connector(Part):
     def __init__(self, student_shape, teacher_shape):
-        super().__init__()
-        self.student_shape, self.teacher_shape = tuple(student_shape), tuple(teacher_shape)
-        self.args = (self.student_shape, self.teacher_shape)
+        super().__init__(tuple(student_shape), tuple(teacher_shape))
+        self.student_shape, self.teacher_shape = self.args
         s, t = self.student_shape, self.teacher_shape
         if len(t) == 3:
             channels = s[0] if len(s) == 3 else s[1]
@@ -74,21 +93,18 @@ def connector_fits(student_shape, teacher_shape):
     return len(t) in (2, 3) and len(s) in (2, 3)
 
 
-# ---- modules behind learnable, stateful and teacher-reading ops ------------------------------------------
-# Each keeps its constructor arguments in ``args`` (shapes without the batch axis, numbers, module paths), so a
-# compiled file can rebuild it; modules that read the teacher copy those values in ``copy_from_teacher``.
+# ---- modules behind learnable, stateful and teacher-reading ops (each a `Part`) ---------------------------
 
 
 def _conv1x1(c_in, c_out, bias=False):
     return nn.Conv2d(c_in, c_out, kernel_size=1, bias=bias)
 
 
-class Align(nn.Module):
+class Align(Part):
     """Identity where the student already has the teacher's shape, otherwise a Connector."""
 
     def __init__(self, student_shape, teacher_shape):
-        super().__init__()
-        self.args = (tuple(student_shape), tuple(teacher_shape))
+        super().__init__(tuple(student_shape), tuple(teacher_shape))
         same = self.args[0] == self.args[1]
         self.connector = None if same else Connector(student_shape, teacher_shape)
 
@@ -96,13 +112,12 @@ class Align(nn.Module):
         return x if self.connector is None else self.connector(x)
 
 
-class Regressor(nn.Module):
+class Regressor(Part):
     """1×1 conv + BatchNorm + ReLU onto the teacher's channels (maps resized like Connector); on vectors
     linear + BatchNorm + ReLU. FitNet's hint regressor, SRRL's transfer layer."""
 
     def __init__(self, student_shape, teacher_shape):
-        super().__init__()
-        self.args = (tuple(student_shape), tuple(teacher_shape))
+        super().__init__(tuple(student_shape), tuple(teacher_shape))
         c_in, c_out = self.args[0][0], self.args[1][0]
         if len(self.args[1]) == 3:
             self.conv, self.bn = _conv1x1(c_in, c_out), nn.BatchNorm2d(c_out)
@@ -115,13 +130,12 @@ class Regressor(nn.Module):
         return F.relu(self.bn(self.conv(x)))
 
 
-class MLP(nn.Module):
+class MLP(Part):
     """VID's regressor of the mean: conv1×1 → ReLU → conv1×1 → ReLU → conv1×1 (no bias), onto the teacher's
     channels with the teacher's width in between; vectors are treated as 1×1 maps."""
 
     def __init__(self, student_shape, teacher_shape):
-        super().__init__()
-        self.args = (tuple(student_shape), tuple(teacher_shape))
+        super().__init__(tuple(student_shape), tuple(teacher_shape))
         c_in, c_out = self.args[0][0], self.args[1][0]
         self.layers = nn.Sequential(_conv1x1(c_in, c_out), nn.ReLU(), _conv1x1(c_out, c_out), nn.ReLU(),
                                     _conv1x1(c_out, c_out))
@@ -132,12 +146,11 @@ class MLP(nn.Module):
         return self.layers(_resize(x, self.args[1][1:]))
 
 
-class Generator(nn.Module):
+class Generator(Part):
     """MGD's generation block: conv3×3 → ReLU → conv3×3 onto the teacher's channels."""
 
     def __init__(self, student_shape, teacher_shape):
-        super().__init__()
-        self.args = (tuple(student_shape), tuple(teacher_shape))
+        super().__init__(tuple(student_shape), tuple(teacher_shape))
         c_in, c_out = self.args[0][0], self.args[1][0]
         self.layers = nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(),
                                     nn.Conv2d(c_out, c_out, 3, padding=1))
@@ -146,12 +159,11 @@ class Generator(nn.Module):
         return self.layers(_resize(x, self.args[1][1:]))
 
 
-class Project(nn.Module):
+class Project(Part):
     """A learnable linear map of the flattened activation to ``dim`` features (one per network side)."""
 
     def __init__(self, in_features, dim):
-        super().__init__()
-        self.args = (in_features, dim)
+        super().__init__(in_features, dim)
         self.linear = nn.Linear(in_features, dim)
 
     def forward(self, x):
@@ -181,13 +193,12 @@ class _ABF(nn.Module):
         return self.conv2(x), x
 
 
-class ReviewFusion(nn.Module):
+class ReviewFusion(Part):
     """ReviewKD across taps: from the deepest tap to the first, each level is fused with the level below it
     and mapped onto the teacher's shape. Vectors enter and leave as 1×1 maps."""
 
     def __init__(self, student_shapes, teacher_shapes):
-        super().__init__()
-        self.args = (tuple(tuple(s) for s in student_shapes), tuple(tuple(t) for t in teacher_shapes))
+        super().__init__(tuple(tuple(s) for s in student_shapes), tuple(tuple(t) for t in teacher_shapes))
         s_shapes, t_shapes = self.args
         mid = min(512, s_shapes[-1][0])
         last = len(s_shapes) - 1
@@ -203,13 +214,12 @@ class ReviewFusion(nn.Module):
         return tuple(outs)
 
 
-class GaussianNLL(nn.Module):
+class GaussianNLL(Part):
     """VID's distance: −log N(t; s, σ²) per entry (constants dropped), averaged; σ² per channel is learnable,
     softplus(θ) + eps, starting at ``init_var``."""
 
     def __init__(self, channels, init_var=5.0, eps=1e-5):
-        super().__init__()
-        self.args = (channels, init_var, eps)
+        super().__init__(channels, init_var, eps)
         start = math.log(math.exp(init_var - eps) - 1.0)
         self.log_scale = nn.Parameter(torch.full((channels,), float(start)))
 
@@ -219,7 +229,7 @@ class GaussianNLL(nn.Module):
         return (0.5 * ((s - t) ** 2 / var + torch.log(var))).mean()
 
 
-class ContrastMemory(nn.Module):
+class ContrastMemory(Part):
     """CRD's contrastive loss with one memory bank per network holding an embedding of every training sample.
 
     Each sample is contrasted with ``k`` entries drawn uniformly from the other network's bank; the banks move
@@ -227,8 +237,7 @@ class ContrastMemory(nn.Module):
     the first batch, so this module carries state across batches. Needs the dataset index of each sample."""
 
     def __init__(self, n_data, dim, k=16384, t=0.07, momentum=0.5):
-        super().__init__()
-        self.args = (n_data, dim, k, t, momentum)
+        super().__init__(n_data, dim, k, t, momentum)
         bound = 1.0 / math.sqrt(dim / 3)
         self.register_buffer("memory_s", torch.rand(n_data, dim) * 2 * bound - bound)
         self.register_buffer("memory_t", torch.rand(n_data, dim) * 2 * bound - bound)
@@ -278,13 +287,14 @@ def _teacher_module(teacher, path):
     return dict(teacher.named_modules())[path]
 
 
-class TeacherMargin(nn.Module):
+class TeacherMargin(Part):
     """OFD: max(x, m) with the teacher's margin m per channel, from the BatchNorm at ``bn_path``."""
 
     def __init__(self, bn_path, channels):
-        super().__init__()
-        self.args = (bn_path, channels)
+        super().__init__(bn_path, channels)
         self.register_buffer("margin", torch.zeros(1, channels, 1, 1))
+
+    reads_teacher = True
 
     def copy_from_teacher(self, teacher):
         bn = _teacher_module(teacher, self.args[0])
@@ -295,14 +305,15 @@ class TeacherMargin(nn.Module):
         return torch.max(x, self.margin)
 
 
-class TeacherHead(nn.Module):
+class TeacherHead(Part):
     """The teacher's classifier (the linear layer at ``path``), frozen, applied to any feature of its width."""
 
     def __init__(self, path, in_features, out_features):
-        super().__init__()
-        self.args = (path, in_features, out_features)
+        super().__init__(path, in_features, out_features)
         self.register_buffer("weight", torch.zeros(out_features, in_features))
         self.register_buffer("bias", torch.zeros(out_features))
+
+    reads_teacher = True
 
     def copy_from_teacher(self, teacher):
         linear = _teacher_module(teacher, self.args[0])

@@ -112,18 +112,17 @@ def transpose(x):
     return x.t()
 
 
-def _temper(x, t):
-    return x if t == 1 else x / t
-
-
 def softmax(x, t=1.0, dims=(1,)):
+    """Softmax of x / t over ``dims`` (adjacent dims, taken together)."""
     x = x if t == 1 else x / t
-    return x.softmax(dims[0]) if len(dims) == 1 else _over(x, dims, lambda v, d: v.softmax(d))
+    return x.softmax(dims[0]) if len(dims) == 1 else x.flatten(dims[0], dims[-1]).softmax(dims[0]).view(x.shape)
 
 
 def log_softmax(x, t=1.0, dims=(1,)):
     x = x if t == 1 else x / t
-    return x.log_softmax(dims[0]) if len(dims) == 1 else _over(x, dims, lambda v, d: v.log_softmax(d))
+    if len(dims) > 1:
+        return x.flatten(dims[0], dims[-1]).log_softmax(dims[0]).view(x.shape)
+    return x.log_softmax(dims[0])
 
 
 def normalize(x, dims=(1,)):
@@ -238,33 +237,24 @@ def pairwise(s, t):
     return (s - t).flatten(1).norm(dim=1).mean()
 
 
-def _reduce(per_entry, dims, reduce):
-    if reduce == "all":
-        return per_entry.mean()
-    return per_entry.sum(dim=tuple(dims)).mean()
-
-
-def kl(s, t, mode="p", dims=(1,), temp=1.0, reduce="batch"):
-    """KL(teacher ‖ student). mode: "logits" (softmax(x / temp) first), "p" or "logp"."""
-    if mode in ("logits", "logp"):
+def kl(s, target, mode="p", dims=(1,), t=1.0, reduce="batch"):
+    """KL(target ‖ s) summed over ``dims``, averaged over the rest (reduce "all": over every entry), on "p", "logp",
+    or "logits" (an exact log-softmax of x / t first)."""
+    if mode == "p":
+        total = (target * (torch.log(target + EPS) - torch.log(s + EPS))).sum()
+    else:
         if mode == "logits":
-            s, t = log_softmax(s, temp, dims), log_softmax(t, temp, dims)
-        # one fused op: sum of exp(t) * (t - s); its mean over the non-distribution entries follows
-        if reduce != "all" and s.dim() == 2 and tuple(dims) == (1,):
-            return F.kl_div(s, t, reduction="batchmean", log_target=True)
-        total = F.kl_div(s, t, reduction="sum", log_target=True)
-        return total / (s.numel() if reduce == "all" else s.numel() // math.prod(s.shape[d] for d in dims))
-    log_s, log_t = torch.log(s + EPS), torch.log(t + EPS)
-    return _reduce(t * (log_t - log_s), dims, reduce)
+            s, target = log_softmax(s, t, dims), log_softmax(target, t, dims)
+        total = F.kl_div(s, target, reduction="sum", log_target=True)
+    return total / (s.numel() if reduce == "all" else s.numel() // math.prod(s.shape[d] for d in dims))
 
 
-def js(s, t, mode="p", dims=(1,), temp=1.0):
+def js(s, target, mode="p", dims=(1,), t=1.0):
     if mode == "logits":
-        s, t = softmax(s, temp, dims), softmax(t, temp, dims)
-    m = 0.5 * (s + t)
-    log_m = torch.log(m + EPS)
-    per = 0.5 * s * (torch.log(s + EPS) - log_m) + 0.5 * t * (torch.log(t + EPS) - log_m)
-    return _reduce(per, dims, "batch")
+        s, target = softmax(s, t, dims), softmax(target, t, dims)
+    log_m = torch.log(0.5 * (s + target) + EPS)
+    per = s * (torch.log(s + EPS) - log_m) + target * (torch.log(target + EPS) - log_m)
+    return 0.5 * per.sum() / (s.numel() // math.prod(s.shape[d] for d in dims))
 
 
 def cosine(s, t):
@@ -272,11 +262,14 @@ def cosine(s, t):
 
 
 def pearson(s, t):
+    """1 − ρ per sample, batch mean; ρ = Σ a·b / (‖a‖ ‖b‖ + 1e-8) on the centred rows, DIST's form (no clamped
+    norms, which differ where the student is close to the teacher and the centred norms are small)."""
     s, t, dim = (s, t, 1) if s.dim() == 2 else (s.flatten(1), t.flatten(1), 1)
     if s.stride(0) == 1 and s.stride(1) != 1:  # a transposed view (DIST's intra-class term): same math on
         s, t, dim = s.t(), t.t(), 0            # the contiguous original, reducing over its rows (faster)
     s, t = s - s.mean(dim, keepdim=True), t - t.mean(dim, keepdim=True)
-    return torch.rsub(F.cosine_similarity(s, t, dim=dim, eps=1e-8).mean(), 1.0)  # 1 - ρ
+    rho = (s * t).sum(dim) / (s.norm(dim=dim) * t.norm(dim=dim) + 1e-8)
+    return torch.rsub(rho.mean(), 1.0)
 
 
 def mmd(s, t, d=2, c=0.0):
@@ -288,10 +281,10 @@ def mmd(s, t, d=2, c=0.0):
     return k(t, t) + k(s, s) - 2 * k(s, t)
 
 
-def ce(s, t, soft=False, temp=1.0):
-    if soft:
-        return -(t * F.log_softmax(_temper(s, temp), dim=1)).sum(1).mean()
-    return F.cross_entropy(_temper(s, temp), t)
+def ce(s, target, soft=False, t=1.0):
+    """Cross-entropy of the logits ``s`` / t against class labels, or a distribution (``soft``)."""
+    s = s if t == 1 else s / t
+    return -(target * F.log_softmax(s, dim=1)).sum(1).mean() if soft else F.cross_entropy(s, target)
 
 
 def cc(s, t):
@@ -357,30 +350,30 @@ def fsp(*xs):
 # ---- weights ---------------------------------------------------------------------------------------------
 
 
-def warmup(epoch, epochs):
-    return min(float(epoch) / epochs, 1.0)
+# ``now`` is the current epoch; the other arguments are the op's parameters
 
 
-def after(epoch, at):
-    return 1.0 if epoch >= at else 0.0
+def warmup(now, epochs):
+    return min(float(now) / epochs, 1.0)
 
 
-def before(epoch, at):
-    return 1.0 if epoch < at else 0.0
+def after(now, epoch):
+    return 1.0 if now >= epoch else 0.0
 
 
-def linear(epoch, start, end, epochs):
-    return start + (end - start) * min(float(epoch) / epochs, 1.0)
+def before(now, epoch):
+    return 1.0 if now < epoch else 0.0
 
 
-def total(*terms):
-    out = terms[0]
-    for term in terms[1:]:
-        out = out + term
-    return out
+def linear(now, start, end, epochs):
+    return start + (end - start) * min(float(now) / epochs, 1.0)
 
 
-def fdiv(a, b):
-    return a / b
+def check_taps(shapes, **taps):
+    """Name the tap whose activation (per sample) is not the shape the loss was compiled for."""
+    for name, x in taps.items():
+        if x.shape[1:] != shapes[name]:
+            raise ValueError(f"tap `{name}`: expected {shapes[name]} per sample, as compiled, received "
+                             f"{tuple(x.shape[1:])}: compile the distiller again for this input size")
 
 

@@ -23,8 +23,13 @@ from torch import nn
 from . import kernels  # in a compiled file, the kernels namespace defined above this code
 
 
-def confidence_weights(labels, *logits):
-    """(K, N) CA-MKD weights from each teacher's logits (N, classes) and the labels (N,)."""
+def equal(teachers):
+    """K weights of 1/K."""
+    return torch.full((teachers,), 1.0 / teachers)
+
+
+def confidence(labels, logits=()):
+    """(K, N) CA-MKD weights from the teachers' logits (a sequence of K (N, classes) tensors) and the labels."""
     ce = torch.stack([F.cross_entropy(z, labels, reduction="none") for z in logits])
     if len(logits) == 1:
         return torch.ones_like(ce)
@@ -51,7 +56,7 @@ def normalised(scores):
     return scores / scores.sum()
 
 
-def agreement_weights(pairs, teachers, measure="cka"):
+def agreement(pairs, teachers=1, measure="cka"):
     """K weights from (student, teacher) activation pairs, ``len(pairs) / teachers`` pairs per teacher in
     teacher order (a term with several taps): each teacher's score is the mean over its taps."""
     score = linear_cka if measure == "cka" else mean_cosine
@@ -59,15 +64,15 @@ def agreement_weights(pairs, teachers, measure="cka"):
     return normalised(scores)
 
 
-def balance_weights(*losses):
-    """K weights from the teachers' unweighted losses: mean(L) / (K · L_k)."""
+def balance(losses):
+    """K weights from the teachers' unweighted losses (a sequence): mean(L) / (K · L_k)."""
     values = torch.stack([torch.as_tensor(v).detach().float().reshape(()) for v in losses])
     if not bool(torch.isfinite(values).all()) or bool((values <= 0).any()):
         return torch.full_like(values, 1.0 / len(values))
     return values.mean() / (len(values) * values)
 
 
-def per_sample(distance, s, t, **kwargs):
+def per_sample(distance, s, t, /, **kwargs):
     """The distance kernel ``distance`` (a name) on each sample on its own: (N,) values whose mean is the
     distance of the batch."""
     fn = getattr(kernels, distance)
@@ -94,8 +99,8 @@ class TeacherWeights(nn.Module):
     def compute(self, values):
         with torch.no_grad():
             if self.rule == "balance":
-                return balance_weights(*values)
-            return agreement_weights(list(zip(values[0::2], values[1::2])), len(self.weights), self.measure)
+                return balance(values)
+            return agreement(list(zip(values[0::2], values[1::2])), len(self.weights), self.measure)
 
     def forward(self, *values):
         if bool(self.ready):
