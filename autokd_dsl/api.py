@@ -116,6 +116,10 @@ class SearchSettings(_Settings):
     c: float = 0.7
     rollout: str = "mast"
     workers: int = 1
+    executor: str = "local"  # or "ray" (the `ray` extra): see README, Searching on a Ray cluster
+    ray_address: Optional[str] = None
+    cpus_per_candidate: float = 1.0
+    gpus_per_candidate: float = 0.0
     seed: int = 0
     device: str = "cpu"
     out: Path = Path("runs/search")
@@ -318,6 +322,9 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
     if s.rollout not in ("mast", "random"):
         raise KDError(f"unknown rollout policy `{s.rollout}`", hint="choose mast or random")
     device = str(resolve_device(s.device))
+    from .search.executor import check_executor
+
+    check_executor(s.executor, s.ray_address, device, s.cpus_per_candidate, s.gpus_per_candidate)
     space_block = load_space(str(s.space_file), s.space)  # a bad space fails before any training
     require_teachers(space_block, s.teacher, s.space_file)
     weights = s.teacher_weights
@@ -328,7 +335,9 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
                        teacher_weights=weights, data=s.data,
                        data_root=str(s.data_root) if s.data_root else None, input_size=s.input_size,
                        budget=s.budget, train_subset=s.train_subset, strategy=s.strategy, c=s.c, rollout=s.rollout,
-                       workers=s.workers, seed=s.seed, proxy=proxy, device=device, final_epochs=s.final_epochs,
+                       workers=s.workers, executor=s.executor, ray_address=s.ray_address,
+                       cpus_per_candidate=s.cpus_per_candidate, gpus_per_candidate=s.gpus_per_candidate,
+                       seed=s.seed, proxy=proxy, device=device, final_epochs=s.final_epochs,
                        final_seeds=s.final_seeds)
     data_cfg = DataConfig(name=s.data, root=s.data_root, input_size=s.input_size, seed=s.seed, augment=False,
                           train_subset=s.train_subset)

@@ -368,7 +368,15 @@ def search(
     c: float = typer.Option(0.7, "--c", help="UCT exploration constant (on min-max normalised rewards)."),
     rollout: str = typer.Option("mast", "--rollout", help="MCTS rollout policy: mast (guided by the mean reward "
                                                         "of each choice) or random (uniform)."),
-    workers: int = typer.Option(1, "--workers", help="Evaluate this many candidates at once (processes)."),
+    workers: int = typer.Option(1, "--workers", help="Evaluate this many candidates at once (processes, or "
+                                                     "Ray tasks in flight with --executor ray)."),
+    executor: str = typer.Option("local", "--executor", help="local (in-process or a process pool) or ray "
+                                                            "(the `ray` extra; a local instance or a cluster)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: auto (the cluster "
+                                              "this machine joined) or HOST:PORT; default: start a local instance."),
+    cpus_per_candidate: float = typer.Option(1.0, "--cpus-per-candidate", help="Ray: CPUs each candidate holds."),
+    gpus_per_candidate: float = typer.Option(0.0, "--gpus-per-candidate", help="Ray: GPUs each candidate holds "
+                                             "(fractional: 0.25 packs four candidates on one device)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N: where candidates train."),
     space_name: Optional[str] = typer.Option(None, "--space", help="Which space of the file."),
@@ -394,6 +402,9 @@ def search(
     if rollout not in ("mast", "random"):
         raise KDError(f"unknown rollout policy `{rollout}`", hint="choose mast or random")
     check_device(device)
+    from .search.executor import check_executor
+
+    check_executor(executor, ray_address, device, cpus_per_candidate, gpus_per_candidate)
     space_block = load_space(str(space_file), space_name)  # a bad space fails before any training
     _require_teachers(space_block, teacher, space_file)
     one = len(teacher) == 1
@@ -405,7 +416,9 @@ def search(
                        data=data,
                        data_root=str(data_root) if data_root else None, input_size=size, budget=budget,
                        train_subset=train_subset,
-                       strategy=strategy, c=c, rollout=rollout, workers=workers, seed=seed, proxy=proxy, device=device,
+                       strategy=strategy, c=c, rollout=rollout, workers=workers, executor=executor,
+                       ray_address=ray_address, cpus_per_candidate=cpus_per_candidate,
+                       gpus_per_candidate=gpus_per_candidate, seed=seed, proxy=proxy, device=device,
                        final_epochs=final_epochs, final_seeds=final_seeds)
     data_cfg = DataConfig(name=data, root=data_root, input_size=size, seed=seed, augment=False,
                           train_subset=train_subset)

@@ -43,6 +43,10 @@ class SearchConfig(pydantic.BaseModel):
     c: float = MCTS_DEFAULT_C
     rollout: str = "mast"
     workers: int = 1
+    executor: str = "local"  # local (in-process / process pool) or ray; none of these four is part of the identity
+    ray_address: str | None = None  # None: start a local Ray instance; "auto" or HOST:PORT: join a cluster
+    cpus_per_candidate: float = 1.0
+    gpus_per_candidate: float = 0.0
     seed: int = 0
     device: str = "cpu"  # where candidates train; not part of the search's identity
     final_epochs: int = 0  # > 0: retrain the top candidates and KD this long and report test accuracy
@@ -147,7 +151,9 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
         console.print(cfg.teacher_text() + f": each ran once over {len(ctx.train_x)} training and "
                       f"{len(ctx.val_x)} validation images")
     space = SearchSpace(block, term_fits=CompilesOn(teacher, cfg.teacher, cfg.student, bundle))
-    executor = make_executor(ctx, cfg.workers)
+    ray_options = {"address": cfg.ray_address, "cpus_per_candidate": cfg.cpus_per_candidate,
+                   "gpus_per_candidate": cfg.gpus_per_candidate} if cfg.executor == "ray" else {}
+    executor = make_executor(ctx, cfg.workers, cfg.executor, **ray_options)
     mcts_options = {"c": cfg.c, "rollout": cfg.rollout} if cfg.strategy == "mcts" else {}
     strategy = make_strategy(cfg.strategy, space, seed=cfg.seed, **mcts_options)
     progress = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -171,7 +177,11 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
     try:
         with progress:
             task = progress.add_task("search", total=cfg.budget, best="")
-            results = run_search(strategy, evaluate, cfg.budget, batch=max(1, cfg.workers))
+            if hasattr(executor, "submit"):
+                results = _search_in_flight(strategy, space, store, settings_key, executor, cfg.budget,
+                                            lambda row: _advance(progress, task, row))
+            else:
+                results = run_search(strategy, evaluate, cfg.budget, batch=max(1, cfg.workers))
             baseline = _baseline(cfg, ctx, store, settings_key, executor, console)
     finally:
         executor.close()
@@ -191,6 +201,49 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
     summary["teacher_runs"] = ctx.teacher_runs
     store.close()
     return summary
+
+
+def _search_in_flight(strategy, space, store: Store, settings_key: str, executor, budget: int, advance) -> list:
+    """Up to ``executor.workers`` candidates run at once; each result goes to the store as it arrives.
+
+    The store is the single source of truth: on --resume its rows are told to the strategy first (they count
+    against the budget), so no finished candidate is trained again, whatever order results arrived in before.
+    """
+    from . import Evaluation
+    from .executor import run_in_flight
+
+    def reward(row):
+        return row["reward"] if row["status"] == "ok" else None
+
+    replayed = []
+    for row in store.rows():
+        if row["settings"] == settings_key:
+            path = tuple(json.loads(row["path"]))
+            strategy.tell(path, reward(row))
+            replayed.append(Evaluation(path, row["key"], reward(row)))
+            advance(row)
+    blocks: dict = {}
+
+    def known(path):
+        blocks[path] = space.candidate(path)
+        row = store.get(blocks[path].key, settings_key)
+        if row is None:
+            return False, None
+        del blocks[path]
+        advance(row)
+        return True, reward(row)
+
+    def submit(path):
+        executor.submit(path, print_block(blocks[path]))
+
+    def wait():
+        path, outcome = executor.next_done()
+        row = _row(blocks.pop(path), path, outcome, settings_key)
+        store.add(row)
+        advance(row)
+        return path, reward(row)
+
+    return replayed + run_in_flight(strategy, known, submit, wait, budget - len(replayed), executor.workers)
 
 
 def _row(block: ir.Block, path, outcome: Outcome, settings_key: str, baseline: int = 0) -> dict:
