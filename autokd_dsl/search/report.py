@@ -33,11 +33,12 @@ def write_outputs(out: Path, store: Store, space, strategy, cfg, baseline: dict 
                                           if baseline and baseline.get("reward") is not None else "") + "\n")
         (out / "best.kd").write_text(header + best["kd"], encoding="utf-8")
     _report(out / "report.md", rows, ok, cfg, baseline)
-    _leaderboard(console, ok, baseline)
+    _leaderboard(console, ok, baseline, cfg)
     rejected = [r for r in rows if r["status"] != "ok"]
     if best is not None:
         console.print(f"best reward {best['reward']:.4f} → {out / 'best.kd'}" +
-                      (f" (KD: {baseline['reward']:.4f})" if baseline and baseline.get("reward") is not None else ""))
+                      (f" ({_base(cfg)}: {baseline['reward']:.4f})" if baseline and baseline.get("reward") is not None
+                       else ""))
     else:
         console.print("no candidate trained successfully; see evaluations.csv for the rejection reasons")
     return {"best": best, "rows": len(rows), "rejected": len(rejected), "baseline": baseline}
@@ -109,13 +110,13 @@ def _fmt(value) -> str:
     return f"{value:.4f}" if value is not None else "-"
 
 
-def _leaderboard(console: Console, ok: list[dict], baseline: dict | None) -> None:
+def _leaderboard(console: Console, ok: list[dict], baseline: dict | None, cfg) -> None:
     table = Table("rank", "reward", "val CE", "gap", "distiller", title="leaderboard")
     for i, r in enumerate(ok[:5], 1):
         table.add_row(str(i), f"{r['reward']:.4f}", f"{r['ce']:.4f}", f"{r['gap']:.4f}", _first_line(r["kd"]))
     if baseline and baseline.get("reward") is not None:
-        table.add_row("KD", f"{baseline['reward']:.4f}", f"{baseline['ce']:.4f}", f"{baseline['gap']:.4f}",
-                      "library/kd.kd")
+        table.add_row(_base(cfg), f"{baseline['reward']:.4f}", f"{baseline['ce']:.4f}", f"{baseline['gap']:.4f}",
+                      f"library/{_base(cfg).lower()}.kd")
     console.print(table)
 
 

@@ -177,7 +177,7 @@ class Distill(nn.Module):
         self._teacher_captures = None if cache is not None else [
             TapCapture(t, taps, detach=True) for t, taps in zip(teachers, self._teacher_specs)]
         for module in loss.modules():
-            if hasattr(module, "copy_from_teacher"):
+            if getattr(module, "reads_teacher", False):  # every module has copy_from_teacher; few read it
                 module.copy_from_teacher(teachers[0])
 
     def teacher_outputs(self, x: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
