@@ -55,7 +55,8 @@ def pick_distiller(program: ir.Program, name: str | None, where: str) -> ir.Bloc
 class DistillerLoss(fx.GraphModule):
     """The compiled loss: ``forward(<student taps>, <teacher taps>, labels=None, epoch=0)`` → dict of terms."""
 
-    _KEPT = ("student_taps", "teacher_taps", "teachers_taps", "term_names", "distiller", "needs_index", "param_use")
+    _KEPT = ("student_taps", "teacher_taps", "teachers_taps", "term_names", "distiller", "needs_index", "param_use",
+             "tap_shapes")
 
     def tap_specs(self) -> dict[str, dict[str, str]]:
         """Placeholder name → tap spec: the student's, and every teacher's together (the names of several
@@ -92,6 +93,7 @@ def compile_distiller(block: ir.Block, teacher: nn.Module | list[nn.Module], stu
     loss.distiller = block
     loss.needs_index = lowering.index_node is not None  # CRD's memory banks: the trainer passes index=
     loss.param_use = lowering.use  # which parameters the graph reads, and which shaped it (for emit)
+    loss.tap_shapes = lowering.root.tap_shapes  # per sample, as compiled
     return loss
 
 

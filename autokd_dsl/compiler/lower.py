@@ -75,9 +75,8 @@ class Lowering:
         self.epoch_node = self.graph.placeholder("epoch", default_value=0)
         self.index_node = self.graph.placeholder("index", default_value=None) if self.uses("index") else None
         self.last_input = self.index_node or self.epoch_node
-        taps = {name: node for name, (node, _) in self.inputs.items()}
         self.root.tap_shapes = {name: tuple(ex.shape[1:]) for name, (_, ex) in self.inputs.items()}
-        check = self.fn(kernels.check_taps, (self.attr("tap_shapes", self.root.tap_shapes),), taps, name="check_taps")
+        check = self.check_taps()
         for name in t_names:  # the teacher side never carries gradients
             node, ex = self.inputs[name]
             detached = self.graph.create_node("call_method", "detach", (node,), {}, name=f"{name}_detached")
@@ -93,6 +92,15 @@ class Lowering:
         gm.delete_all_unused_submodules()
         gm.recompile()
         return gm
+
+    def check_taps(self) -> fx.Node | None:
+        """A node failing early, naming the tap, where a map or tokens tap is not the shape compiled for (an input
+        of another size). Vectors and logits do not depend on the input size; they are not checked, which keeps
+        a distiller on logits free of the cost."""
+        taps = {name: node for name, (node, ex) in self.inputs.items() if ex.dim() > 2}
+        if not taps:
+            return None
+        return self.fn(kernels.check_taps, (self.attr("tap_shapes", self.root.tap_shapes),), taps, name="check_taps")
 
     def uses(self, graph_input: str) -> bool:
         """Does an op of the distiller take this graph input (`index`)?"""
@@ -240,7 +248,7 @@ class Lowering:
             out = Val(node, self.run(call, b.fn, examples, kwargs), kind)
             if b.rule.finish:
                 b.rule.finish(out, v, kwargs)
-            elif kind.prob:
+            if kind.prob and out.pdims is None:
                 out.pdims = v.pdims or (1,)
         out.batch_sized = v.batch_sized or op.batch_sized or kind.form == "relation"
         self.memo[key] = out
