@@ -79,10 +79,13 @@ def test_shape_pruning_on_real_networks():
 def test_pruning_removes_ill_kinded_candidates():
     space = autokd_space()
     # `stage3` with no transform before `kl` is not a distribution: kl must not be offered there
-    prefix = (0, 0, 0, 0)  # stage3, none, none, none
-    labels = [space.label(4, o) for o in space.options(prefix)]
+    distance = next(i for i, lv in enumerate(space.levels) if lv.role == "distance")
+    prefix = tuple(next(o for o in range(len(space.levels[i].options)) if space.label(i, o) in ("stage3", "none"))
+                   for i in range(distance))  # stage3, then `none` in every transform slot
+    assert space.label(0, prefix[0]) == "stage3" and len(prefix) >= 4
+    labels = [space.label(distance, o) for o in space.options(prefix)]
     assert labels and not any(lbl.startswith("kl") for lbl in labels)
-    all_labels = [space.label(4, o) for o in range(len(space.levels[4].options))]
+    all_labels = [space.label(distance, o) for o in range(len(space.levels[distance].options))]
     assert any(lbl.startswith("kl") for lbl in all_labels)
 
 

@@ -233,7 +233,7 @@ def arguments(op: Op, call: ir.Call, value: Callable[[ir.Expr, bool], object], n
         elif param.type == "symbol":  # passed only when written, so the kernel's default stays implicit
             kwargs.update({param.name: expr.id} if isinstance(expr, ir.Name) else {})
         elif expr is not None or param.default is not None:
-            live = not op.module and param.type in ("number", "fraction")
+            live = not op.module and param.type in ("number", "positive", "fraction")
             number = value(expr, live) if expr is not None else param.default
             kwargs[param.name] = int(number) if param.type == "int" else number
     return kwargs

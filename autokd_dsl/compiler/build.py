@@ -17,21 +17,17 @@ from pathlib import Path
 
 from torch import fx, nn
 
-from ..errors import KDError, SourceText
+from ..errors import KDError
 from ..lang import ir
-from ..lang.check import check
-from ..lang.parse import parse_file
+from ..lang.check import check_file
 from ..standalone.attach import Attached, AttachedTeachers
 from .lower import Lowering, term_names
-from .taps import Model
+from .taps import Model, TapNotReached, resolve_point
 
 
 def load_distiller(path: str | Path, name: str | None = None) -> ir.Block:
     """Parse and check a `.kd` file and return its distiller ``name`` (or its only distiller)."""
-    program = parse_file(path)
-    text = Path(path).read_text(encoding="utf-8")
-    program = check(program, SourceText(str(path), text))
-    return pick_distiller(program, name, str(path))
+    return pick_distiller(check_file(path), name, str(path))
 
 
 def pick_distiller(program: ir.Program, name: str | None, where: str) -> ir.Block:
@@ -84,7 +80,14 @@ def compile_distiller(block: ir.Block, teacher: nn.Module | list[nn.Module], stu
     models = [Model(net, name or getattr(net, "kd_name", "teacher")) for net, name in zip(nets, names)]
     s_name = student_name or getattr(student, "kd_name", "student")
     lowering = Lowering(block, models, Model(student, s_name), tuple(input_size))
-    gm = lowering.build()
+    try:
+        gm = lowering.build()
+    except TapNotReached as err:  # point at the tap in the file
+        if err.span is None:
+            nets = [(student, s_name)] + [(m.net, m.name) for m in models]
+            err.span = next((p.span for p in _points(block) for net, name in nets if _spec(net, p, name) == err.spec),
+                            None)
+        raise
     loss = DistillerLoss(gm, gm.graph, class_name="DistillerLoss")
     loss.student_taps = dict(lowering.student.taps)
     loss.teachers_taps = [dict(model.taps) for model in lowering.teachers]
@@ -95,6 +98,21 @@ def compile_distiller(block: ir.Block, teacher: nn.Module | list[nn.Module], stu
     loss.param_use = lowering.use  # which parameters the graph reads, and which shaped it (for emit)
     loss.tap_shapes = lowering.root.tap_shapes  # per sample, as compiled
     return loss
+
+
+def _spec(net, point, name):
+    try:
+        return resolve_point(net, point, name)
+    except KDError:
+        return None
+
+
+def _points(block: ir.Block):
+    for term in block.terms:
+        for tap in term.taps:
+            yield tap.student
+            if not tap.teacher_point.is_labels:
+                yield tap.teacher_point
 
 
 def attach(teacher: nn.Module | list[nn.Module], student: nn.Module, loss: DistillerLoss) -> Attached:

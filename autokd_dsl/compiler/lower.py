@@ -17,7 +17,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import KDError
-from ..lang import ir
+from ..lang import ir, weights
 from ..lang.check import apply_transform, distance_fits, distance_hint
 from ..lang.kinds import Kind
 from ..lang.ops import OPS
@@ -152,7 +152,7 @@ class Lowering:
             parts = (expr.left, expr.right) if isinstance(expr, ir.BinOp) else (expr.operand,)
             args = [self.number(e) for e in parts]
             if not any(isinstance(a, fx.Node) for a in args):
-                return _apply(expr.op, *args) if isinstance(expr, ir.BinOp) else -args[0]
+                return weights.apply(expr.op, *args, expr.span) if isinstance(expr, ir.BinOp) else -args[0]
             fn = _ARITHMETIC[expr.op] if isinstance(expr, ir.BinOp) else operator.neg
             node = self.graph.call_function(fn, tuple(args))
             self.examples[node] = fn(*(self.examples.get(a, a) for a in args))
@@ -448,23 +448,9 @@ def _shapes_fit(rule: str, s: torch.Size, t: torch.Size) -> bool:
     return s == t
 
 
-def _apply(op: str, a: float, b: float) -> float:
-    if op == "/" and b == 0:
-        raise KDError("division by zero in a weight")
-    return {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else 0.0, "^": a ** b}[op]
-
-
 def _constant(expr: ir.Expr, params: dict) -> float:
-    """Fold a number expression with the distiller's parameter values."""
-    if isinstance(expr, ir.Num):
-        return expr.value
-    if isinstance(expr, ir.Name):
-        return params[expr.id]
-    if isinstance(expr, ir.Neg):
-        return -_constant(expr.operand, params)
-    if isinstance(expr, ir.BinOp):
-        return _apply(expr.op, _constant(expr.left, params), _constant(expr.right, params))
-    raise KDError(f"expected a number, got `{expr}`", span=getattr(expr, "span", None))
+    """Fold a number expression with the distiller's parameter values (faults are located errors)."""
+    return weights.evaluate(expr, params)
 
 
 def _base_kind(model: Model, point: ir.Point, example: torch.Tensor) -> Kind:

@@ -119,7 +119,7 @@ class ProxyContext:
         for slots in space.slots:
             for slot in slots:
                 if slot.role == "tap":
-                    for tap in slot.options:
+                    for tap in (t for option in slot.options for t in ir.option_taps(option)):
                         point = tap.teacher_point
                         if not point.is_labels and (tap.each_teacher or point.teacher_number == k):
                             taps[resolve_point(teacher, point, self.teacher_names[k - 1])] = None

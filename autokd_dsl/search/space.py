@@ -28,7 +28,7 @@ from ..errors import KDError
 from ..lang import ir
 from ..lang.check import NONE, apply_transform, distance_fits, tap_kinds
 from ..lang.kinds import Kind
-from ..lang.printer import print_expr, print_step, print_tap
+from ..lang.printer import print_expr, print_step, print_tap_option
 
 Path = tuple[int, ...]
 
@@ -108,8 +108,8 @@ class SearchSpace:
 
     def label(self, level: int, option: int) -> str:
         value = self.levels[level].options[option]
-        if isinstance(value, ir.Tap):
-            return print_tap(value)
+        if isinstance(value, (ir.Tap, ir.TapGroup)):
+            return print_tap_option(value)
         return print_step(value) if isinstance(value, ir.Expr.__args__) else str(value)
 
     def options(self, prefix: Path) -> list[int]:
@@ -167,7 +167,7 @@ class SearchSpace:
 
     @staticmethod
     def _term(term: ir.Term, slots: list[Slot], chosen: list) -> ir.Term:
-        taps = tuple(c for c, s in zip(chosen, slots) if s.role == "tap")
+        taps = tuple(t for c, s in zip(chosen, slots) if s.role == "tap" for t in ir.option_taps(c))
         steps = tuple(c for c, s in zip(chosen, slots) if s.role != "tap"
                       and not (isinstance(c, ir.Name) and c.id == NONE))
         return dataclasses.replace(term, taps=taps, steps=steps)
@@ -177,7 +177,7 @@ class SearchSpace:
         if state is None:
             return None
         if slot.role == "tap":
-            return state + (self.tap_kind(option),)
+            return state + tuple(self.tap_kind(tap) for tap in ir.option_taps(option))
         if slot.role == "transform":
             if isinstance(option, ir.Name) and option.id == NONE:
                 return state
