@@ -188,9 +188,9 @@ def _weight(lw, expr: ir.Expr, k: int, nodes: dict):
     if isinstance(expr, ir.BinOp):
         left, right = _weight(lw, expr.left, k, nodes), _weight(lw, expr.right, k, nodes)
         if not isinstance(left, fx.Node) and not isinstance(right, fx.Node):
-            from .lower import _apply
+            from ..lang import weights
 
-            return _apply(expr.op, left, right)
+            return weights.apply(expr.op, left, right, expr.span)
         fn = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
               "^": operator.pow}[expr.op]
         return lw.graph.call_function(fn, (left, right))
