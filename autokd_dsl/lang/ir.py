@@ -218,7 +218,8 @@ class Term(Node):
 def term_taps(term: "Term") -> Iterator[Tap]:
     """Every tap of a term, the options of a tap choice included."""
     for slot in term.taps:
-        yield from (slot.options if isinstance(slot, TapChoice) else (slot,))
+        for option in slot.options if isinstance(slot, TapChoice) else (slot,):
+            yield from option.taps if isinstance(option, TapGroup) else (option,)
 
 
 def teachers_used(block: "Block") -> tuple[int, bool]:
