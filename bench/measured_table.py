@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from autokd_dsl.cli import cache_dir
+from autokd_dsl.api import cache_dir
 from autokd_dsl.data import DataConfig, load_data
 from autokd_dsl.lang.printer import print_term
 from autokd_dsl.search.evaluate import ProxyContext, ProxySettings, evaluate

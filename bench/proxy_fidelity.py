@@ -44,7 +44,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from autokd_dsl.cli import cache_dir  # noqa: E402
+from autokd_dsl.api import cache_dir  # noqa: E402
 from autokd_dsl.compiler.build import compile_distiller, load_distiller  # noqa: E402
 from autokd_dsl.data import DataConfig, Split, load_data  # noqa: E402
 from autokd_dsl.data.core import balanced_subset  # noqa: E402

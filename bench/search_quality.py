@@ -88,7 +88,7 @@ def main() -> None:
     out = args.out / f"seed{args.seed}"
     search_seconds = search(args, out)
 
-    from autokd_dsl.cli import obtain_teacher
+    from autokd_dsl.api import obtain_teacher
     from autokd_dsl.compiler.build import compile_distiller, load_distiller
     from autokd_dsl.data import DataConfig, load_data
     from autokd_dsl.errors import KDError
@@ -128,7 +128,7 @@ def main() -> None:
     print("| distiller (CE term omitted) | proxy reward | test acc. (mean ± sd) | Δ vs KD | Δ vs FitNet |\n"
           "|---|---:|---|---:|---:|")
     for r in rows:
-        terms = [ln.strip() for ln in r["kd"].splitlines()[1:] if ln.strip() and not ln.strip().startswith("#")
+        terms = [ln.strip() for ln in r["kd"].splitlines() if ln.strip() and not ln.strip().startswith(("#", "distiller "))
                  and "~ labels" not in ln]
         reward = f"{rewards[r['label']]:.3f}" if r["label"] in rewards else "—"
         print(f"| {r['label']}: `{' ; '.join(terms)}` | {reward} | {100 * r['mean']:.2f} ± {100 * r['sd']:.2f} | "

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from autokd_dsl.cli import cache_dir  # noqa: E402
+from autokd_dsl.api import cache_dir  # noqa: E402
 from autokd_dsl.data import DataConfig, load_data  # noqa: E402
 from autokd_dsl.lang.check import check_text  # noqa: E402
 from autokd_dsl.lang.printer import print_term  # noqa: E402

@@ -6,8 +6,7 @@ last-stage features (``embedding``), through a fixed random projection P where t
 split is never read here.
 
 The teacher runs once, before the search (:class:`ProxyContext`): its tapped activations for the proxy subset
-and the validation split are kept, and candidates train the student against them (``offline_teacher``). With
-several teachers each runs once, and the gap is the mean over the teachers of each teacher's gap.
+and the validation split are kept, and candidates train the student against them (``offline_teacher``).
 """
 
 from __future__ import annotations
@@ -58,6 +57,7 @@ class Outcome:
     gap: float | None = None
     seconds: float = 0.0
     losses: dict = field(default_factory=dict)
+    acc: float | None = None  # validation accuracy (a part of the report, not of the reward)
 
 
 def entropy_subset(logits: torch.Tensor, size: int, seed: int, bins: int = 10) -> torch.Tensor:
@@ -79,96 +79,93 @@ def entropy_subset(logits: torch.Tensor, size: int, seed: int, bins: int = 10) -
 
 
 class ProxyContext:
-    """Everything shared by all candidates: data, the teachers' cached outputs, and the settings.
+    """Everything shared by all candidates: data, the teacher's cached outputs, and the settings."""
 
-    ``teacher`` is one network or a list (``teacher_name`` then a list too); ``train_acts`` and ``val_acts``
-    hold one dict of tapped activations per teacher, in order. The entropy subset follows the first teacher.
-    """
-
-    def __init__(self, space, teacher: nn.Module | list[nn.Module], student_name: str, bundle,
-                 settings: ProxySettings, teacher_name: str | list[str] = "teacher", device: str = "cpu"):
+    def __init__(self, space, teacher: nn.Module, student_name: str, bundle, settings: ProxySettings,
+                 teacher_name: str = "teacher", device: str = "cpu", extra_taps=()):
         self.device = torch.device(device)
-        self.teachers = [t.to(self.device).eval() for t in (teacher if isinstance(teacher, (list, tuple))
-                                                            else [teacher])]
-        names = teacher_name if isinstance(teacher_name, (list, tuple)) else [teacher_name]
-        self.teacher_names = list(names) + [f"teacher{k}" for k in range(len(names) + 1, len(self.teachers) + 1)]
-        self.teacher, self.teacher_name = self.teachers[0], self.teacher_names[0]
-        self.student_name, self.bundle, self.settings = student_name, bundle, settings
+        teacher = teacher.to(self.device)
+        self.teacher, self.student_name, self.bundle, self.settings = teacher, student_name, bundle, settings
+        self.teacher_name = teacher_name
         self.input_size = tuple(bundle.train.images.shape[1:])
         self.num_classes = bundle.num_classes
+        teacher.eval()
         self.train_x, self.train_y = bundle.train.images.to(self.device), bundle.train.labels.to(self.device)
         self.val_x, self.val_y = bundle.val.images.to(self.device), bundle.val.labels.to(self.device)
-        self.teacher_taps = [self._teacher_taps(space, k) for k in range(1, len(self.teachers) + 1)]
-        self.train_acts = self._run_teachers(self.train_x)
+        self.teacher_taps = self._teacher_taps(space, extra_taps)
+        self.train_acts = self._run_teacher(self.train_x)
         if settings.subset < 1.0:
             size = max(self.num_classes, int(round(settings.subset * len(self.train_x))))
             if settings.entropy_sampling:
-                idx = entropy_subset(self.train_acts[0]["__logits__"].cpu(), size, settings.seed)
+                idx = entropy_subset(self.train_acts["__logits__"].cpu(), size, settings.seed)
             else:
                 idx = torch.randperm(len(self.train_x), generator=torch.Generator().manual_seed(settings.seed))[:size]
             self.train_x, self.train_y = self.train_x[idx], self.train_y[idx]
-            self.train_acts = [{k: v[idx] for k, v in acts.items()} for acts in self.train_acts]
-        self.val_acts = self._run_teachers(self.val_x)
-        self.teacher_runs = 1  # the teachers' forward passes happen here, never per candidate
+            self.train_acts = {k: v[idx] for k, v in self.train_acts.items()}
+        self.val_acts = self._run_teacher(self.val_x)
+        self.teacher_runs = 1  # the teacher's forward passes happen here, never per candidate
 
-    def _teacher_taps(self, space, k: int) -> dict[str, str]:
-        """Every tap of teacher ``k`` any candidate may use, plus the logits and embedding the reward needs."""
+    def _teacher_taps(self, space, extra_taps=()) -> dict[str, str]:
+        """Every teacher tap any candidate (or a distiller of ``extra_taps``, e.g. the baselines) may use, plus the
+        logits and embedding the reward needs."""
         from ..compiler.taps import resolve_point
 
-        teacher, taps = self.teachers[k - 1], {}
-        for slots in space.slots:
-            for slot in slots:
-                if slot.role == "tap":
-                    for tap in (t for option in slot.options for t in ir.option_taps(option)):
-                        point = tap.teacher_point
-                        if not point.is_labels and (tap.each_teacher or point.teacher_number == k):
-                            taps[resolve_point(teacher, point, self.teacher_names[k - 1])] = None
-        aliases = getattr(teacher, "kd_aliases", {})
+        points = [(tap.teacher_point, True) for slots in space.slots for slot in slots if slot.role == "tap"
+                  for option in slot.options for tap in ir.option_taps(option)]
+        points += [(tap.teacher_point, False) for block in extra_taps for term in block.terms for tap in term.taps
+                   if isinstance(tap, ir.Tap)]
+        taps = {}
+        for point, needed in points:
+            if not point.is_labels:
+                try:
+                    taps[resolve_point(self.teacher, point, self.teacher_name)] = None
+                except KDError:  # a baseline's layer this teacher lacks: that baseline does not apply
+                    if needed:
+                        raise
+        aliases = getattr(self.teacher, "kd_aliases", {})
         taps[aliases.get("logits", "")] = None
         taps[aliases.get("embedding", "")] = None
         return {spec: spec for spec in taps if spec}
 
-    def teacher_activations(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        """One live forward of every teacher (only when ``offline_teacher`` is off)."""
+    def teacher_activations(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One live teacher forward (only when ``offline_teacher`` is off)."""
         self.teacher_runs += 1
-        return self._run_teachers(x)
+        return self._run_teacher(x)
 
-    def _run_teachers(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        return [self._run_teacher(t, taps, x) for t, taps in zip(self.teachers, self.teacher_taps)]
-
-    @staticmethod
-    def _run_teacher(teacher: nn.Module, taps: dict, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        capture = TapCapture(teacher, taps, detach=True)
+    def _run_teacher(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        capture = TapCapture(self.teacher, self.teacher_taps, detach=True)
         chunks: dict[str, list] = {}
         try:
             with torch.no_grad():
                 for start in range(0, len(x), 256):
-                    teacher(x[start:start + 256])
+                    self.teacher(x[start:start + 256])
                     for k, v in capture.values.items():
                         chunks.setdefault(k, []).append(v)
         finally:
             capture.remove()
         out = {k: torch.cat(v) for k, v in chunks.items()}
-        aliases = getattr(teacher, "kd_aliases", {})
+        aliases = getattr(self.teacher, "kd_aliases", {})
         out["__logits__"] = out[aliases["logits"]]
         out["__embedding__"] = out[aliases["embedding"]]
         return out
 
 
-def evaluate(block: ir.Block, ctx: ProxyContext) -> Outcome:
-    """Evaluate one candidate distiller under the proxy settings (seeded: same inputs, same outcome)."""
+def evaluate(block: ir.Block, ctx: ProxyContext, settings: ProxySettings | None = None) -> Outcome:
+    """Evaluate one candidate distiller under the proxy settings (seeded: same inputs, same outcome).
+
+    ``settings`` overrides the context's (a rung of multi-fidelity promotion trains more epochs); the teacher
+    outputs cached in the context serve every setting.
+    """
     start = time.perf_counter()
-    s = ctx.settings
+    s = settings or ctx.settings
     torch.manual_seed(s.seed)
     student = create_model(ctx.student_name, num_classes=ctx.num_classes, in_chans=ctx.input_size[0]).to(ctx.device)
     try:
-        several = len(ctx.teachers) > 1
-        loss = compile_distiller(block, ctx.teachers if several else ctx.teacher, student, ctx.input_size,
-                                 teacher_name=ctx.teacher_names if several else ctx.teacher_name,
+        loss = compile_distiller(block, ctx.teacher, student, ctx.input_size, teacher_name=ctx.teacher_name,
                                  student_name=ctx.student_name)
     except KDError as err:
         return Outcome(None, "rejected", f"does not compile: {err.message}", seconds=time.perf_counter() - start)
-    runner = _Runner(student, loss, ctx)
+    runner = _Runner(student, loss, ctx, block, s)
     reason = runner.probe()
     if reason:
         return Outcome(None, "rejected", reason, seconds=time.perf_counter() - start)
@@ -176,39 +173,46 @@ def evaluate(block: ir.Block, ctx: ProxyContext) -> Outcome:
     if terms is None:
         return Outcome(None, "rejected", "loss became NaN or infinite during training",
                        seconds=time.perf_counter() - start)
-    ce, gap = runner.score()
+    ce, gap, acc = runner.score()
     reward = -(0.5 * ce + 0.5 * gap)
     if not math.isfinite(reward):
         return Outcome(None, "rejected", "non-finite validation score", seconds=time.perf_counter() - start)
-    return Outcome(reward, "ok", "", ce, gap, time.perf_counter() - start, terms)
+    return Outcome(reward, "ok", "", ce, gap, time.perf_counter() - start, terms, acc)
 
 
 class _Runner:
     """Trains one student against the cached teacher activations."""
 
-    def __init__(self, student: nn.Module, loss, ctx: ProxyContext):
-        self.student, self.loss, self.ctx = student, loss, ctx
+    def __init__(self, student: nn.Module, loss, ctx: ProxyContext, block: ir.Block | None = None,
+                 settings: ProxySettings | None = None):
+        self.student, self.loss, self.ctx, self.block = student, loss, ctx, block
+        self.settings = settings or ctx.settings
         self.capture = TapCapture(student, loss.student_taps)
-        # per teacher: placeholder name → the cached spec
-        self.t_names = list(getattr(loss, "teachers_taps", [loss.teacher_taps]))
+        # teacher placeholder name → the cached spec
+        self.t_names = dict(loss.teacher_taps)
         self.params = list(student.parameters()) + list(loss.parameters())
-        self.generator = torch.Generator().manual_seed(ctx.settings.seed)
-        self.masks = _sparse_masks(student, ctx.settings.sparse_density, self.generator)
+        self.generator = torch.Generator().manual_seed(self.settings.seed)
+        self.masks = _sparse_masks(student, self.settings.sparse_density, self.generator)
 
     def losses(self, x, y, acts, idx, epoch):
-        if not self.ctx.settings.offline_teacher:  # live teacher inference, for comparison with the cache
+        if not self.settings.offline_teacher:  # live teacher inference, for comparison with the cache
             acts, idx = self.ctx.teacher_activations(x), slice(None)
         out = self.student(x)
-        t_vals = {name: per_teacher[spec][idx] for per_teacher, taps in zip(acts, self.t_names)
-                  for name, spec in taps.items()}
+        t_vals = {name: acts[spec][idx] for name, spec in self.t_names.items()}
         values = self.loss(**self.capture.values, **t_vals, labels=y, epoch=epoch)
         return out, values
 
     def probe(self) -> str:
-        n = min(32, len(self.ctx.train_x))
-        idx = torch.arange(n)
+        """Why the loss cannot train this student (empty when it can), from two different probe batches.
+
+        The total must be finite and not explode, and every distillation term (a term that does not read the
+        labels) must be finite on both batches, differ between them, and give the student a gradient.
+        """
+        n = min(32, len(self.ctx.train_x) // 2) or 1
+        first, second = torch.arange(n), torch.arange(n, min(2 * n, len(self.ctx.train_x)))
         self.student.train()
-        _, values = self.losses(self.ctx.train_x[:n], self.ctx.train_y[:n], self.ctx.train_acts, idx, 0)
+        _, values = self.losses(self.ctx.train_x[first], self.ctx.train_y[first], self.ctx.train_acts, first, 0)
+        shapes = {name: tuple(v.shape[1:]) for name, v in self.capture.values.items()}
         total = values["total"]
         if not torch.isfinite(total):
             return "loss is NaN or infinite on the probe batch"
@@ -217,7 +221,28 @@ class _Runner:
         distill = [v for k, v in values.items() if k != "total" and v.requires_grad]
         if not distill:
             return "no loss term depends on the student"
-        grads = torch.autograd.grad(total, [p for p in self.student.parameters()], allow_unused=True)
+        others = {}
+        if len(second):
+            with torch.no_grad():
+                _, others = self.losses(self.ctx.train_x[second], self.ctx.train_y[second], self.ctx.train_acts,
+                                        second, 0)
+        params = [p for p in self.student.parameters()]
+        for term, name in self._distillation_terms():
+            value = values[name]
+            if not torch.isfinite(value) or (name in others and not torch.isfinite(others[name])):
+                return f"term `{name}` is NaN or infinite on the probe batches"
+            a = float(value.detach())
+            if name in others:
+                b = float(others[name])
+                if abs(a - b) <= 1e-7 * max(1.0, abs(a)):
+                    why = _why_constant(term, self._tap_shape(term, shapes))
+                    return f"term `{name}` is constant {a:.3g} on two different probe batches" + (
+                        f": {why}" if why else "")
+            grads = torch.autograd.grad(value, params, allow_unused=True, retain_graph=True) \
+                if value.requires_grad else []
+            if sum(float(g.abs().sum()) for g in grads if g is not None) == 0.0:
+                return f"term `{name}` gives the student no gradient"
+        grads = torch.autograd.grad(total, params, allow_unused=True)
         norm = sum(float(g.abs().sum()) for g in grads if g is not None)
         if not math.isfinite(norm):
             return "gradient is NaN or infinite on the probe batch"
@@ -225,8 +250,31 @@ class _Runner:
             return "no gradient reaches the student"
         return ""
 
+    def _distillation_terms(self):
+        """(term, name) of every term that does not read the labels."""
+        if self.block is None:
+            return []
+        from ..compiler.lower import term_names
+
+        out = []
+        for term, name in zip(self.block.terms, term_names(self.block)):
+            taps = [t for t in term.taps if isinstance(t, ir.Tap)]
+            if taps and not any(t.teacher_point.is_labels for t in taps):
+                out.append((term, name))
+        return out
+
+    def _tap_shape(self, term: ir.Term, shapes: dict) -> tuple | None:
+        from ..compiler.taps import resolve_point
+
+        try:
+            spec = resolve_point(self.student, term.taps[0].student, self.ctx.student_name)
+        except KDError:
+            return None
+        name = next((n for n, sp in dict(self.loss.student_taps).items() if sp == spec), None)
+        return shapes.get(name)
+
     def train(self):
-        s = self.ctx.settings
+        s = self.settings
         opt = torch.optim.SGD(self.params, lr=s.lr, momentum=0.9, weight_decay=5e-4)
         n = len(self.ctx.train_x)
         steps = s.epochs * math.ceil(n / s.batch_size)
@@ -253,7 +301,7 @@ class _Runner:
         return {k: v / max(1, steps) for k, v in sums.items()}
 
     @torch.no_grad()
-    def score(self) -> tuple[float, float]:
+    def score(self) -> tuple[float, float, float]:
         ctx = self.ctx
         self.student.eval()
         emb_spec = getattr(self.student, "kd_aliases", {}).get("embedding")
@@ -265,17 +313,50 @@ class _Runner:
                 embs.append(cap.values["emb"])
         finally:
             cap.remove()
-        ce = float(F.cross_entropy(torch.cat(logits), ctx.val_y))
-        s_emb = torch.cat(embs).flatten(1)
-        gaps = [_gap(s_emb, acts["__embedding__"].flatten(1)) for acts in ctx.val_acts]
-        return ce, sum(gaps) / len(gaps)
+        logits = torch.cat(logits)
+        ce = float(F.cross_entropy(logits, ctx.val_y))
+        acc = float((logits.argmax(1) == ctx.val_y).float().mean())
+        s_emb, t_emb = torch.cat(embs).flatten(1), ctx.val_acts["__embedding__"].flatten(1)
+        if s_emb.shape[1] != t_emb.shape[1]:
+            proj = torch.randn(s_emb.shape[1], t_emb.shape[1], generator=torch.Generator().manual_seed(1234))
+            s_emb = s_emb @ proj.to(s_emb.device) / math.sqrt(s_emb.shape[1])
+        gap = float(F.mse_loss(s_emb, t_emb) / t_emb.var().clamp_min(1e-8))
+        return ce, gap, acc
 
 
-def _gap(s_emb: torch.Tensor, t_emb: torch.Tensor) -> float:
-    if s_emb.shape[1] != t_emb.shape[1]:
-        proj = torch.randn(s_emb.shape[1], t_emb.shape[1], generator=torch.Generator().manual_seed(1234))
-        s_emb = s_emb @ proj.to(s_emb.device) / math.sqrt(s_emb.shape[1])
-    return float(F.mse_loss(s_emb, t_emb) / t_emb.var().clamp_min(1e-8))
+def _why_constant(term: ir.Term, shape: tuple | None) -> str:
+    """A reading of why a term cannot change: a softmax or normalisation over an axis the transforms before it
+    shrank to one entry (``patches(4)`` on a 4×4 map leaves 1×1 patches, and softmax over one position is 1)."""
+    if shape is None or len(shape) != 3:
+        return ""
+    c, h, w = shape
+    how = {"c": "", "hw": ""}
+    for step in term.transforms:
+        if not isinstance(step, ir.Call):
+            continue
+        arg = step.args[0].value if step.args else None
+        k = arg.value if isinstance(arg, ir.Num) else None
+        if step.op == "pool" and k:
+            if (h, w) != (k, k):
+                how["hw"] = f"pool({k}) leaves a {k}×{k} map" if k == 1 else ""
+            h = w = k
+        elif step.op == "patches" and k:
+            h, w = h // k, w // k
+            how["hw"] = f"patches({k}) on a {h * k}×{w * k} map leaves {h}×{w} patches"
+        elif step.op == "spatial_attention":
+            c, how["c"] = 1, "spatial_attention leaves one channel"
+        elif step.op == "channel_attention":
+            h = w = 1
+            how["hw"] = "channel_attention leaves a 1×1 map"
+        elif step.op in ("softmax", "normalize", "minmax"):
+            axis = next((a.value.id for a in step.args if isinstance(a.value, ir.Name)), "c" if step.op != "minmax"
+                        else "chw")
+            if axis == "c" and c == 1 or axis == "hw" and h * w == 1 or axis == "chw" and c * h * w == 1:
+                what = "one position" if axis == "hw" else "one channel" if axis == "c" else "one entry"
+                result = {"softmax": "is 1", "normalize": "is ±1", "minmax": "is constant"}[step.op]
+                cause = how["hw"] if axis == "hw" else how["c"] if axis == "c" else how["hw"] or how["c"]
+                return (f"{cause}, and " if cause else "") + f"{step.op} over {what} {result}"
+    return ""
 
 
 # ---- sparse student: magnitude pruning with random regrowth ---------------------------------------------
