@@ -282,7 +282,7 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
     device = str(resolve_device(s.device))
     from .search.executor import check_executor
 
-    check_executor(s.executor, s.ray_address, device, s.cpus_per_candidate, s.gpus_per_candidate)
+    check_executor(s.executor, s.ray_address, s.device, s.cpus_per_candidate, s.gpus_per_candidate)
     load_space(str(s.space_file), s.space)  # a bad space fails before any training
     proxy = ProxySettings(epochs=s.epochs, subset=s.subset, entropy_sampling=s.entropy,
                           offline_teacher=s.offline_teacher, sparse_density=s.sparse, seed=s.seed)

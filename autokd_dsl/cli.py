@@ -229,6 +229,7 @@ def expand(
     batch_size: int = typer.Option(64, "--batch-size", help="Images in the one batch that sets the weights."),
     seed: int = typer.Option(0, "--seed", help="Seeds the batch and the untrained student."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Write the distiller here (default: stdout)."),
+    device: str = typer.Option("cpu", "--device", help="Where the batch runs: cpu, cuda, cuda:N or mps."),
 ) -> None:
     """Apply one term at several layers, with training-free weights set on one batch."""
     import torch
@@ -238,9 +239,11 @@ def expand(
     from .errors import SourceText
     from .multilayer import expand_layers, pick_term
     from .options import parse_input_size
+    from .training.runtime import resolve_device
     from .training.student import make_student
 
     console = _plain_console(stderr=True)
+    resolve_device(device)  # a device this machine lacks fails first
     block = load_distiller(file, distiller)
     points = [p.strip() for p in layers_.split(",") if p.strip()]
     if batch_size < 2:
@@ -255,9 +258,13 @@ def expand(
     student_net = make_student(student, bundle.num_classes, data_cfg.input_size[0], seed)
     pick = torch.randperm(len(bundle.train), generator=torch.Generator().manual_seed(seed))[:batch_size]
     torch.manual_seed(seed)  # learnable connectors start from the same weights each time
+    dev = resolve_device(device)
+    teacher_net.to(dev)
+    student_net.to(dev)
     try:
-        result, info = expand_layers(block, points, teacher_net, student_net, bundle.train.images[pick],
-                                     bundle.train.labels[pick], term, teacher_name=teacher, student_name=student)
+        result, info = expand_layers(block, points, teacher_net, student_net, bundle.train.images[pick].to(dev),
+                                     bundle.train.labels[pick].to(dev), term, teacher_name=teacher,
+                                     student_name=student)
     except KDError as err:
         raise err.located(SourceText(str(file), file.read_text(encoding="utf-8")))
     from .lang.printer import print_block
@@ -270,6 +277,27 @@ def expand(
     console.print(f"term `{info['term']}`: unweighted loss {info['original']:.4g}; per layer "
                   + ", ".join(f"{k} {v:.4g}" for k, v in info["layers"].items())
                   + (f"; wrote {out}" if out is not None else ""))
+
+
+def _given(ctx: typer.Context, values: dict) -> dict:
+    """The options the user gave on the command line (not their defaults), for merging over --config."""
+    out = {}
+    for name, value in values.items():
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            out[name] = value
+    return out
+
+
+def _settings(model, command_name: str, ctx: typer.Context, config: Optional[Path], values: dict):
+    from .config_file import settings_from
+
+    return settings_from(model, command_name, config, _given(ctx, values))
+
+
+CONFIG_HELP = "Read the settings from this TOML file (option names as keys); flags given here override it."
+DEVICE_HELP = "auto (the GPU when there is one), cpu, cuda, cuda:N or mps."
+AMP_HELP = "Mixed precision: bf16, fp16 (with a gradient scaler) or off."
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -310,9 +338,10 @@ def obtain_teacher(arch: str, weights: Optional[Path], data_cfg, num_classes: in
 @app.command()
 @user_errors
 def search(
-    space_file: Path = typer.Argument(..., help="The .kd file holding a `space` block."),
-    teacher: str = typer.Option(..., "--teacher", help="Teacher model name."),
-    student: str = typer.Option(..., "--student", help="Student model name."),
+    ctx: typer.Context,
+    space_file: Optional[Path] = typer.Argument(None, help="The .kd file holding a `space` block."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher model name."),
+    student: Optional[str] = typer.Option(None, "--student", help="Student model name."),
     teacher_weights: Optional[Path] = typer.Option(None, "--teacher-weights", help="Teacher checkpoint."),
     data: str = typer.Option("digits", "--data", help="Dataset (digits, fashion-mnist, mnist, cifar10, ...)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root"),
@@ -324,8 +353,8 @@ def search(
     subset: float = typer.Option(1.0, "--subset", help="Fraction of the training split used by the proxy "
                                                      "(below 1: drawn by teacher entropy)."),
     entropy: bool = typer.Option(True, "--entropy/--uniform", help="Draw the subset by teacher entropy."),
-    offline: bool = typer.Option(True, "--offline-teacher/--live-teacher",
-                                 help="Cache teacher outputs once (default) or run the teacher per batch."),
+    offline_teacher: bool = typer.Option(True, "--offline-teacher/--live-teacher",
+                                         help="Cache teacher outputs once (default) or run the teacher per batch."),
     sparse: Optional[float] = typer.Option(None, "--sparse", help="Train a sparse student at this density."),
     strategy: str = typer.Option("mcts", "--strategy", help="mcts, random or evolution."),
     c: float = typer.Option(0.7, "--c", help="UCT exploration constant (on min-max normalised rewards)."),
@@ -341,51 +370,24 @@ def search(
     gpus_per_candidate: float = typer.Option(0.0, "--gpus-per-candidate", help="Ray: GPUs each candidate holds "
                                              "(fractional: 0.25 packs four candidates on one device)."),
     seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N: where candidates train."),
-    space_name: Optional[str] = typer.Option(None, "--space", help="Which space of the file."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or mps: where candidates train."),
+    space: Optional[str] = typer.Option(None, "--space", help="Which space of the file."),
     out: Path = typer.Option(Path("runs/search"), "--out", help="Output folder (store, best.kd, report)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the search stored in --out."),
     final_epochs: int = typer.Option(0, "--final-epochs", help="Retrain the top 3 and KD this long (test accuracy)."),
     final_seeds: int = typer.Option(3, "--final-seeds", help="Seeds for the final retraining."),
+    tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard",
+                                     help="Log each candidate's reward and the best so far for TensorBoard."),
+    config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
     """Search a space of distillers with MCTS (or random / evolution) and write the best as best.kd."""
-    from rich.console import Console
+    from .api import SearchSettings
+    from .api import search as run_search
+    from .training.tracking import command_line
 
-    from .data import DataConfig, load_data
-    from .options import parse_input_size
-    from .search.evaluate import ProxySettings
-    from .search.run import SearchConfig, load_space
-    from .search.run import search as run
-
-    console = Console(stderr=True)
-    size = parse_input_size(input_size)
-    if budget < 1 or epochs < 1 or not 0 < subset <= 1 or workers < 1 or final_epochs < 0 or final_seeds < 1:
-        raise KDError("--budget, --epochs, --workers and --final-seeds must be at least 1, --final-epochs at least 0, "
-                      "and --subset in (0, 1]")
-    if rollout not in ("mast", "random"):
-        raise KDError(f"unknown rollout policy `{rollout}`", hint="choose mast or random")
-    check_device(device)
-    from .search.executor import check_executor
-
-    check_executor(executor, ray_address, device, cpus_per_candidate, gpus_per_candidate)
-    load_space(str(space_file), space_name)  # a bad space fails before any training
-    proxy = ProxySettings(epochs=epochs, subset=subset, entropy_sampling=entropy, offline_teacher=offline,
-                          sparse_density=sparse, seed=seed)
-    cfg = SearchConfig(space_file=str(space_file), space_name=space_name, teacher=teacher, student=student,
-                       teacher_weights=str(teacher_weights) if teacher_weights else None, data=data,
-                       data_root=str(data_root) if data_root else None, input_size=size, budget=budget,
-                       train_subset=train_subset,
-                       strategy=strategy, c=c, rollout=rollout, workers=workers, executor=executor,
-                       ray_address=ray_address, cpus_per_candidate=cpus_per_candidate,
-                       gpus_per_candidate=gpus_per_candidate, seed=seed, proxy=proxy, device=device,
-                       final_epochs=final_epochs, final_seeds=final_seeds)
-    data_cfg = DataConfig(name=data, root=data_root, input_size=size, seed=seed, augment=False,
-                          train_subset=train_subset)
-    bundle = load_data(data_cfg)
-    # the teacher's data setting is the one `train` and `teacher` use, so they share the cached teacher
-    teacher_cfg = DataConfig(name=data, root=data_root, input_size=size)
-    teacher_net = obtain_teacher(teacher, teacher_weights, teacher_cfg, bundle.num_classes, console)
-    summary = run(cfg, out, resume, teacher_net, bundle, console)
+    values = {k: v for k, v in locals().items() if k not in ("ctx", "config")}
+    settings = _settings(SearchSettings, "search", ctx, config, values)
+    summary = run_search(settings, console=_plain_console(stderr=True), command=command_line())
     if summary["best"] is None:
         raise typer.Exit(1)
 
@@ -406,55 +408,60 @@ def _slug(name: str) -> str:
 @app.command("teacher")
 @user_errors
 def teacher_cmd(
-    model: str = typer.Argument(..., help="Teacher architecture: a zoo name, timm:NAME or package.module:factory."),
-    data: str = typer.Option(..., "--data", help="Dataset (digits, fashion-mnist, mnist, cifar10, cifar100, "
-                                                 "imagefolder:PATH)."),
+    ctx: typer.Context,
+    model: Optional[str] = typer.Argument(None, help="Teacher architecture: a zoo name, timm:NAME or "
+                                                     "package.module:factory."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset (digits, fashion-mnist, mnist, cifar10, "
+                                                            "cifar100, imagefolder:PATH)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the dataset files."),
     input_size: str = typer.Option("3x32x32", "--input-size", help="CxHxW; 1x16x16 for fast CPU proxies."),
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment",
+                                           help="Random crop + flip (default: on for CIFAR and ImageFolder)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Default: 240 (RepDistiller), 10 for digits, "
                                                                 "8 for (fashion-)mnist."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Default 0.05 (0.01 for MobileNet/ShuffleNet)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default 64."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default 64 (per rank under torchrun)."),
     seed: int = typer.Option(0, "--seed"),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the checkpoint here (default: the teacher "
                                                            "cache, reused by `train` and `search`)."),
-    device: str = typer.Option("cpu", "--device", help="cpu, or cuda to train the teacher on a GPU."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    amp: str = typer.Option("off", "--amp", help=AMP_HELP),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
+                                                 help="NHWC memory format (default: on for CUDA)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Data-loading processes per rank."),
+    tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard", help="Write TensorBoard events."),
+    config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
-    """Train a teacher with cross-entropy and save a checked checkpoint (or cache it)."""
-    from .data import DataConfig
-    from .models import create_model
-    from .options import parse_input_size
-    from .training.teacher import default_recipe, teacher_for, train_teacher
+    """Train a teacher with cross-entropy and save a checked checkpoint (or cache it); runs under torchrun."""
+    from .api import TeacherSettings
+    from .api import teacher as run_teacher
+    from .training.tracking import command_line
 
-    console = _plain_console()
-    data_cfg = DataConfig(name=data, root=data_root, input_size=parse_input_size(input_size))
-    create_model(model, num_classes=10, in_chans=data_cfg.input_size[0])  # an unknown name fails first
-    recipe = default_recipe(model, data_cfg.name, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
-    if out is None:
-        path = teacher_for(model, data_cfg, recipe, cache_dir(), console, device=device)
-    else:
-        path = train_teacher(model, data_cfg, recipe, out, console, device=device)
-    console.print(f"teacher checkpoint: {path}")
+    values = {k: v for k, v in locals().items() if k not in ("ctx", "config")}
+    run_teacher(_settings(TeacherSettings, "teacher", ctx, config, values), command=command_line())
 
 
 @app.command("train")
 @user_errors
 def train_cmd(
-    file: Path = typer.Argument(..., help="The .kd file holding the distiller."),
-    teacher: str = typer.Option(..., "--teacher", help="Teacher architecture."),
-    student: str = typer.Option(..., "--student", help="Student architecture."),
+    ctx: typer.Context,
+    file: Optional[Path] = typer.Argument(None, help="The .kd file holding the distiller."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher architecture."),
+    student: Optional[str] = typer.Option(None, "--student", help="Student architecture."),
     teacher_weights: Optional[Path] = typer.Option(None, "--teacher-weights",
                                                    help="Teacher checkpoint (default: the cached teacher, "
                                                         "trained first when there is none)."),
     distiller: Optional[str] = typer.Option(None, "--distiller", help="Which distiller of the file."),
-    data: str = typer.Option(..., "--data", help="Dataset (digits, fashion-mnist, mnist, cifar10, cifar100, "
-                                                 "imagefolder:PATH)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset (digits, fashion-mnist, mnist, cifar10, "
+                                                            "cifar100, imagefolder:PATH)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder holding the dataset files."),
     input_size: str = typer.Option("3x32x32", "--input-size", help="CxHxW; 1x16x16 for fast CPU proxies."),
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment",
+                                           help="Random crop + flip (default: on for CIFAR and ImageFolder)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Default: 240 (RepDistiller), 10 for digits, "
                                                                 "8 for (fashion-)mnist."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Default 0.05 (0.01 for MobileNet/ShuffleNet)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default 64."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default 64 (per rank under torchrun)."),
     train_subset: Optional[int] = typer.Option(None, "--train-subset",
                                                help="Train on this many class-balanced images (drawn by --seed)."),
     seed: int = typer.Option(0, "--seed"),
@@ -462,43 +469,23 @@ def train_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     offline_teacher: bool = typer.Option(False, "--offline-teacher",
                                          help="Cache the teacher's outputs once instead of running it per batch "
-                                              "(needs augmentation off)."),
+                                              "(used when augmentation is off)."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    amp: str = typer.Option("off", "--amp", help=AMP_HELP),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
+                                                 help="NHWC memory format (default: on for CUDA)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Data-loading processes per rank."),
+    tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard", help="Write TensorBoard events."),
+    config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
-    """Distil a teacher into a student with a distiller; resumable (--resume), seeded and reproducible."""
-    from .compiler.build import load_distiller
-    from .data import DataConfig, describe, load_data
-    from .errors import SourceText
-    from .models import create_model
-    from .options import parse_input_size
-    from .training.student import TrainConfig, make_student, subset_train, train
-    from .training.teacher import default_recipe
+    """Distil a teacher into a student with a distiller; resumable (--resume), seeded, and data-parallel under
+    torchrun."""
+    from .api import TrainSettings
+    from .api import train as run_train
+    from .training.tracking import command_line
 
-    console = _plain_console()
-    block = load_distiller(file, distiller)
-    data_cfg = DataConfig(name=data, root=data_root, input_size=parse_input_size(input_size))
-    in_chans = data_cfg.input_size[0]
-    for name in (teacher, student):  # unknown names fail before any data is read or teacher trained
-        create_model(name, num_classes=10, in_chans=in_chans)
-    defaults = default_recipe(student, data_cfg.name, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
-    cfg = TrainConfig(**defaults.model_dump(), offline_teacher=offline_teacher)
-    bundle = load_data(data_cfg)
-    if train_subset is not None:
-        bundle = subset_train(bundle, train_subset, seed)
-    teacher_net = obtain_teacher(teacher, teacher_weights, data_cfg, bundle.num_classes, console)
-    student_net = make_student(student, bundle.num_classes, in_chans, seed)
-    out = out or Path("runs") / f"train-{block.name}-{_slug(student)}"
-    t_acc = (getattr(teacher_net, "kd_teacher", None) or {}).get("test_accuracy")
-    console.print(f"distiller {block.name} ({file}): {teacher}"
-                  + (f" (test {t_acc:.2%})" if isinstance(t_acc, float) else "")
-                  + f" -> {student}; {describe(bundle)}"
-                  + (f" (class-balanced subset, seed {seed})" if train_subset is not None else "")
-                  + f"; {cfg.epochs} epochs, lr {cfg.lr}, batch {cfg.batch_size}, "
-                  f"{cfg.schedule} schedule, seed {cfg.seed}; run folder {out}")
-    try:
-        train(block, teacher_net, student_net, bundle, cfg, out, resume, console,
-              cache_root=cache_dir().parent / "teacher-outputs")
-    except KDError as err:
-        raise err.located(SourceText(str(file), file.read_text(encoding="utf-8"))) if err.span else err
+    values = {k: v for k, v in locals().items() if k not in ("ctx", "config")}
+    run_train(_settings(TrainSettings, "train", ctx, config, values), command=command_line())
 
 
 @app.command("library")

@@ -50,7 +50,7 @@ def term_losses(block: ir.Block, terms: list[ir.Term], teacher: nn.Module, stude
     """Each term's unweighted loss on the batch ``(x, y)`` (weights set to 1), student in eval mode."""
     probe = dataclasses.replace(block, terms=tuple(_unit(t) for t in terms), comments=())
     labels = term_names(probe)
-    loss = compile_distiller(probe, teacher, student, tuple(x.shape[1:]), **names)
+    loss = compile_distiller(probe, teacher, student, tuple(x.shape[1:]), **names).to(x.device)
     if loss.needs_index:
         raise KDError(f"`{block.name}` keeps memory banks over the training set; expand does not support them")
     model = attach(teacher, student, loss)

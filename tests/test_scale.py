@@ -121,6 +121,21 @@ def test_imagefolder_streams_within_a_memory_limit(tmp_path) -> None:
     assert peak < limit, f"peak resident memory {peak:.0f} MB passed the limit {limit:.0f} MB"
 
 
+def test_cifar_streams_through_worker_processes(tmp_path) -> None:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_data import make_cifar
+
+    make_cifar(tmp_path, "cifar10", per_file=20, n_test=10)
+    cfg = DataConfig(name="cifar10", root=tmp_path)
+    sets, mem = open_data(cfg), load_data(cfg)
+    assert sets.augment and sets.streamed  # CIFAR: crop 32 pad 4 + flip, read by workers by default
+    plain = torch.cat([x for x, _, _ in eval_loader(sets.train, 16, workers=2)])
+    torch.testing.assert_close(plain, mem.train.images, rtol=0, atol=1e-6)
+    a = [b[0] for b in epoch_loader(sets.train, 16, epoch=1, seed=0, workers=2)]
+    b = [b[0] for b in epoch_loader(sets.train, 16, epoch=1, seed=0, workers=0)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
 # ------------------------------------------------------------------------------------ device, precision
 
 
@@ -140,15 +155,21 @@ def small_run(teacher_file, out, **options) -> dict:
                             console=quiet(), **options)
 
 
+@pytest.fixture(scope="module")
+def fp32_run(teacher_file, tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("fp32") / "run"
+    return small_run(teacher_file, out), out
+
+
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_mixed_precision_trains_like_fp32(teacher_file, tmp_path, amp) -> None:
-    full = small_run(teacher_file, tmp_path / "fp32")
+def test_mixed_precision_trains_like_fp32(teacher_file, fp32_run, tmp_path, amp) -> None:
+    full, full_out = fp32_run
     mixed = small_run(teacher_file, tmp_path / amp, amp=amp, channels_last=True)
     ckpt = torch.load(tmp_path / amp / "checkpoint.pt", weights_only=True)
     assert (ckpt["scaler"] != {}) == (amp == "fp16")  # fp16 keeps a gradient scaler, bf16 needs none
     assert full["test_accuracy"] > 0.5
     assert abs(mixed["test_accuracy"] - full["test_accuracy"]) < 0.1
-    a = [json.loads(r) for r in (tmp_path / "fp32" / "metrics.jsonl").read_text().splitlines()]
+    a = [json.loads(r) for r in (full_out / "metrics.jsonl").read_text().splitlines()]
     b = [json.loads(r) for r in (tmp_path / amp / "metrics.jsonl").read_text().splitlines()]
     assert b[0]["losses"]["total"] == pytest.approx(a[0]["losses"]["total"], rel=0.1)
     assert b[0]["losses"]["total"] != a[0]["losses"]["total"]  # reduced precision did run
@@ -229,3 +250,18 @@ def test_config_file_values_flags_override_and_located_errors(tmp_path) -> None:
     with pytest.raises(KDError, match="invalid TOML") as err:
         settings_from(TrainSettings, "train", path, {})
     assert err.value.line == 1
+
+
+def test_cli_config_errors_exit_2_located(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from autokd_dsl.cli import app
+
+    path = tmp_path / "run.toml"
+    path.write_text('teacher = "resnet8"\nstudent = "resnet8"\nbatchsize = 32\n')
+    result = CliRunner().invoke(app, ["train", str(KD), "--data", "digits", "--config", str(path)])
+    assert result.exit_code == 2
+    assert f"{path}:3:1: error: unknown setting `batchsize` for `train`" in result.output
+    assert "did you mean `batch_size`?" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["train", str(KD), "--data", "digits", "--student", "resnet8"])
+    assert result.exit_code == 2 and "`train` needs --teacher" in result.output

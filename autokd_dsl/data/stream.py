@@ -163,6 +163,7 @@ class SetBundle:
     config: DataConfig
     augment: bool
     class_names: tuple[str, ...] = field(default=())
+    #: decoded by worker processes by default (everything but the tiny embedded digits)
     streamed: bool = False
 
     @property
@@ -201,7 +202,8 @@ def open_data(cfg: DataConfig) -> SetBundle:
     return SetBundle(make(raw.train_images, raw.train_labels, pos.train, augment),
                      make(raw.train_images, raw.train_labels, pos.val, False),
                      make(test_x, test_y, pos.test, False), raw.num_classes,
-                     mean * (c // len(mean)), std * (c // len(std)), cfg, augment, raw.class_names)
+                     mean * (c // len(mean)), std * (c // len(std)), cfg, augment, raw.class_names,
+                     streamed=cfg.name != "digits")
 
 
 def _open_folder(cfg: DataConfig) -> SetBundle:
