@@ -155,6 +155,11 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
 
 
+def run_folder(distiller: str, student: str) -> Path:
+    """The default run folder of ``train``: ``runs/train-<distiller>-<student>``."""
+    return Path("runs") / f"train-{distiller}-{slug(student)}"
+
+
 def cache_dir() -> Path:
     """Where teachers are cached: $AUTOKD_CACHE, else the user cache folder."""
     return Path(os.environ.get("AUTOKD_CACHE", "~/.cache/autokd-dsl")).expanduser() / "teachers"
@@ -214,7 +219,7 @@ def train(settings: TrainSettings | None = None, /, *, console=None, command: st
     from .errors import SourceText
     from .models import create_model
     from .training.runtime import Dist
-    from .training.student import TrainConfig, make_student, subset_train
+    from .training.student import TrainConfig, check_run_folder, make_student, subset_train
     from .training.student import train as run_training
     from .training.teacher import default_recipe
 
@@ -222,6 +227,8 @@ def train(settings: TrainSettings | None = None, /, *, console=None, command: st
     dist = Dist.from_env()
     console = _console(console, dist)
     block = load_distiller(s.file, s.distiller)
+    out = s.out or run_folder(block.name, s.student)
+    check_run_folder(out, s.resume)  # a foreign folder or a run without resume fails before any work
     data_cfg = DataConfig(name=s.data, root=s.data_root, input_size=s.input_size, augment=s.augment)
     in_chans = data_cfg.input_size[0]
     for name in (s.teacher, s.student):  # unknown names fail before any data is read or teacher trained
@@ -237,7 +244,6 @@ def train(settings: TrainSettings | None = None, /, *, console=None, command: st
     teacher_net = obtain_teacher(s.teacher, s.teacher_weights, teacher_cfg, sets.num_classes, console,
                                  runtime=s.runtime(), dist=dist)
     student_net = make_student(s.student, sets.num_classes, in_chans, s.seed)
-    out = s.out or Path("runs") / f"train-{block.name}-{slug(s.student)}"
     t_acc = (getattr(teacher_net, "kd_teacher", None) or {}).get("test_accuracy")
     console.print(f"distiller {block.name} ({s.file}): {s.teacher}"
                   + (f" (test {t_acc:.2%})" if isinstance(t_acc, float) else "")
@@ -266,7 +272,7 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
 
     from .data import DataConfig, load_data
     from .search.evaluate import ProxySettings
-    from .search.run import SearchConfig, load_space
+    from .search.run import SearchConfig, check_search_folder, load_space
     from .search.run import search as run_search
     from .training.runtime import resolve_device
     from .training.tracking import TENSORBOARD, Tracker, write_run_info
@@ -284,6 +290,7 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
 
     check_executor(s.executor, s.ray_address, s.device, s.cpus_per_candidate, s.gpus_per_candidate)
     load_space(str(s.space_file), s.space)  # a bad space fails before any training
+    check_search_folder(Path(s.out), s.resume)  # so does a foreign --out folder, before anything is written
     proxy = ProxySettings(epochs=s.epochs, subset=s.subset, entropy_sampling=s.entropy,
                           offline_teacher=s.offline_teacher, sparse_density=s.sparse, seed=s.seed)
     cfg = SearchConfig(space_file=str(s.space_file), space_name=s.space, teacher=s.teacher, student=s.student,

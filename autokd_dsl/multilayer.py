@@ -31,7 +31,8 @@ from .lang.printer import print_block
 
 
 def _at_layer(term: ir.Term, layer: str, label: str) -> ir.Term:
-    moved = ir.Tap(student=dataclasses.replace(term.taps[0].student, path=layer, io="out", call=None))
+    # the layer comes from the command line: its point has no place in the file (span None)
+    moved = ir.Tap(student=dataclasses.replace(term.taps[0].student, path=layer, io="out", call=None, span=None))
     return dataclasses.replace(term, taps=(moved,), label=label, comments=(), trailing=None)
 
 
@@ -70,7 +71,7 @@ def pick_term(block: ir.Block, layers: list[str], term: str | None = None) -> in
     if block.kind != "distiller":
         raise KDError(f"`{block.name}` is a space; expand one of its candidates (e.g. a search's best.kd)")
     if not layers or len(set(layers)) != len(layers):
-        raise KDError("--layers needs one or more distinct tap points, e.g. stage1,stage2,stage3")
+        raise KDError("--layers needs one or more distinct tap points, e.g. stage1,stage2,stage3 (command-line value)")
     names = term_names(block)
     if term is None:
         pick = next((i for i, t in enumerate(block.terms)
@@ -81,13 +82,27 @@ def pick_term(block: ir.Block, layers: list[str], term: str | None = None) -> in
     elif term in names:
         pick = names.index(term)
     else:
-        raise KDError(f"`{block.name}` has no term `{term}`", hint="its terms: " + ", ".join(names))
+        raise KDError(f"--term: `{block.name}` has no term `{term}` (command-line value)",
+                      hint="its terms: " + ", ".join(names))
     chosen = block.terms[pick]
     tap = chosen.taps[0]
     if len(chosen.taps) != 1 or not isinstance(tap, ir.Tap) or tap.teacher is not None or tap.student.is_labels:
         raise KDError(f"term `{names[pick]}` must tap one point, the same on both networks, to be expanded",
                       span=chosen.span)
     return pick
+
+
+def check_layers(layers: list[str], nets: dict[str, nn.Module]) -> None:
+    """Each layer of --layers must be a tap point of every network (``nets``: name → model), checked before any
+    teacher is trained or loaded; the error names the command-line value."""
+    from .compiler.taps import resolve_point
+
+    for layer in layers:
+        for name, net in nets.items():
+            try:
+                resolve_point(net, ir.Point(path=layer), name)
+            except KDError as err:
+                raise KDError(f"--layers: {err.message} (command-line value)", hint=err.hint) from None
 
 
 def expand_layers(block: ir.Block, layers: list[str], teacher: nn.Module, student: nn.Module, x: torch.Tensor,

@@ -21,3 +21,27 @@ def parse_input_size(text: str) -> tuple[int, int, int]:
     if len(dims) != 3 or min(dims) < 1 or dims[0] not in (1, 3):
         raise KDError(f"bad input size `{text}`", hint="write CxHxW with C = 1 or 3, e.g. 3x32x32 or 1x16x16")
     return dims
+
+
+DEFAULT_INPUT_SIZE = "3x32x32"
+
+
+def input_size_for(text: str | None, kd_file=None) -> tuple[tuple[int, int, int], str | None]:
+    """The input size of a command: ``--input-size`` when given; else the size of the search whose folder holds
+    ``kd_file`` (a search's ``best.kd``), so that its cached teacher is reused; else 3x32x32.
+
+    Returns the size and, when it came from a search, a note saying so.
+    """
+    if text is not None:
+        return parse_input_size(text), None
+    if kd_file is not None:
+        from pathlib import Path
+
+        from .search.store import search_config
+
+        config = search_config(Path(kd_file).parent) or {}
+        size = config.get("input_size")
+        if isinstance(size, list) and len(size) == 3:
+            shown = "x".join(map(str, size))
+            return parse_input_size(shown), f"input size {shown}, as in the search in {Path(kd_file).parent}"
+    return parse_input_size(DEFAULT_INPUT_SIZE), None

@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from autokd_dsl.cli import cache_dir  # noqa: E402
+from autokd_dsl.api import cache_dir  # noqa: E402
 from autokd_dsl.compiler.build import load_distiller  # noqa: E402
 from autokd_dsl.data import DataConfig, Split, load_data  # noqa: E402
 from autokd_dsl.data.core import balanced_subset  # noqa: E402

@@ -19,7 +19,7 @@ import time
 
 from rich.console import Console
 
-from autokd_dsl.cli import cache_dir
+from autokd_dsl.api import cache_dir
 from autokd_dsl.data import DataConfig, load_data
 from autokd_dsl.lang.check import check_text
 from autokd_dsl.search.evaluate import ProxyContext, ProxySettings, evaluate

@@ -106,7 +106,10 @@ def test_shared_softmax_and_fused_kl():
                         "    intra: logits -> softmax(t) -> transpose -> pearson -> t^2\n"
                         "    kd: logits -> softmax(t) -> kl -> t^2\n", teacher, student)
     assert count_calls(loss, kernels.softmax) == 2  # shared by inter and intra; kl reads the logits
-    assert count_calls(loss, kernels.transpose) == 2
+    assert count_calls(loss, kernels.transpose) == 0  # pearson over the softmax's columns instead
+    inter, intra = [n for n in loss.graph.nodes if n.target is kernels.pearson]
+    assert inter.args == intra.args and intra.kwargs == {"dim": 0}
+    assert inter.kwargs == {"mean": 0.1}  # a softmax row's mean is 1/K: no reduction for it
     (kl,) = [n for n in loss.graph.nodes if n.target is kernels.kl]
     t = kl.kwargs["t"]  # the parameter, read from the loss (DistillerLoss(t=2) in a compiled file)
     assert kl.kwargs["mode"] == "logits" and t.op == "get_attr" and getattr(loss, t.target) == 4
@@ -391,3 +394,28 @@ def test_a_batch_relation_gets_no_connector_sized_by_the_batch():
     with pytest.raises(KDError, match="would be sized from a batch relation"):
         compile_text("distiller d:\n    logits -> softmax -> transpose -> adapt -> mse -> 1\n", teacher, student)
     compile_text("distiller d:\n    stage3 -> adapt -> batch_gram -> mse -> 1\n", teacher, student)
+
+
+def test_a_map_onto_vit_tokens_matches_each_patch_with_its_place_on_the_map():
+    """A CNN's 56×56 map onto a ViT's 197 tokens (a class token, then 14×14 patches in raster order)."""
+    connector = Connector((2, 56, 56), (197, 2))
+    with torch.no_grad():
+        connector.linear.weight.copy_(torch.eye(2))
+        connector.linear.bias.zero_()
+    rows, cols = torch.meshgrid(torch.arange(56.0), torch.arange(56.0), indexing="ij")
+    tokens = connector(torch.stack([rows, cols])[None])[0]  # channel 0 holds the row, channel 1 the column
+    centres = 4 * torch.arange(14.0) + 1.5  # each patch averages a 4×4 block of the map
+    assert torch.allclose(tokens[1:].view(14, 14, 2), torch.stack(torch.meshgrid(centres, centres, indexing="ij"), 2))
+    assert tokens[1 + 13].tolist() == pytest.approx([1.5, 53.5])  # teacher patch (0, 13): the map's top right
+    assert tokens[0].tolist() == pytest.approx([27.5, 27.5])  # the class token: the map's average
+    small = Connector((2, 7, 7), (198, 2))(torch.randn(3, 2, 7, 7))  # two leading tokens (DeiT), upsampled
+    assert small.shape == (3, 198, 2)
+
+
+def test_gram_kernels_have_the_gradients_of_the_plain_products():
+    x = torch.randn(3, 4, 2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(kernels.batch_gram, (x,)) and torch.autograd.gradcheck(kernels.channel_gram, (x,))
+    f = x.detach().flatten(1).requires_grad_()
+    (plain,) = torch.autograd.grad((torch.nn.functional.normalize(f @ f.t(), dim=1) ** 3).sum(), f)
+    (ours,) = torch.autograd.grad((kernels.batch_gram(f) ** 3).sum(), f)
+    assert torch.allclose(ours, plain)

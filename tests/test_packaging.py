@@ -36,7 +36,7 @@ def test_wheel_ships_the_grammar_and_library(wheel: Path):
         assert zf.read("autokd_dsl/grammar/kd.lark") == (ROOT / "grammar" / "kd.lark").read_bytes()
         for path in (ROOT / "library").glob("*.kd"):
             assert zf.read(f"autokd_dsl/library/{path.name}") == path.read_bytes()
-        assert "autokd_dsl/lang/parse.py" in names and "autokd_dsl/cli.py" in names
+        assert "autokd_dsl/lang/parse.py" in names and "autokd_dsl/cli/app.py" in names
         entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
         assert "autokd-dsl = autokd_dsl.cli:main" in zf.read(entry_points).decode()
 

@@ -380,11 +380,19 @@ def _depth(expr: ir.Expr) -> int:
     return 1 + max((_depth(k) for k in kids), default=0)
 
 
+_NUMERIC_FAULTS = ("too large", "division by zero", "negative power", "no real value", "must be above 0")
+
+
 @SETTINGS
 @given(programs())
 def test_generated_programs_round_trip(program: ir.Program):
     assume(all(_depth(s) < 60 for b in program.blocks for t in b.terms for s in t.steps))
-    assert check(program) == program  # the generator builds checked, normalised IR
+    try:
+        checked = check(program)
+    except KDError as err:  # the generator's arithmetic may fault (`x / 0`, `1e4 ^ 1e4`, a temperature <= 0)
+        assume(not any(word in str(err) for word in _NUMERIC_FAULTS))
+        raise
+    assert checked == program  # the generator builds checked, normalised IR
     text = print_program(program)
     again = check_text(text, "generated.kd")
     assert again == program, text

@@ -43,6 +43,7 @@ class Val:
     logits: "Val | None" = None  # the input of the softmax that made this value (for fused kl)
     temp: float = 1.0
     batch_sized: bool = False  # a size beyond the batch axis is the batch size (batch relations)
+    transposed: "Val | None" = None  # the value `transpose` made this one from (for pearson over columns)
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,21 @@ def _divergence(s: Val, t: Val, kwargs: dict):
     return s, t, {**kwargs, "t": 1.0, "mode": "logp" if s.kind.prob == "logp" else "p"}
 
 
+def _remember_transposed(out: Val, v: Val, kwargs: dict) -> None:
+    out.transposed = v
+
+
+def _correlation(s: Val, t: Val, kwargs: dict):
+    """pearson right after `transpose` on both sides: the same correlation over the originals' columns (no
+    transposed views, which cost a copy or strided reductions, forward and backward); right after a softmax over
+    the rows, their mean is 1/K (no reduction to compute it)."""
+    if s.transposed is not None and t.transposed is not None and s.example.dim() == 2:
+        return s.transposed, t.transposed, {**kwargs, "dim": 0}
+    if all(v.logits is not None and v.pdims == (1,) and v.example.dim() == 2 for v in (s, t)):
+        return s, t, {**kwargs, "mean": 1.0 / s.example.shape[1]}
+    return s, t, kwargs
+
+
 def _ce(s: Val, t: Val, kwargs: dict):
     return s, t, {**kwargs, "soft": t.kind.form != "labels"}
 
@@ -115,6 +131,8 @@ RULES: dict[str, Rule] = {
     "patches": Rule(prepare=_patches_fit),
     "divergence": Rule(extra=("mode", "dims"), prepare=_divergence),
     "ce": Rule(extra=("soft",), prepare=_ce),  # labels, or the teacher's distribution
+    "transpose": Rule(finish=_remember_transposed),
+    "correlation": Rule(extra=("dim", "mean"), prepare=_correlation),
 }
 
 
@@ -215,7 +233,7 @@ def arguments(op: Op, call: ir.Call, value: Callable[[ir.Expr, bool], object], n
         elif param.type == "symbol":  # passed only when written, so the kernel's default stays implicit
             kwargs.update({param.name: expr.id} if isinstance(expr, ir.Name) else {})
         elif expr is not None or param.default is not None:
-            live = not op.module and param.type in ("number", "fraction")
+            live = not op.module and param.type in ("number", "positive", "fraction")
             number = value(expr, live) if expr is not None else param.default
             kwargs[param.name] = int(number) if param.type == "int" else number
     return kwargs

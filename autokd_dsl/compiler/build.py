@@ -17,21 +17,17 @@ from pathlib import Path
 
 from torch import fx, nn
 
-from ..errors import KDError, SourceText
+from ..errors import KDError
 from ..lang import ir
-from ..lang.check import check
-from ..lang.parse import parse_file
+from ..lang.check import check_file
 from ..standalone.attach import Attached
 from .lower import Lowering, term_names
-from .taps import Model
+from .taps import Model, TapNotReached, resolve_point
 
 
 def load_distiller(path: str | Path, name: str | None = None) -> ir.Block:
     """Parse and check a `.kd` file and return its distiller ``name`` (or its only distiller)."""
-    program = parse_file(path)
-    text = Path(path).read_text(encoding="utf-8")
-    program = check(program, SourceText(str(path), text))
-    return pick_distiller(program, name, str(path))
+    return pick_distiller(check_file(path), name, str(path))
 
 
 def pick_distiller(program: ir.Program, name: str | None, where: str) -> ir.Block:
@@ -55,7 +51,7 @@ def pick_distiller(program: ir.Program, name: str | None, where: str) -> ir.Bloc
 class DistillerLoss(fx.GraphModule):
     """The compiled loss: ``forward(<student taps>, <teacher taps>, labels=None, epoch=0)`` → dict of terms."""
 
-    _KEPT = ("student_taps", "teacher_taps", "term_names", "distiller", "needs_index", "param_use")
+    _KEPT = ("student_taps", "teacher_taps", "term_names", "distiller", "needs_index", "param_use", "tap_shapes")
 
     def tap_specs(self) -> dict[str, dict[str, str]]:
         return {"student": dict(self.student_taps), "teacher": dict(self.teacher_taps)}
@@ -77,7 +73,13 @@ def compile_distiller(block: ir.Block, teacher: nn.Module, student: nn.Module, i
     t_name = teacher_name or getattr(teacher, "kd_name", "teacher")
     s_name = student_name or getattr(student, "kd_name", "student")
     lowering = Lowering(block, Model(teacher, t_name), Model(student, s_name), tuple(input_size))
-    gm = lowering.build()
+    try:
+        gm = lowering.build()
+    except TapNotReached as err:  # point at the tap in the file
+        if err.span is None:
+            err.span = next((p.span for p in _points(block) if resolve_point(student, p, s_name) == err.spec
+                             or resolve_point(teacher, p, t_name) == err.spec), None)
+        raise
     loss = DistillerLoss(gm, gm.graph, class_name="DistillerLoss")
     loss.student_taps = dict(lowering.student.taps)
     loss.teacher_taps = dict(lowering.teacher.taps)
@@ -85,7 +87,16 @@ def compile_distiller(block: ir.Block, teacher: nn.Module, student: nn.Module, i
     loss.distiller = block
     loss.needs_index = lowering.index_node is not None  # CRD's memory banks: the trainer passes index=
     loss.param_use = lowering.use  # which parameters the graph reads, and which shaped it (for emit)
+    loss.tap_shapes = lowering.root.tap_shapes  # per sample, as compiled
     return loss
+
+
+def _points(block: ir.Block):
+    for term in block.terms:
+        for tap in term.taps:
+            yield tap.student
+            if not tap.teacher_point.is_labels:
+                yield tap.teacher_point
 
 
 def attach(teacher: nn.Module, student: nn.Module, loss: DistillerLoss) -> Attached:

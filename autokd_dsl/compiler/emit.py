@@ -114,7 +114,7 @@ def _init(loss) -> str:
                   "                             \"compile the distiller again for another value\")"]
     lines += [f"        self.{attr} = {name}" for name, attr in use.attrs.items()]
     lines += [f"        self.{attr} = {python(expr)}" for attr, expr in use.derived.items()]
-    lines += ["        self.tap_shapes = TAP_SHAPES"]
+    lines += ["        self.tap_shapes = TAP_SHAPES"] if "check_taps" in _roots(loss)[0] else []
     for name, module in loss.named_children():
         lines.append(f"        self.{name} = {type(module).__name__}({', '.join(repr(a) for a in module.args)})")
     return "\n".join(lines) + "\n"

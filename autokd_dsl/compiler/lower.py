@@ -17,7 +17,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import KDError
-from ..lang import ir
+from ..lang import ir, weights
 from ..lang.check import apply_transform, distance_fits, distance_hint
 from ..lang.kinds import Kind
 from ..lang.ops import OPS
@@ -64,9 +64,8 @@ class Lowering:
         self.epoch_node = self.graph.placeholder("epoch", default_value=0)
         self.index_node = self.graph.placeholder("index", default_value=None) if self.uses("index") else None
         self.last_input = self.index_node or self.epoch_node
-        taps = {name: node for name, (node, _) in self.inputs.items()}
         self.root.tap_shapes = {name: tuple(ex.shape[1:]) for name, (_, ex) in self.inputs.items()}
-        check = self.fn(kernels.check_taps, (self.attr("tap_shapes", self.root.tap_shapes),), taps, name="check_taps")
+        check = self.check_taps()
         for name in self.teacher.taps:  # the teacher side never carries gradients
             node, ex = self.inputs[name]
             detached = self.graph.create_node("call_method", "detach", (node,), {}, name=f"{name}_detached")
@@ -82,6 +81,15 @@ class Lowering:
         gm.delete_all_unused_submodules()
         gm.recompile()
         return gm
+
+    def check_taps(self) -> fx.Node | None:
+        """A node failing early, naming the tap, where a map or tokens tap is not the shape compiled for (an input
+        of another size). Vectors and logits do not depend on the input size; they are not checked, which keeps
+        a distiller on logits free of the cost."""
+        taps = {name: node for name, (node, ex) in self.inputs.items() if ex.dim() > 2}
+        if not taps:
+            return None
+        return self.fn(kernels.check_taps, (self.attr("tap_shapes", self.root.tap_shapes),), taps, name="check_taps")
 
     def uses(self, graph_input: str) -> bool:
         """Does an op of the distiller take this graph input (`index`)?"""
@@ -133,7 +141,7 @@ class Lowering:
             parts = (expr.left, expr.right) if isinstance(expr, ir.BinOp) else (expr.operand,)
             args = [self.number(e) for e in parts]
             if not any(isinstance(a, fx.Node) for a in args):
-                return _apply(expr.op, *args) if isinstance(expr, ir.BinOp) else -args[0]
+                return weights.apply(expr.op, *args, expr.span) if isinstance(expr, ir.BinOp) else -args[0]
             fn = _ARITHMETIC[expr.op] if isinstance(expr, ir.BinOp) else operator.neg
             node = self.graph.call_function(fn, tuple(args))
             self.examples[node] = fn(*(self.examples.get(a, a) for a in args))
@@ -212,7 +220,7 @@ class Lowering:
             out = Val(node, self.run(call, b.fn, examples, kwargs), kind)
             if b.rule.finish:
                 b.rule.finish(out, v, kwargs)
-            elif kind.prob:
+            if kind.prob and out.pdims is None:
                 out.pdims = v.pdims or (1,)
         out.batch_sized = v.batch_sized or op.batch_sized or kind.form == "relation"
         self.memo[key] = out
@@ -412,23 +420,9 @@ def _shapes_fit(rule: str, s: torch.Size, t: torch.Size) -> bool:
     return s == t
 
 
-def _apply(op: str, a: float, b: float) -> float:
-    if op == "/" and b == 0:
-        raise KDError("division by zero in a weight")
-    return {"+": a + b, "-": a - b, "*": a * b, "/": a / b if b else 0.0, "^": a ** b}[op]
-
-
 def _constant(expr: ir.Expr, params: dict) -> float:
-    """Fold a number expression with the distiller's parameter values."""
-    if isinstance(expr, ir.Num):
-        return expr.value
-    if isinstance(expr, ir.Name):
-        return params[expr.id]
-    if isinstance(expr, ir.Neg):
-        return -_constant(expr.operand, params)
-    if isinstance(expr, ir.BinOp):
-        return _apply(expr.op, _constant(expr.left, params), _constant(expr.right, params))
-    raise KDError(f"expected a number, got `{expr}`", span=getattr(expr, "span", None))
+    """Fold a number expression with the distiller's parameter values (faults are located errors)."""
+    return weights.evaluate(expr, params)
 
 
 def _base_kind(model: Model, point: ir.Point, example: torch.Tensor) -> Kind:

@@ -91,6 +91,14 @@ def ident(text: str) -> str:
     return re.sub(r"\W+", "_", text).strip("_") or "x"
 
 
+class TapNotReached(KDError):
+    """A tap point whose module never ran (or ran fewer times than its `@N`); ``spec`` names it."""
+
+    def __init__(self, message: str, *, spec: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.spec = spec
+
+
 def example_input(input_size: tuple[int, int, int], batch: int = 4, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randn((batch, *input_size), generator=generator)
@@ -115,8 +123,8 @@ def probe(model: nn.Module, taps: dict[str, str], x: torch.Tensor, model_name: s
     missing = [spec for name, spec in taps.items() if name not in capture.values]
     if missing:
         path, _, call = parse_spec(missing[0])
-        raise KDError(f"`{missing[0]}` was not reached in a forward pass of {model_name}",
-                      hint=f"the module runs fewer than {call} time(s); {_hint(model_name)}")
+        raise TapNotReached(f"`{missing[0]}` was not reached in a forward pass of {model_name}",
+                            hint=f"the module runs fewer than {call} time(s); {_hint(model_name)}", spec=missing[0])
     bad = {n: v for n, v in capture.values.items() if not isinstance(v, torch.Tensor)}
     if bad:
         raise KDError(f"tap `{taps[next(iter(bad))]}` of {model_name} is not a single tensor",

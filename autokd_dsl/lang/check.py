@@ -15,14 +15,14 @@ autokd_dsl.errors.KDError: <string>:2:15: error: `kl` does not take a feature ma
 from __future__ import annotations
 
 import dataclasses
-import math
+from pathlib import Path
 from typing import Iterable
 
 from ..errors import KDError, SourceText, Span, did_you_mean, raise_all
-from . import ir
+from . import ir, weights
 from .kinds import Kind, alias_kind
 from .ops import AXES, OPS, Op, distance_accepts, names, transform_kind
-from .parse import parse
+from .parse import parse, parse_source, read_source
 from .printer import print_step
 
 NONE = "none"  # the empty alternative of an optional transform slot in a space
@@ -31,6 +31,12 @@ NONE = "none"  # the empty alternative of an optional transform slot in a space
 def check_text(text: str, path: str = "<string>") -> ir.Program:
     """Parse and check `.kd` source; raise one :class:`KDError` (or a group) with every error found."""
     return check(parse(text, path), SourceText(path, text))
+
+
+def check_file(path: str | Path) -> ir.Program:
+    """Read, parse and check a `.kd` file (see :func:`~autokd_dsl.lang.parse.read_source` for what it accepts)."""
+    source = read_source(path)
+    return check(parse_source(source), source)
 
 
 def check(program: ir.Program, source: SourceText | None = None) -> ir.Program:
@@ -94,24 +100,12 @@ def constant_value(expr: ir.Expr) -> int | float | None:
     """The value of a number expression without names, or None (names, choices, no finite real value).
 
     >>> constant_value(ir.Neg(ir.Num(2))), constant_value(ir.BinOp("^", ir.Num(2), ir.Num(3)))
-    (-2, 8.0)
+    (-2, 8)
     """
-    if isinstance(expr, ir.Num):
-        return expr.value
-    if isinstance(expr, ir.Neg):
-        inner = constant_value(expr.operand)
-        return None if inner is None else -inner
-    if not isinstance(expr, ir.BinOp):
+    try:
+        return weights.value_or_none(expr, {})
+    except KDError:
         return None
-    a, b = constant_value(expr.left), constant_value(expr.right)
-    if a is None or b is None:
-        return None
-    try:  # `^` in floats: 9^9^9 must not build a huge integer
-        value = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b,
-                 "^": lambda: float(a) ** float(b)}[expr.op]()
-    except (ArithmeticError, ValueError):
-        return None
-    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 # ---- the checker ------------------------------------------------------------------------------------
@@ -133,6 +127,7 @@ class _Checker:
                 self.error(f"parameter `{p.name}` is given twice", p.span)
             self.params[p.name] = p
             self.constant(p.value, f"parameter `{p.name}`")
+        self.values = self.param_values(block.params)
         if not block.terms:
             self.error(f"{block.kind} `{block.name}` has no terms", block.name_span,
                        hint="add a term such as `logits -> softmax(4) -> kl -> 16`")
@@ -146,6 +141,20 @@ class _Checker:
             labels.setdefault(term.label or "", term)
             terms.append(self.term(term))
         return dataclasses.replace(block, terms=tuple(terms))
+
+    def param_values(self, params) -> dict:
+        """The parameters' values (those that are plain numbers; a space's alternatives are folded one by one)."""
+        values = {}
+        for p in params:
+            options = p.value.options if isinstance(p.value, ir.Choice) else (p.value,)
+            try:
+                folded = [weights.value_or_none(o, {}) for o in options]
+            except KDError as err:
+                self.errors.append(err)
+                continue
+            if len(folded) == 1 and folded[0] is not None:
+                values[p.name] = folded[0]
+        return values
 
     def constant(self, expr: ir.Expr, what: str) -> None:
         for node in ir.walk(expr):
@@ -341,10 +350,18 @@ class _Checker:
             self.number_range(op, param, value)
 
     def number_range(self, op: Op, param, value: ir.Expr) -> None:
-        v = constant_value(value)
-        if v is None:  # depends on a parameter
+        try:
+            v = weights.value_or_none(value, self.values)
+        except KDError as err:
+            self.errors.append(err)
             return
-        if param.type == "int" and (not isinstance(v, int) or v < 1):
+        if v is None:  # depends on a search's alternatives
+            return
+        if param.type == "positive" and not v > 0:
+            shown = f" (it is {v})" if not isinstance(value, ir.Num) else ""
+            what = "a temperature" if param.name == "t" else "positive"
+            self.error(f"`{op.name}`'s `{param.name}` must be above 0 ({what}){shown}", value.span)
+        elif param.type == "int" and (not isinstance(v, int) or v < 1):
             self.error(f"`{op.name}`'s `{param.name}` must be a positive whole number", value.span)
         elif param.type == "fraction" and not 0 <= v < 1:
             self.error(f"`{op.name}`'s `{param.name}` must be at least 0 and below 1", value.span)
@@ -369,9 +386,16 @@ class _Checker:
     def weight(self, expr: ir.Expr) -> ir.Expr:
         if isinstance(expr, ir.Choice):
             if self.choice_allowed(expr):
-                return dataclasses.replace(expr, options=tuple(self.weight_expr(o) for o in expr.options))
+                return dataclasses.replace(expr, options=tuple(self.weight(o) for o in expr.options))
             return expr
-        return self.weight_expr(expr)
+        count = len(self.errors)
+        checked = self.weight_expr(expr)
+        if len(self.errors) == count:
+            try:
+                weights.check_weight(checked, self.values)
+            except KDError as err:
+                self.errors.append(err)
+        return checked
 
     def weight_expr(self, expr: ir.Expr) -> ir.Expr:
         if isinstance(expr, ir.Call):
@@ -390,7 +414,10 @@ class _Checker:
                 return expr
             return self.bind(expr, op)
         if isinstance(expr, ir.Name):
-            if expr.id not in self.params:
+            if expr.id == NONE and expr.id not in self.params:
+                self.error("`none` leaves out an optional transform; a weight must be a number", expr.span,
+                           hint="write `0` to switch the term off, or another number")
+            elif expr.id not in self.params:
                 hint = did_you_mean(expr.id, list(self.params) + names())
                 if expr.id in OPS:
                     self.error(self._role_message(OPS[expr.id], "weight"), expr.span,

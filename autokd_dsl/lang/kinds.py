@@ -89,7 +89,14 @@ def matches(kind: Kind, pattern: str) -> bool:
 
 
 def describe_pattern(pattern: str) -> str:
+    """How a signature pattern reads in messages and in `autokd-dsl ops`.
+
+    >>> describe_pattern("flat.p"), describe_pattern("*")
+    ('a vector or logits of probabilities', 'any activation')
+    """
     form, _, prob = pattern.partition(".")
+    if form == "*":
+        return "any activation"
     if pattern == "logits.p":
         return "a distribution (N,K)"
     names = [FORMS[f].split(" (")[0] for f in GROUPS.get(form, (form,))]

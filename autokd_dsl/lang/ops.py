@@ -16,7 +16,7 @@ True
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .kinds import Kind, describe_pattern, matches, parse_kind
 
@@ -25,7 +25,8 @@ AXES = ("c", "hw", "chw", "n", "k", "l", "d", "nhw")
 
 @dataclass(frozen=True)
 class P:
-    """A parameter of an op. ``type`` is "number", "int", "fraction" (0 ≤ x < 1), "axis" or "symbol"
+    """A parameter of an op. ``type`` is "number", "positive" (> 0: temperatures), "int", "fraction" (0 ≤ x < 1),
+    "axis" or "symbol"
     (a word from ``choices``; axes and symbols bind to positional arguments by type)."""
 
     name: str
@@ -159,13 +160,13 @@ _OPS: list[Op] = [
     Op("channel_gram", T, "per-sample channel Gram matrix (N,C,C) over flattened positions", (),
        (Row("map", "matrix"), Row("tokens", "matrix"))),
     Op("transpose", T, "swap the batch and class axes (DIST's intra-class relation)", (),
-       (Row("flat.any", "="), Row("relation.any", "=")), batch_sized=True),
+       (Row("flat.any", "="), Row("relation.any", "=")), batch_sized=True, impl=Impl(rule="transpose")),
     Op("softmax", T, "softmax of x / t along an axis (classes by default; c or hw on maps)",
-       (P("t", "number", 1), _any_axis),
+       (P("t", "positive", 1), _any_axis),
        (Row("flat", "=.p", (None, "k", "c")), Row("map", "map.p", ("c", "hw")),
         Row("tokens", "tokens.p", ("l", "d")), Row("relation", "relation.p", (None,))), impl=Impl(rule="softmax")),
     Op("log_softmax", T, "log-softmax of x / t along an axis",
-       (P("t", "number", 1), _any_axis),
+       (P("t", "positive", 1), _any_axis),
        (Row("flat", "=.logp", (None, "k", "c")), Row("map", "map.logp", ("c", "hw")),
         Row("tokens", "tokens.logp", ("l", "d"))), impl=Impl(rule="softmax")),
     Op("normalize", T, "L2-normalise along an axis (features by default; c, hw or chw on maps; n = batch)",
@@ -242,28 +243,29 @@ _OPS: list[Op] = [
        (Row("tensor.any , tensor.any"),)),
     Op("kl", D, "KL(teacher ‖ student) summed over the distribution axis, averaged over the rest (reduce = all: "
                 "averaged over every entry); on logits applies softmax(x / t) first",
-       (P("t", "number", 1, kw_only=True), P("reduce", "symbol", "batch", kw_only=True, choices=("batch", "all"))),
+       (P("t", "positive", 1, kw_only=True), P("reduce", "symbol", "batch", kw_only=True, choices=("batch", "all"))),
        (Row("tensor.p , tensor.p"), Row("tensor.logp , tensor.logp"), Row("flat , flat")),
        impl=Impl(rule="divergence")),
     Op("js", D, "Jensen–Shannon divergence per sample, batch mean; on logits applies softmax(x / t) first",
-       (P("t", "number", 1, kw_only=True),), (Row("tensor.p , tensor.p"), Row("flat , flat")),
+       (P("t", "positive", 1, kw_only=True),), (Row("tensor.p , tensor.p"), Row("flat , flat")),
        impl=Impl(rule="divergence")),
     Op("cosine", D, "1 − cosine similarity per sample, batch mean", (), (Row("tensor.any , tensor.any"),)),
-    Op("pearson", D, "1 − Pearson correlation per sample, batch mean", (), (Row("tensor.any , tensor.any"),)),
+    Op("pearson", D, "1 − Pearson correlation per sample, batch mean", (), (Row("tensor.any , tensor.any"),),
+       impl=Impl(rule="correlation")),
     Op("mmd", D, "squared MMD with the polynomial kernel (x·y + c)^d over channels (NST)",
        (P("d", "int", 2, kw_only=True), P("c", "number", 0, kw_only=True)),
        (Row("map , map"), Row("matrix , matrix"), Row("tokens , tokens")), shapes="positions"),
     Op("ce", D, "cross-entropy of the student's logits against the labels (or the teacher's distribution)",
-       (P("t", "number", 1, kw_only=True),), (Row("logits , !labels"), Row("flat , !flat.p")), shapes="any",
+       (P("t", "positive", 1, kw_only=True),), (Row("logits , !labels"), Row("flat , !flat.p")), shapes="any",
        impl=Impl(rule="ce")),
     Op("cc", D, "correlation congruence as benchmarked (RepDistiller's CC): mean over consecutive samples i, i+1 "
                 "of Σ |s − t|ᵢ · |s − t|ᵢ₊₁", (), (Row("flat , flat"),)),
     Op("gaussian_nll", D, "VID: −log N(t; s, σ²) per entry (constants dropped), averaged; σ² per channel is "
                           "learnable, softplus(θ) + 1e-5, starting at init_var",
-       (P("init_var", "number", 5),), (Row("map , map"), Row("flat , flat")), learnable=True, impl=MODULE),
+       (P("init_var", "positive", 5),), (Row("map , map"), Row("flat , flat")), learnable=True, impl=MODULE),
     Op("crd", D, "CRD's contrastive (NCE) loss against a memory bank per network of all n_data training samples: k "
                  "negatives drawn uniformly, temperature t, banks updated with momentum; needs the sample index",
-       (P("n_data", "int"), P("k", "int", 16384, kw_only=True), P("t", "number", 0.07, kw_only=True),
+       (P("n_data", "int"), P("k", "int", 16384, kw_only=True), P("t", "positive", 0.07, kw_only=True),
         P("momentum", "fraction", 0.5, kw_only=True)),
        (Row("vector , vector"),), stateful=True, random=True, needs=("index",), impl=MODULE),
     Op("boundary", D, "activation-boundary loss (AB) on pre-activations: (s + m)² where s > −m and t ≤ 0, "
@@ -274,11 +276,11 @@ _OPS: list[Op] = [
     Op("hcl", D, "ReviewKD's hierarchical context loss: MSE plus the MSEs of 4×4, 2×2 and 1×1 average poolings "
                  "smaller than the map, with halving weights, normalised", (), (Row("map , map"), Row("flat , flat"))),
     # weights: schedules over the epoch (training-free factors join them here)
-    Op("warmup", W, "min(epoch / epochs, 1): a linear ramp to the full weight", (P("epochs", "number"),)),
+    Op("warmup", W, "min(epoch / epochs, 1): a linear ramp to the full weight", (P("epochs", "positive"),)),
     Op("after", W, "0 before the given epoch, 1 from it on", (P("epoch", "number"),)),
     Op("before", W, "1 before the given epoch, 0 from it on (a pre-training stage)", (P("epoch", "number"),)),
     Op("linear", W, "from `start` to `end` linearly over `epochs`, then `end`",
-       (P("start", "number"), P("end", "number"), P("epochs", "number"))),
+       (P("start", "number"), P("end", "number"), P("epochs", "positive"))),
 ]
 
 OPS: dict[str, Op] = {op.name: op for op in _OPS}

@@ -10,8 +10,9 @@ module: they become :class:`~autokd_dsl.errors.KDError` with the characters a pe
 
 from __future__ import annotations
 
-import math
 import re
+import stat
+import sys
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -164,7 +165,7 @@ class _ToIR(Transformer):
             value = int(text) if text.isdigit() else float(text)
         except ValueError:  # more digits than Python converts
             raise KDError(f"number `{shown}` is too long", span=span) from None
-        if not math.isfinite(value):
+        if not -sys.float_info.max <= value <= sys.float_info.max:  # inf, or an integer beyond any float
             raise KDError(f"number `{shown}` is too large", span=span, hint="numbers must stay below 1e308")
         return ir.Num(value, span=span)
 
@@ -359,18 +360,32 @@ def _replace(node, **changes):
 _BLOCK_START = re.compile(r"^(distiller|space)\b", re.M)
 
 
-# Deeper syntax trees would overflow the recursive passes (transformer, checker, printer, content key).
+# Limits on the shape of an expression. Nesting (parentheses, calls, a `^` tower, alternating operators) is
+# limited to MAX_DEPTH levels; a flat chain such as `a + b + c + …` is one level however long, but the syntax
+# tree holds it as a left-leaning chain, and the recursive passes (transformer, checker, printer, content key)
+# overflow Python's stack somewhere past 400 tree levels, so the tree itself may be at most MAX_TREE_DEPTH deep.
 MAX_DEPTH = 100
+MAX_TREE_DEPTH = 300
+_CHAINS = ({"add", "sub"}, {"mul", "div"})
+
+
+def _level(parent: Tree, child: Tree, index: int) -> int:
+    """0 when ``child`` continues ``parent``'s left-leaning chain of same-precedence operators, else 1."""
+    return 0 if index == 0 and any(parent.data in c and child.data in c for c in _CHAINS) else 1
 
 
 def _check_depth(tree: Tree) -> None:
-    stack = [(tree, 1)]
+    stack = [(tree, 1, 1)]
     while stack:
-        node, depth = stack.pop()
+        node, depth, tree_depth = stack.pop()
         if depth > MAX_DEPTH:
             raise KDError(f"expression nested more than {MAX_DEPTH} levels deep", span=_span(node.meta),
-                          hint="split it into parameters, or leave out redundant operators")
-        stack.extend((child, depth + 1) for child in node.children if isinstance(child, Tree))
+                          hint="split it into parameters, or leave out redundant parentheses")
+        if tree_depth > MAX_TREE_DEPTH:
+            raise KDError(f"expression too long: more than {MAX_TREE_DEPTH - 10} operators in a row",
+                          span=_span(node.meta), hint="split it into parameters")
+        stack.extend((child, depth + _level(node, child, i), tree_depth + 1)
+                     for i, child in enumerate(node.children) if isinstance(child, Tree))
 
 
 def _parse_blocks(text: str, src: SourceText, final: bool = True) -> tuple[ir.Block, ...]:
@@ -425,15 +440,28 @@ def _only_comments(text: str) -> bool:
     return all(not line.strip() or line.strip().startswith("#") for line in text.splitlines())
 
 
-def parse_file(path: str | Path) -> ir.Program:
-    """Read and parse a `.kd` file; unreadable or non-UTF-8 files are a :class:`KDError`."""
+# A `.kd` file is a few kilobytes; anything far larger is not one (and `/dev/zero` never ends).
+MAX_SOURCE_BYTES = 1 << 20
+_BOM = "\ufeff"
+
+
+def read_source(path: str | Path) -> SourceText:
+    """Read a `.kd` file as text: a regular file of at most 1 MiB of UTF-8 (a leading byte-order mark is dropped).
+
+    Anything else (missing, a folder, a device, binary, too large, unreadable) is a :class:`KDError`.
+    """
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        if not stat.S_ISREG(p.stat().st_mode):  # before opening: opening a FIFO waits for a writer
+            raise KDError(f"{path}: not a regular file", hint="give the path of a .kd text file")
+        with open(p, "rb") as handle:
+            raw = handle.read(MAX_SOURCE_BYTES + 1)
     except FileNotFoundError:
         raise KDError(f"{path}: no such file") from None
     except OSError as err:
         raise KDError(f"{path}: cannot read file ({err.strerror})") from None
+    if len(raw) > MAX_SOURCE_BYTES:
+        raise KDError(f"{path}: file is larger than {MAX_SOURCE_BYTES >> 20} MiB; a .kd file is a few kilobytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -441,4 +469,14 @@ def parse_file(path: str | Path) -> ir.Program:
         col = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
         raise KDError("file is not UTF-8 text", span=Span(line, col, line, col + 1),
                       source=SourceText(str(path), ""), hint="a .kd file is plain UTF-8 text") from None
-    return parse(text, str(path))
+    return SourceText(str(path), text[1:] if text.startswith(_BOM) else text)
+
+
+def parse_source(source: SourceText) -> ir.Program:
+    """Parse the text of :func:`read_source`."""
+    return parse(source.text, source.path)
+
+
+def parse_file(path: str | Path) -> ir.Program:
+    """Read and parse a `.kd` file; unreadable or non-UTF-8 files are a :class:`KDError`."""
+    return parse_source(read_source(path))

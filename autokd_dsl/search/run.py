@@ -7,23 +7,17 @@ from pathlib import Path
 
 import pydantic
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
-from ..errors import KDError, SourceText
+from ..errors import KDError
 from ..lang import ir
 from ..lang.printer import print_block
+from ..progress import SearchProgress
 from .driver import make_strategy, run_search
 from .evaluate import Outcome, ProxyContext, ProxySettings
 from .executor import make_executor
 from .mcts import MCTS_DEFAULT_C
 from .space import SearchSpace
-from .store import Store
+from .store import STORE_FILE, Store, check_store
 
 
 class SearchConfig(pydantic.BaseModel):
@@ -86,10 +80,9 @@ class CompilesOn:
 
 
 def load_space(path: str, name: str | None) -> ir.Block:
-    from ..lang.check import check
-    from ..lang.parse import parse_file
+    from ..lang.check import check_file
 
-    program = check(parse_file(path), SourceText(path, Path(path).read_text(encoding="utf-8")))
+    program = check_file(path)
     spaces = [b for b in program.blocks if b.kind == "space"]
     if name:
         block = program.block(name)
@@ -103,10 +96,31 @@ def load_space(path: str, name: str | None) -> ir.Block:
     return spaces[0]
 
 
+# what a search folder may hold besides its store (written before the store or after the search)
+SEARCH_FILES = {"run.json", "space.kd", "tensorboard", "best.kd", "evaluations.csv", "report.md", "tree.graphml",
+                "best_reward.png", "final", "final.json"}
+
+
+def check_search_folder(out: Path, resume: bool) -> None:
+    """Refuse, before anything is written, an --out folder that holds another program's files or a search
+    without --resume; a store file is only read (a foreign one is left untouched)."""
+    db = Path(out) / STORE_FILE
+    if db.exists() or db.is_symlink():
+        check_store(db)
+        if not resume:
+            raise KDError(f"{out} already holds a search", hint="pass --resume to continue it, or choose another "
+                          "--out")
+    elif Path(out).is_dir():
+        foreign = sorted(p.name for p in Path(out).iterdir() if p.name not in SEARCH_FILES)
+        if foreign:
+            raise KDError(f"--out {out} (command-line value) holds other files ({', '.join(foreign[:3])}) and no "
+                          "search store", hint="a search writes into a new or empty folder, or resumes its own: "
+                          "choose another --out")
+
+
 def open_store(out: Path, cfg: SearchConfig, resume: bool) -> Store:
-    db = out / "search.sqlite"
-    if db.exists() and not resume:
-        raise KDError(f"{out} already holds a search", hint="pass --resume to continue it, or choose another --out")
+    db = out / STORE_FILE
+    check_search_folder(out, resume)
     out.mkdir(parents=True, exist_ok=True)
     store = Store(db)
     identity = store.meta().get("identity")
@@ -125,24 +139,29 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
     ``on_row(row)`` sees every candidate's store row in evaluation order (TensorBoard logging).
     """
     block = load_space(cfg.space_file, cfg.space_name)
-    store = open_store(out, cfg, resume)
+    check_search_folder(out, resume)
+    kind_valid = SearchSpace(block)
+    space = SearchSpace(block, term_fits=CompilesOn(teacher, cfg.teacher, cfg.student, bundle))
+    mcts_options = {"c": cfg.c, "rollout": cfg.rollout} if cfg.strategy == "mcts" else {}
+    strategy = make_strategy(cfg.strategy, space, seed=cfg.seed, **mcts_options)
+    store = open_store(out, cfg, resume)  # only once the space, the strategy and the folder are known good
     settings_key = cfg.proxy.key()
     done_before = store.count()
-    kind_valid = SearchSpace(block)
     console.print(f"space `{block.name}`: {kind_valid.num_levels()} choice levels, {kind_valid.size()} kind-valid "
                   f"candidates (those that do not fit the networks' shapes are pruned as the tree grows); "
                   f"strategy {cfg.strategy}, budget {cfg.budget}" + (f", {done_before} already evaluated"
                                                                      if done_before else ""))
     ctx = ProxyContext(kind_valid, teacher, cfg.student, bundle, cfg.proxy, teacher_name=cfg.teacher,
                        device=cfg.device)
-    space = SearchSpace(block, term_fits=CompilesOn(teacher, cfg.teacher, cfg.student, bundle))
     ray_options = {"address": cfg.ray_address, "cpus_per_candidate": cfg.cpus_per_candidate,
                    "gpus_per_candidate": cfg.gpus_per_candidate} if cfg.executor == "ray" else {}
     executor = make_executor(ctx, cfg.workers, cfg.executor, **ray_options)
-    mcts_options = {"c": cfg.c, "rollout": cfg.rollout} if cfg.strategy == "mcts" else {}
-    strategy = make_strategy(cfg.strategy, space, seed=cfg.seed, **mcts_options)
-    progress = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[best]}"), console=console, transient=False)
+    progress = SearchProgress(console, cfg.budget)
+
+    def advance(row: dict) -> None:
+        progress.finished(row["reward"], row["status"], row["key"][:8])
+        if on_row is not None:
+            on_row(row)
 
     def evaluate(paths):
         blocks = [space.candidate(p) for p in paths]
@@ -154,17 +173,13 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
             store.add(row)
             rows[i] = row
         for row in rows:
-            _advance(progress, task, row)
-            if on_row is not None:
-                on_row(row)
+            advance(row)
         return [r["reward"] if r["status"] == "ok" else None for r in rows]
 
     try:
         with progress:
-            task = progress.add_task("search", total=cfg.budget, best="")
             if hasattr(executor, "submit"):
-                results = _search_in_flight(strategy, space, store, settings_key, executor, cfg.budget,
-                                            lambda row: _advance(progress, task, row))
+                results = _search_in_flight(strategy, space, store, settings_key, executor, cfg.budget, advance)
             else:
                 results = run_search(strategy, evaluate, cfg.budget, batch=max(1, cfg.workers))
             baseline = _baseline(cfg, ctx, store, settings_key, executor, console)
@@ -235,13 +250,6 @@ def _row(block: ir.Block, path, outcome: Outcome, settings_key: str, baseline: i
     return {"key": block.key, "settings": settings_key, "kd": print_block(block), "path": list(path),
             "reward": outcome.reward, "ce": outcome.ce, "gap": outcome.gap, "status": outcome.status,
             "reason": outcome.reason, "seconds": outcome.seconds, "losses": outcome.losses, "baseline": baseline}
-
-
-def _advance(progress: Progress, task, row: dict) -> None:
-    best = progress.tasks[task].fields.get("best_value")
-    if row["status"] == "ok" and (best is None or row["reward"] > best):
-        progress.update(task, best_value=row["reward"], best=f"best reward {row['reward']:.4f}")
-    progress.advance(task)
 
 
 def _baseline(cfg: SearchConfig, ctx, store: Store, settings_key: str, executor, console) -> dict | None:

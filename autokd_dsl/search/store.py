@@ -27,9 +27,62 @@ COLUMNS = ("key", "settings", "seq", "kd", "path", "reward", "ce", "gap", "statu
            "losses", "baseline")
 
 
+STORE_FILE = "search.sqlite"
+FORMAT = "autokd-dsl/search/1"  # kept in the meta table; a store without it is another program's database
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _foreign(path: Path, why: str) -> KDError:
+    return KDError(f"{path} is not an autokd-dsl search store ({why}); it was left as it is",
+                   hint="choose another --out folder")
+
+
+def check_store(path: Path) -> None:
+    """Refuse a file that is not a search store of this program, reading it only (nothing is written to it)."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_file():
+        raise _foreign(path, "not a regular file")
+    with open(path, "rb") as handle:
+        if handle.read(len(_SQLITE_HEADER)) != _SQLITE_HEADER:
+            raise _foreign(path, "not an SQLite database")
+    # `immutable` reads the main file only and creates nothing next to it (no -wal, no -shm); a store whose
+    # last writes are still in its write-ahead log (a killed search) is read through the log it left
+    meta = _read_meta(path, "immutable=1")
+    if meta is None and Path(f"{path}-wal").exists():
+        meta = _read_meta(path, "mode=ro")
+    if meta is None:
+        raise _foreign(path, "it has no tables `evaluations` and `meta`")
+    marker = meta.get("format")
+    if marker is None and "identity" not in meta:  # stores written before the marker hold an identity
+        raise _foreign(path, "no format marker")
+    if marker is not None and json.loads(marker) != FORMAT:
+        raise KDError(f"{path} is a search store of another format ({json.loads(marker)}, this is {FORMAT}); "
+                      "it was left as it is", hint="choose another --out folder")
+
+
+def _read_meta(path: Path, mode: str) -> dict | None:
+    """The meta table of a store, or None when the database has no store tables."""
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)
+    except sqlite3.Error as err:
+        raise _foreign(path, str(err)) from None
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"evaluations", "meta"} <= tables:
+            return None
+        return dict(db.execute("SELECT name, value FROM meta"))
+    except sqlite3.Error as err:
+        raise _foreign(path, str(err)) from None
+    finally:
+        db.close()
+
+
 class Store:
     def __init__(self, path: Path):
         self.path = Path(path)
+        existed = self.path.exists() or self.path.is_symlink()
+        if existed:
+            check_store(self.path)  # before the first write: a foreign database is refused untouched
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -38,6 +91,7 @@ class Store:
         except sqlite3.DatabaseError as err:
             raise KDError(f"{self.path} is not a search store ({err})",
                           hint="choose another --out folder") from None
+        self.set_meta({"format": FORMAT})
 
     def meta(self) -> dict:
         return {k: json.loads(v) for k, v in self.db.execute("SELECT name, value FROM meta")}
@@ -77,3 +131,16 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+
+def search_config(folder: Path) -> dict | None:
+    """The settings of the search stored in ``folder`` (read only), or None when it holds no search store."""
+    path = Path(folder) / STORE_FILE
+    if not path.is_file():
+        return None
+    try:
+        check_store(path)
+        meta = _read_meta(path, "mode=ro" if Path(f"{path}-wal").exists() else "immutable=1") or {}
+    except (KDError, sqlite3.Error):
+        return None
+    return json.loads(meta["config"]) if "config" in meta else None

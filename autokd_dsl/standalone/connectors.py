@@ -5,7 +5,9 @@ Copied verbatim into compiled files (torch only). Sized from the real shapes (wi
 * map → map: resize to the teacher's H×W (average pooling down, bilinear up), 1×1 conv, BatchNorm;
 * tokens → tokens: resample the token count, Linear on the feature axis;
 * tokens → map (ViT → CNN): drop leading class/distillation tokens, fold the rest into a square grid, then as
-  map → map; map → tokens: flatten positions into tokens, then as tokens → tokens;
+  map → map; map → tokens (CNN → ViT): resize the map to the token grid (side × side, the largest square in the
+  token count), its positions in raster order as the patch tokens; the leading tokens the grid leaves over
+  (class, distillation, register tokens) are matched with the map's average over positions;
 * vector → vector: Linear; map or tokens → vector: average, then Linear.
 
 The modules behind the other module-backed ops follow `Connector` (see `autokd_dsl.compiler.modules` for how they
@@ -66,6 +68,12 @@ class Connector(Part):
         side = math.isqrt(length)
         return x[:, length - side * side:].transpose(1, 2).reshape(n, dim, side, side)
 
+    def _tokens(self, x, length):
+        side = math.isqrt(length)
+        grid = _resize(x, (side, side)).flatten(2).transpose(1, 2)
+        prefix = x.mean((2, 3))[:, None].expand(-1, length - side * side, -1)
+        return torch.cat([prefix, grid], dim=1)
+
     def forward(self, x):
         s, t = self.student_shape, self.teacher_shape
         if len(t) == 3:
@@ -74,7 +82,7 @@ class Connector(Part):
             return self.bn(self.conv(_resize(x, t[1:])))
         if len(t) == 2:
             if len(s) == 3:
-                x = x.flatten(2).transpose(1, 2)
+                x = self._tokens(x, t[0])
             if x.shape[1] != t[0]:
                 x = F.interpolate(x.transpose(1, 2), size=t[0], mode="linear", align_corners=False).transpose(1, 2)
             return self.linear(x)

@@ -32,8 +32,15 @@ def _over(x, dims, fn):
 # ---- attention and masking ------------------------------------------------------------------------
 
 
+def _power(x, p):
+    """|x|^p: x·x for p = 2 (faster than pow, and its backward too), no abs for other even p."""
+    if p == 2:
+        return x * x
+    return (x if float(p) % 2 == 0 else x.abs()).pow(p)
+
+
 def spatial_attention(x, p=2.0):
-    return x.abs().pow(p).mean(1, keepdim=True)
+    return _power(x, p).mean(1, keepdim=True)
 
 
 def channel_attention(x):
@@ -41,9 +48,7 @@ def channel_attention(x):
 
 
 def attention(x, p=2.0):
-    # |x|^p == x^p for even integer p: skipping abs saves a pass (and its backward) over the whole map
-    x = x if float(p) % 2 == 0 else x.abs()
-    return F.normalize(x.pow(p).mean(1).flatten(1), dim=1)
+    return F.normalize(_power(x, p).mean(1).flatten(1), dim=1)
 
 
 def _position_mask(x, keep):
@@ -98,14 +103,28 @@ def channel_flatten(x):
 # ---- relations and normalisations -----------------------------------------------------------------------
 
 
+class _Gram(torch.autograd.Function):
+    """f·fᵀ (over the last two dims) with the symmetric backward (g + gᵀ)·f: one matrix product, where autograd
+    makes two (one per operand)."""
+
+    @staticmethod
+    def forward(ctx, f):
+        ctx.save_for_backward(f)
+        return f @ f.transpose(-1, -2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (f,) = ctx.saved_tensors
+        return (grad + grad.transpose(-1, -2)).to(f.dtype) @ f
+
+
 def batch_gram(x):
-    f = x.flatten(1)
-    return F.normalize(f @ f.t(), dim=1)
+    return F.normalize(_Gram.apply(x.flatten(1)), dim=1)
 
 
 def channel_gram(x):
     f = x.flatten(2)
-    return f @ f.transpose(1, 2) / f.shape[2]
+    return _Gram.apply(f) / f.shape[2]
 
 
 def transpose(x):
@@ -245,6 +264,8 @@ def kl(s, target, mode="p", dims=(1,), t=1.0, reduce="batch"):
     else:
         if mode == "logits":
             s, target = log_softmax(s, t, dims), log_softmax(target, t, dims)
+        if reduce != "all" and s.dim() == 2:  # one fused op (the batch mean included)
+            return F.kl_div(s, target, reduction="batchmean", log_target=True)
         total = F.kl_div(s, target, reduction="sum", log_target=True)
     return total / (s.numel() if reduce == "all" else s.numel() // math.prod(s.shape[d] for d in dims))
 
@@ -261,13 +282,15 @@ def cosine(s, t):
     return torch.rsub(F.cosine_similarity(s.flatten(1), t.flatten(1), dim=1, eps=1e-8).mean(), 1.0)
 
 
-def pearson(s, t):
-    """1 − ρ per sample, batch mean; ρ = Σ a·b / (‖a‖ ‖b‖ + 1e-8) on the centred rows, DIST's form (no clamped
-    norms, which differ where the student is close to the teacher and the centred norms are small)."""
-    s, t, dim = (s, t, 1) if s.dim() == 2 else (s.flatten(1), t.flatten(1), 1)
-    if s.stride(0) == 1 and s.stride(1) != 1:  # a transposed view (DIST's intra-class term): same math on
-        s, t, dim = s.t(), t.t(), 0            # the contiguous original, reducing over its rows (faster)
-    s, t = s - s.mean(dim, keepdim=True), t - t.mean(dim, keepdim=True)
+def pearson(s, t, dim=1, mean=None):
+    """1 − ρ per sample (``dim`` 0: per column, the rows of the transposed tensors), averaged; ρ = Σ a·b / (‖a‖ ‖b‖
+    + 1e-8) over the centred rows, DIST's form (not clamped norms, which differ where the student is close to the
+    teacher and the centred norms are small). ``mean``: the rows' mean where it is known (1/K for a softmax)."""
+    s, t = (s, t) if s.dim() == 2 else (s.flatten(1), t.flatten(1))
+    if mean is None:
+        s, t = s - s.mean(dim, keepdim=True), t - t.mean(dim, keepdim=True)
+    else:
+        s, t = s - mean, t - mean
     rho = (s * t).sum(dim) / (s.norm(dim=dim) * t.norm(dim=dim) + 1e-8)
     return torch.rsub(rho.mean(), 1.0)
 

@@ -23,8 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,7 @@ from ..data import DataBundle, Split
 from ..data.core import balanced_subset
 from ..data.stream import SetBundle, as_sets
 from ..errors import KDError
+from ..files import write_text
 from ..lang import ir
 from ..models import create_model
 from ..progress import format_terms
@@ -44,12 +43,14 @@ from ..standalone.attach import TapCapture
 from .loop import Loop, evaluate, train_epoch
 from .optim import SGDSettings, make_optimizer, seed_everything
 from .runtime import Dist, Precision, Runtime, default_workers, resolve_device, to_runtime, use_channels_last
-from .teacher import read_checkpoint, save_atomic
+from .teacher import check_fields, read_checkpoint, save_atomic
 from .teacher_cache import TeacherCache, split_fingerprint, teacher_hash
-from .tracking import TENSORBOARD, Tracker, write_run_info
+from .tracking import RUN_INFO, TENSORBOARD, Tracker, write_run_info
 
 FORMAT = "autokd-dsl/train/1"
 CHECKPOINT = "checkpoint.pt"
+_CHECKPOINT_FIELDS = {"epoch": "count", "settings": "dict", "student": "state_dict", "connectors": "state_dict",
+                      "optimizer": "dict", "scheduler": "dict", "history": "list", "elapsed": "number"}
 METRICS = "metrics.jsonl"
 RESULT = "result.json"
 
@@ -128,15 +129,11 @@ def settings_diff(old: dict, new: dict) -> list[str]:
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 # -------------------------------------------------------------------------------------------- steps
@@ -199,13 +196,42 @@ def _restore(state: dict, student, loss, opt, sched, precision: Precision) -> No
     precision.load_state_dict(state.get("scaler") or {})
 
 
+# what a run folder holds: the checkpoint, metrics, result, run.json with the distiller's source, TensorBoard logs
+RUN_FILES = {CHECKPOINT, METRICS, RESULT, RUN_INFO, "distiller.kd", TENSORBOARD}
+
+
+def check_run_folder(out: str | Path, resume: bool) -> None:
+    """Refuse, before any work, an --out folder that holds something other than a training run (a search, a
+    dataset, anything else), or a run without --resume. Nothing in the folder is touched."""
+    out = Path(out)
+    if not out.is_dir():
+        return
+    names = {p.name for p in out.iterdir()}
+    foreign = sorted(n for n in names - RUN_FILES if not n.startswith("."))
+    if foreign:
+        raise KDError(f"--out {out} (command-line value) holds files that are not a training run's "
+                      f"({', '.join(foreign[:3])}{', …' if len(foreign) > 3 else ''}); nothing was changed",
+                      hint="choose another --out for the run")
+    if CHECKPOINT in names and not resume:
+        raise KDError(f"{out} already holds a run", hint="pass --resume to continue it, or choose another --out")
+    if CHECKPOINT in names:
+        _read_state(out / CHECKPOINT)
+
+
+def _read_state(ckpt: Path) -> dict:
+    state = read_checkpoint(ckpt, what="checkpoint")
+    if state.get("format") != FORMAT:
+        raise KDError(f"{ckpt} is not an autokd-dsl training checkpoint; it was left as it is",
+                      hint="choose another --out for the run")
+    check_fields(state, _CHECKPOINT_FIELDS, f"checkpoint {ckpt}")
+    return state
+
+
 def _resume_state(ckpt: Path, settings: dict, console: Console) -> dict | None:
     if not ckpt.is_file():
         console.print(f"no checkpoint in {ckpt.parent}; starting from epoch 1")
         return None
-    state = read_checkpoint(ckpt, what="checkpoint")
-    if state.get("format") != FORMAT:
-        raise KDError(f"{ckpt} is not an autokd-dsl training checkpoint")
+    state = _read_state(ckpt)
     diff = settings_diff(state["settings"], settings)
     if diff:
         raise KDError(f"cannot resume {ckpt.parent}: the run was started with different settings ("
@@ -240,8 +266,7 @@ def train(block: ir.Block, teacher: nn.Module, student: nn.Module, bundle: DataB
     ckpt_path, metrics_path = out / CHECKPOINT, out / METRICS
     sets = as_sets(bundle)
     settings = run_settings(block, teacher, student, sets, cfg)
-    if ckpt_path.exists() and not resume:
-        raise KDError(f"{out} already holds a run", hint="pass --resume to continue it, or choose another --out")
+    check_run_folder(out, resume)
     offline = cfg.offline_teacher and not sets.augment
     if cfg.offline_teacher and sets.augment:
         console.print("note: --offline-teacher is not used: augmentation is on, and the teacher's outputs change "
@@ -260,7 +285,12 @@ def train(block: ir.Block, teacher: nn.Module, student: nn.Module, bundle: DataB
     history: list[dict] = []
     elapsed = 0.0
     if state is not None:
-        _restore(state, student, loss, opt, sched, precision)
+        try:
+            _restore(state, student, loss, opt, sched, precision)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as err:  # a hand-edited checkpoint
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+            raise KDError(f"checkpoint {ckpt_path} does not fit this run ({reason})",
+                          hint="the file was edited or is corrupt; choose another --out to start a new run") from None
         history, elapsed = list(state["history"]), float(state["elapsed"])
         console.print(f"resuming {out} after epoch {state['epoch']}/{cfg.epochs}")
     if dist.main:

@@ -229,6 +229,42 @@ def read_checkpoint(path: str | Path, what: str = "teacher weights") -> dict:
     return obj
 
 
+def _is_state_dict(value) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                           for k, v in value.items())
+
+
+def _is_size(value) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 3 and all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+
+
+# what each field of a checkpoint must hold: (test, in words)
+FIELD_TYPES = {
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "count": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a whole number"),
+    "number": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "dict": (lambda v: isinstance(v, dict), "a dict"),
+    "list": (lambda v: isinstance(v, list), "a list"),
+    "state_dict": (_is_state_dict, "a dict of tensors"),
+    "size": (_is_size, "three positive whole numbers (C, H, W)"),
+}
+_TEACHER_FIELDS = {"architecture": "str", "num_classes": "count", "input_size": "size", "state_dict": "state_dict",
+                   "content_hash": "str"}
+
+
+def check_fields(obj: dict, fields: Mapping[str, str], what: str) -> None:
+    """A clear error for a missing or mistyped field of a (hand-edited) checkpoint."""
+    for key, kind in fields.items():
+        test, words = FIELD_TYPES[kind]
+        if key not in obj:
+            raise KDError(f"{what} lack the field `{key}`", hint="the file was edited or is corrupt; "
+                          "create it again")
+        if not test(obj[key]):
+            raise KDError(f"{what}: `{key}` holds {type(obj[key]).__name__} {str(obj[key])[:40]!r}, not {words}",
+                          hint="the file was edited or is corrupt; create it again")
+
+
 def _normalise(obj: dict, path: Path) -> dict:
     """Our format as is; a bare or RepDistiller state dict wrapped with empty metadata."""
     if obj.get("format") == FORMAT:
@@ -236,6 +272,7 @@ def _normalise(obj: dict, path: Path) -> dict:
                    if k not in obj]
         if missing:
             raise KDError(f"teacher weights {path} lack {', '.join(missing)}", hint="the file is corrupt")
+        check_fields(obj, _TEACHER_FIELDS, f"teacher weights {path}")
         return obj
     for key in ("model", "state_dict"):
         if isinstance(obj.get(key), dict):
@@ -338,3 +375,4 @@ def teacher_for(arch: str, data_cfg: DataConfig, recipe: Recipe, cache_dir: str 
     console.print(f"no cached teacher {arch} for {data_cfg.name} at {_fmt_size(data_cfg.input_size)}; "
                   f"training one ({recipe.epochs} epochs) and caching it at {path}")
     return train_teacher(arch, data_cfg, recipe, path, console, device, runtime=runtime, dist=dist)
+

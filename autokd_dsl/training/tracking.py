@@ -21,6 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..files import write_text
+
 TENSORBOARD = "tensorboard"
 RUN_INFO = "run.json"
 PACKAGES = ("autokd-dsl", "torch", "torchvision", "timm", "numpy", "pydantic", "lark", "tensorboard")
@@ -118,6 +120,4 @@ def write_run_info(out: Path, settings: Mapping[str, Any], *, sources: Mapping[s
                 "sources": sorted(sources or {}), **dict(extra or {})}
         for name, text in (sources or {}).items():
             (out / name).write_text(text, encoding="utf-8")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(info, indent=2, default=str) + "\n")

@@ -79,6 +79,12 @@ class Connector(Part):
         side = math.isqrt(length)
         return x[:, length - side * side:].transpose(1, 2).reshape(n, dim, side, side)
 
+    def _tokens(self, x, length):
+        side = math.isqrt(length)
+        grid = _resize(x, (side, side)).flatten(2).transpose(1, 2)
+        prefix = x.mean((2, 3))[:, None].expand(-1, length - side * side, -1)
+        return torch.cat([prefix, grid], dim=1)
+
     def forward(self, x):
         s, t = self.student_shape, self.teacher_shape
         if len(t) == 3:
@@ -87,7 +93,7 @@ class Connector(Part):
             return self.bn(self.conv(_resize(x, t[1:])))
         if len(t) == 2:
             if len(s) == 3:
-                x = x.flatten(2).transpose(1, 2)
+                x = self._tokens(x, t[0])
             if x.shape[1] != t[0]:
                 x = F.interpolate(x.transpose(1, 2), size=t[0], mode="linear", align_corners=False).transpose(1, 2)
             return self.linear(x)
@@ -173,7 +179,7 @@ class DistillerLoss(nn.Module):
     def forward(self, s_logits, s_stage2, t_stage2, labels = None, epoch = 0):
         tap_shapes = self.tap_shapes
         hint_weight = self.hint_weight
-        check_taps = kernels.check_taps(tap_shapes, s_logits = s_logits, s_stage2 = s_stage2, t_stage2 = t_stage2);  tap_shapes = check_taps = None
+        check_taps = kernels.check_taps(tap_shapes, s_stage2 = s_stage2, t_stage2 = t_stage2);  tap_shapes = check_taps = None
         t_stage2_detached = t_stage2.detach();  t_stage2 = None
         ce = kernels.ce(s_logits, labels, t = 1, soft = False);  s_logits = labels = None
         s_stage2_adapt = self.adapt_stage2(s_stage2);  s_stage2 = None

@@ -22,10 +22,14 @@ from torch import nn
 
 # ---- what the loss uses, copied from autokd_dsl.standalone ---------------------------------------
 
+def _power(x, p):
+    """|x|^p: x·x for p = 2 (faster than pow, and its backward too), no abs for other even p."""
+    if p == 2:
+        return x * x
+    return (x if float(p) % 2 == 0 else x.abs()).pow(p)
+
 def attention(x, p=2.0):
-    # |x|^p == x^p for even integer p: skipping abs saves a pass (and its backward) over the whole map
-    x = x if float(p) % 2 == 0 else x.abs()
-    return F.normalize(x.pow(p).mean(1).flatten(1), dim=1)
+    return F.normalize(_power(x, p).mean(1).flatten(1), dim=1)
 
 def softmax(x, t=1.0, dims=(1,)):
     """Softmax of x / t over ``dims`` (adjacent dims, taken together)."""
@@ -38,13 +42,15 @@ def mse(s, t):
 def cosine(s, t):
     return torch.rsub(F.cosine_similarity(s.flatten(1), t.flatten(1), dim=1, eps=1e-8).mean(), 1.0)
 
-def pearson(s, t):
-    """1 − ρ per sample, batch mean; ρ = Σ a·b / (‖a‖ ‖b‖ + 1e-8) on the centred rows, DIST's form (no clamped
-    norms, which differ where the student is close to the teacher and the centred norms are small)."""
-    s, t, dim = (s, t, 1) if s.dim() == 2 else (s.flatten(1), t.flatten(1), 1)
-    if s.stride(0) == 1 and s.stride(1) != 1:  # a transposed view (DIST's intra-class term): same math on
-        s, t, dim = s.t(), t.t(), 0            # the contiguous original, reducing over its rows (faster)
-    s, t = s - s.mean(dim, keepdim=True), t - t.mean(dim, keepdim=True)
+def pearson(s, t, dim=1, mean=None):
+    """1 − ρ per sample (``dim`` 0: per column, the rows of the transposed tensors), averaged; ρ = Σ a·b / (‖a‖ ‖b‖
+    + 1e-8) over the centred rows, DIST's form (not clamped norms, which differ where the student is close to the
+    teacher and the centred norms are small). ``mean``: the rows' mean where it is known (1/K for a softmax)."""
+    s, t = (s, t) if s.dim() == 2 else (s.flatten(1), t.flatten(1))
+    if mean is None:
+        s, t = s - s.mean(dim, keepdim=True), t - t.mean(dim, keepdim=True)
+    else:
+        s, t = s - mean, t - mean
     rho = (s * t).sum(dim) / (s.norm(dim=dim) * t.norm(dim=dim) + 1e-8)
     return torch.rsub(rho.mean(), 1.0)
 
@@ -132,7 +138,7 @@ class DistillerLoss(nn.Module):
         tap_shapes = self.tap_shapes
         inter_weight = self.inter_weight
         t = self.t
-        check_taps = kernels.check_taps(tap_shapes, s_stage3 = s_stage3, s_logits = s_logits, t_stage3 = t_stage3, t_logits = t_logits);  tap_shapes = check_taps = None
+        check_taps = kernels.check_taps(tap_shapes, s_stage3 = s_stage3, t_stage3 = t_stage3);  tap_shapes = check_taps = None
         t_stage3_detached = t_stage3.detach();  t_stage3 = None
         t_logits_detached = t_logits.detach();  t_logits = None
         s_stage3_attention = kernels.attention(s_stage3, p = 2);  s_stage3 = None
@@ -143,7 +149,7 @@ class DistillerLoss(nn.Module):
         at_cos = at_cos_cosine * 10.0;  at_cos_cosine = None
         s_logits_softmax = kernels.softmax(s_logits, t = t, dims = (1,));  s_logits = None
         t_logits_softmax = kernels.softmax(t_logits_detached, t = t, dims = (1,));  t_logits_detached = t = None
-        inter_pearson = kernels.pearson(s_logits_softmax, t_logits_softmax);  s_logits_softmax = t_logits_softmax = None
+        inter_pearson = kernels.pearson(s_logits_softmax, t_logits_softmax, mean = 0.1);  s_logits_softmax = t_logits_softmax = None
         inter = inter_pearson * inter_weight;  inter_pearson = inter_weight = None
         add = at + at_cos
         total = add + inter;  add = None
