@@ -124,6 +124,9 @@ class SearchSettings(_Settings):
     resume: bool = False
     final_epochs: int = 0
     final_seeds: int = 3
+    baselines: tuple[str, ...] = ("kd", "fitnet")
+    fidelity: Optional[tuple[int, ...]] = None
+    eta: int = 3
     tensorboard: bool = True
 
 
@@ -272,7 +275,7 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
 
     from .data import DataConfig, load_data
     from .search.evaluate import ProxySettings
-    from .search.run import SearchConfig, check_search_folder, load_space
+    from .search.run import SearchConfig, check_search_folder, load_baselines, load_space, parse_rungs
     from .search.run import search as run_search
     from .training.runtime import resolve_device
     from .training.tracking import TENSORBOARD, Tracker, write_run_info
@@ -290,6 +293,8 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
 
     check_executor(s.executor, s.ray_address, s.device, s.cpus_per_candidate, s.gpus_per_candidate)
     load_space(str(s.space_file), s.space)  # a bad space fails before any training
+    rungs = parse_rungs(",".join(map(str, s.fidelity)) if s.fidelity else None, s.eta)
+    load_baselines(s.baselines)
     check_search_folder(Path(s.out), s.resume)  # so does a foreign --out folder, before anything is written
     proxy = ProxySettings(epochs=s.epochs, subset=s.subset, entropy_sampling=s.entropy,
                           offline_teacher=s.offline_teacher, sparse_density=s.sparse, seed=s.seed)
@@ -300,7 +305,7 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
                        workers=s.workers, executor=s.executor, ray_address=s.ray_address,
                        cpus_per_candidate=s.cpus_per_candidate, gpus_per_candidate=s.gpus_per_candidate,
                        seed=s.seed, proxy=proxy, device=device, final_epochs=s.final_epochs,
-                       final_seeds=s.final_seeds)
+                       final_seeds=s.final_seeds, baselines=tuple(s.baselines), fidelity=rungs, eta=s.eta)
     data_cfg = DataConfig(name=s.data, root=s.data_root, input_size=s.input_size, seed=s.seed, augment=False,
                           train_subset=s.train_subset)
     bundle = load_data(data_cfg)

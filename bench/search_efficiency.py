@@ -1,4 +1,4 @@
-"""Search efficiency: evaluations needed to reach the top 1% of structured synthetic spaces.
+"""Search efficiency: evaluations needed to reach the top 1% of synthetic tables and of a table of measured rewards.
 
 The space is a :class:`autokd_dsl.search.testing.TabulatedSpace` shaped like a distiller search space
 (6 choice levels with 3, 6, 6, 5, 4 and 4 options, and a few exclusions between options of different levels,
@@ -15,7 +15,11 @@ For each strategy (MCTS, random search, regularized evolution; all with the prod
 median (and mean) count over seeds, and the ratios of the medians MCTS/random and evolution/random (lower
 is better; the target is MCTS/random <= 0.5).
 
-Run: ``python bench/search_efficiency.py [--seeds 20] [--table-seed 0]``.
+A third table holds *measured* rewards (``bench/data/measured_rewards.csv``, written by ``bench/measured_table.py``):
+every candidate of a sub-space of ``examples/space.kd`` scored once by a cheap real proxy; rejected candidates
+count as evaluations that never hit. It is reported when the file exists (``--measured PATH``).
+
+Run: ``python bench/search_efficiency.py [--seeds 20] [--table-seed 0] [--measured PATH]``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,20 @@ from typing import Any, Sequence
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autokd_dsl.search import TabulatedSpace, make_strategy  # noqa: E402
+from autokd_dsl.search.testing import ListedSpace  # noqa: E402
+
+MEASURED = Path(__file__).resolve().parent / "data" / "measured_rewards.csv"
+
+
+def measured_space(path: Path) -> ListedSpace:
+    """The table of measured rewards (``bench/measured_table.py``): ``path`` (dot-joined option indices), ``key``,
+    ``status``, ``reward``."""
+    import csv
+
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = [(tuple(int(o) for o in r["path"].split(".")), r["key"],
+                 float(r["reward"]) if r["status"] == "ok" and r["reward"] else None) for r in csv.DictReader(fh)]
+    return ListedSpace(rows)
 
 OPTION_COUNTS = (3, 6, 6, 5, 4, 4)
 FORBID = (
@@ -67,7 +85,7 @@ def evals_to_target(strategy: Any, space: TabulatedSpace, threshold: float, cap:
         for path in paths:
             count += 1
             reward = space.reward(path)
-            if reward >= threshold:
+            if reward is not None and reward >= threshold:
                 return count
             strategy.tell(path, reward)
     return cap + 1
@@ -83,11 +101,11 @@ def run(
 
 
 GATED_COUNTS = (2, 6, 6, 5, 4, 4)
-EARLIER_MCTS = {"c": 0.15, "fpu": 0.0, "max_weight": 0.0, "rollout": "random"}
+EARLIER_MCTS = {"c": 0.15, "fpu": 0.0, "max_weight": 0.0, "rollout": "random", "tail_z": None, "mast_context": 0}
 """The first product defaults (mean-value UCT, uniform rollouts), shown for comparison."""
 
 
-def report(title: str, space: TabulatedSpace, seeds: Sequence[int], batch: int) -> dict[str, float]:
+def report(title: str, space: Any, seeds: Sequence[int], batch: int) -> dict[str, float]:
     size = space.size()
     threshold = space.top_threshold(0.01)
     print(f"\n### {title}: {size} legal candidates; top 1% = best {max(1, -(-size // 100))} "
@@ -119,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=20, help="search seeds per strategy (default 20)")
     parser.add_argument("--table-seed", type=int, default=0, help="numpy seed of the synthetic tables")
     parser.add_argument("--batch", type=int, default=8, help="asks in flight for the batched rows (default 8)")
+    parser.add_argument("--measured", type=Path, default=MEASURED, help="table of measured rewards (CSV)")
     args = parser.parse_args(argv)
     seeds = list(range(args.seeds))
     print(f"evaluations to the first top-1% candidate, {args.seeds} search seeds (0..{args.seeds - 1}), "
@@ -128,6 +147,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     report(f"gated table {'x'.join(map(str, GATED_COUNTS))}",
            TabulatedSpace.gated(GATED_COUNTS, args.table_seed, interaction=INTERACTION, noise=NOISE), seeds,
            args.batch)
+    if args.measured.exists():
+        table = measured_space(args.measured)
+        report(f"measured table {args.measured.name} ({table.size()} candidates of a sub-space of examples/space.kd, "
+               f"{sum(table.reward(p) is None for p in table.paths())} rejected)", table, seeds, args.batch)
+    else:
+        print(f"\n(no measured table at {args.measured})")
     return 0
 
 

@@ -62,6 +62,7 @@ def main(path: str, out: str) -> None:
     if dist.get_rank() == 0:
         with open(out, "w") as f:
             json.dump(gaps, f)
+    dist.barrier()  # neither rank tears the group down while the other still uses it
     dist.destroy_process_group()
 
 

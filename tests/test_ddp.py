@@ -110,7 +110,8 @@ def test_torchrun_sigkill_then_resume_runs_every_epoch_once(teacher_file, tmp_pa
     result = json.loads((out / "result.json").read_text())
     assert result["epochs"] == epochs and 0 <= result["test_accuracy"] <= 1
     info = json.loads((out / "run.json").read_text())
-    assert info["world_size"] == 2 and len(info["resumes"]) == 1 and "--resume" in info["resumes"][0]["command"]
+    assert info["world_size"] == 2 and info["command"].startswith("torchrun --nproc_per_node 2 -m autokd_dsl train")
+    assert len(info["resumes"]) == 1 and "--resume" in info["resumes"][0]["command"]
 
 
 def test_emitted_loss_in_a_users_ddp_loop(tmp_path) -> None:

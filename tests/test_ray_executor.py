@@ -25,8 +25,9 @@ from autokd_dsl.search.evaluate import Outcome  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 SPACE = ("space s:\n    ce: logits ~ labels -> ce -> 1\n"
          "    kd: stage3 -> (patches(4) | none) -> (mse | l1) -> (1 | 5 | 10000000)\n")
+# resnet8's stage3 is 2x2 at 8x8 inputs: pool(2) would be `none` (one function, one key), pool(1) is not
 WIDER = ("space s:\n    ce: logits ~ labels -> ce -> 1\n"
-         "    kd: stage3 -> (none | pool(2)) -> (mse | l1 | cosine) -> (1 | 5)\n")
+         "    kd: stage3 -> (none | pool(1)) -> (mse | l1 | cosine) -> (1 | 5)\n")
 
 
 def _env():
@@ -152,7 +153,7 @@ def test_ray_search_gives_the_in_process_rows(cluster, teacher_ckpt, tmp_path):
     assert remote.returncode == 0, remote.stderr
     for baseline in (0, 1):
         a, b = _rows(tmp_path / "local" / "search.sqlite", baseline), _rows(tmp_path / "ray" / "search.sqlite", baseline)
-        assert [r[:2] for r in a] == [r[:2] for r in b] and len(a) == (5 if baseline == 0 else 1)
+        assert [r[:2] for r in a] == [r[:2] for r in b] and len(a) == (5 if baseline == 0 else 3)  # CE, KD, FitNet
         assert [r[2] is None for r in b] == [r[2] is None for r in a]
         assert [r[2] for r in b if r[2] is not None] == pytest.approx([r[2] for r in a if r[2] is not None],
                                                                       rel=1e-4, abs=1e-6)
@@ -179,7 +180,7 @@ def test_a_killed_worker_is_retried_and_a_candidate_killing_two_is_rejected(clus
     teacher = load_teacher(teacher_ckpt, "resnet8", 10, (1, 8, 8))
     cfg = run_module.SearchConfig(space_file=str(tmp_path / "s.kd"), teacher="resnet8", student="resnet8",
                                   input_size=(1, 8, 8), budget=6, workers=2, executor="ray", ray_address=cluster,
-                                  baseline=None, proxy=ProxySettings(epochs=1, subset=0.2))
+                                  baselines=(), proxy=ProxySettings(epochs=1, subset=0.2))
     summary = run_module.search(cfg, tmp_path / "out", False, teacher, bundle, Console(quiet=True))
     rows = _rows(tmp_path / "out" / "search.sqlite")
     assert len(rows) == 6 == len({r[0] for r in rows}) and summary["rows"] == 6  # every candidate once
@@ -191,7 +192,8 @@ def test_a_killed_worker_is_retried_and_a_candidate_killing_two_is_rejected(clus
         mine = [t for t in tries if line in [x.strip() for x in t["text"].splitlines()]]
         assert len(mine) == count and len({t["pid"] for t in mine}) == count  # a fresh worker each time
     others = [t for t in tries if not {once, always} & {x.strip() for x in t["text"].splitlines()}]
-    assert len(others) == 4 and len({t["text"] for t in others}) == 4  # nothing else ran twice
+    # the four other candidates and the CE-only baseline: nothing else ran twice
+    assert len(others) == 5 and len({t["text"] for t in others}) == 5
 
 
 DRIVER = """
@@ -216,7 +218,7 @@ def logged(context, text):
 
 run_module.make_executor = lambda ctx, workers, kind, **options: RayExecutor(ctx, workers, fn=logged, **options)
 cfg = run_module.SearchConfig(space_file=space, teacher="resnet8", student="resnet8", input_size=(1, 8, 8),
-                              budget=9, workers=2, executor="ray", ray_address=address, baseline=None,
+                              budget=9, workers=2, executor="ray", ray_address=address, baselines=(),
                               proxy=ProxySettings(epochs=1, subset=0.2))
 run_module.search(cfg, Path(out), resume == "1", load_teacher(ckpt, "resnet8", 10, (1, 8, 8)),
                   load_data(DataConfig(name="digits", input_size=(1, 8, 8))), Console(quiet=True))

@@ -38,7 +38,7 @@ def quiet() -> Console:
 def teacher_file(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("teacher") / "resnet8.pt"
     return train_teacher("resnet8", DataConfig(name="digits", input_size=SIZE), Recipe(epochs=1, schedule="cosine"),
-                         out, quiet(), runtime=Runtime(device="cpu", tensorboard=False))
+                         out, quiet(), runtime=Runtime(device="cpu"), command="autokd-dsl teacher resnet8 ...")
 
 
 def whole(ds):
@@ -200,6 +200,17 @@ def test_train_run_folder_has_tensorboard_scalars_and_provenance(teacher_file, t
     git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
     if git.returncode == 0:
         assert info["git"]["commit"] == git.stdout.strip()
+
+
+def test_teacher_run_folder_has_tensorboard_scalars_and_provenance(teacher_file) -> None:
+    folder = teacher_file.with_name("resnet8.run")
+    scalars = read_scalars(folder / "tensorboard")
+    assert [s for s, _ in scalars["loss/ce"]] == [1] and 0 < scalars["loss/ce"][0][1] < 10
+    ckpt = torch.load(teacher_file, weights_only=True)
+    assert scalars["accuracy/test"][-1][1] == pytest.approx(ckpt["test_accuracy"])
+    info = json.loads((folder / "run.json").read_text())
+    assert info["command"] == "autokd-dsl teacher resnet8 ..." and info["settings"]["architecture"] == "resnet8"
+    assert info["settings"]["recipe"]["epochs"] == 1 and info["versions"]["torch"] == torch.__version__
 
 
 def test_search_logs_reward_and_best_so_far(teacher_file, tmp_path) -> None:

@@ -490,7 +490,8 @@ def _golden_tree() -> dict:
     return {
         "space": "TabulatedSpace((3, 4, 3, 3), forbid=((1,0),(2,2)), ((0,1),(3,0))), reward = fake_reward(key)",
         "strategy": f"MCTS(seed=0, c={mcts.c}, fpu={mcts.fpu}, max_weight={mcts.max_weight}, "
-                    f"rollout={mcts.rollout}, tau={mcts.mast_tau}, epsilon={mcts.mast_epsilon})",
+                    f"rollout={mcts.rollout}, tau={mcts.mast_tau}, epsilon={mcts.mast_epsilon}, tail_z={mcts.tail_z}, "
+                    f"mast_context={mcts.mast_context}, mast_prior={mcts.mast_prior})",
         "evaluations": [r.key for r in results],
         "nodes": nodes,
     }

@@ -79,10 +79,13 @@ def test_shape_pruning_on_real_networks():
 def test_pruning_removes_ill_kinded_candidates():
     space = autokd_space()
     # `stage3` with no transform before `kl` is not a distribution: kl must not be offered there
-    prefix = (0, 0, 0, 0)  # stage3, none, none, none
-    labels = [space.label(4, o) for o in space.options(prefix)]
+    distance = next(i for i, lv in enumerate(space.levels) if lv.role == "distance")
+    prefix = tuple(next(o for o in range(len(space.levels[i].options)) if space.label(i, o) in ("stage3", "none"))
+                   for i in range(distance))  # stage3, then `none` in every transform slot
+    assert space.label(0, prefix[0]) == "stage3" and len(prefix) >= 4
+    labels = [space.label(distance, o) for o in space.options(prefix)]
     assert labels and not any(lbl.startswith("kl") for lbl in labels)
-    all_labels = [space.label(4, o) for o in range(len(space.levels[4].options))]
+    all_labels = [space.label(distance, o) for o in range(len(space.levels[distance].options))]
     assert any(lbl.startswith("kl") for lbl in all_labels)
 
 
@@ -122,9 +125,10 @@ def _search_cmd(space: Path, out: Path, ckpt: Path, budget: int, *extra):
             "1", "--subset", "0.2", "--seed", "0", "--budget", str(budget), "--out", str(out), *extra]
 
 
-def _rows(out: Path):
+def _rows(out: Path, baselines: bool = False):
+    """The candidates' rows of evaluations.csv (or, with ``baselines``, the baselines')."""
     with open(out / "evaluations.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
+        return [r for r in csv.DictReader(fh) if bool(r["baseline"]) == baselines]
 
 
 @pytest.mark.slow
@@ -146,6 +150,15 @@ def test_search_writes_best_and_records_rejections(tmp_path, teacher_ckpt):
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     assert (out / "report.md").read_text().count("|") > 10 and (out / "tree.graphml").exists()
+    # the CE-only, KD and FitNet baselines are scored under the same proxy: in the store and in the report
+    baselines = _rows(out, baselines=True)
+    assert sorted(r["baseline"] for r in baselines) == ["ce_only", "fitnet", "kd"]
+    assert all(r["status"] == "ok" and float(r["reward"]) < 0 and r["epochs"] == "1" for r in baselines)
+    report = (out / "report.md").read_text()
+    for label in ("CE only", "KD (library/kd.kd)", "FitNet (library/fitnet.kd)"):
+        assert f"| {label} | -" in report
+    assert "## Rejected candidates (2)" in report and report.count("loss explodes on the probe batch") == 2
+    assert "CE only" in proc.stderr and "FitNet" in proc.stderr and "rank 1: ce: logits ~ labels" in proc.stderr
     again = subprocess.run(_search_cmd(space, out, teacher_ckpt, 6), capture_output=True, text=True, cwd=ROOT)
     assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
     other = subprocess.run(_search_cmd(space, out, teacher_ckpt, 6, "--resume", "--rollout", "random"),
@@ -195,10 +208,14 @@ def test_final_retraining_reports_test_accuracy(tmp_path, teacher_ckpt):
 
     final = json.loads((out / "final.json").read_text())
     labels = [r["label"] for r in final]
-    assert labels[-1].startswith("KD") and 2 <= len(final) <= 4
+    assert labels[-3:] == ["CE only", "KD (library/kd.kd)", "FitNet (library/fitnet.kd)"]
+    assert labels[:-3] == [f"rank {i}" for i in range(1, len(labels) - 2)] and len(labels) >= 4
+    best_baseline = max(r["mean"] for r in final[-3:])
     for r in final:
         assert len(r["accuracies"]) == 2 and all(0.0 <= a <= 1.0 for a in r["accuracies"])
-    assert "Final retraining" in (out / "report.md").read_text()
+        assert r["delta"] == pytest.approx(r["mean"] - best_baseline)
+    report = (out / "report.md").read_text()
+    assert "Final retraining" in report and "Δ best baseline" in report and "`ce: logits ~ labels -> ce -> 1 ; kd:" in report
 
 
 @pytest.mark.slow

@@ -71,6 +71,15 @@ def test_train_writes_metrics_checkpoint_and_result(teacher_file, bundle, tmp_pa
     assert saved["settings"]["train"]["epochs"] == 2 and saved["settings"]["train_images"] == 200
 
 
+def test_train_with_a_learnable_connector(teacher_file, bundle, tmp_path) -> None:
+    """FitNet's regressor is trained with the student and saved with the run (a connector reads nothing
+    from the teacher, so attaching it must not ask it to)."""
+    result = run(teacher_file, bundle, tmp_path / "run", TrainConfig(epochs=1, seed=0),
+                 file=ROOT / "library" / "fitnet.kd")
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert ckpt["connectors"] and 0 <= result["test_accuracy"] <= 1
+
+
 def test_resume_refuses_other_settings(teacher_file, bundle, tmp_path) -> None:
     out = tmp_path / "run"
     run(teacher_file, bundle, out, TrainConfig(epochs=1))

@@ -96,6 +96,23 @@ def distance_fits(call: ir.Call, kinds: tuple[Kind, Kind]) -> bool:
     return distance_accepts(OPS[call.op], *kinds)
 
 
+def idle_temperature(call: ir.Call, kinds: tuple[Kind, Kind]) -> bool:
+    """Is ``call`` a `kl` or `js` with a written `t` on inputs that are already distributions (where `t` would
+    change nothing)? The language rejects it there, and a space drops it (see :func:`drop_idle_temperature`).
+
+    >>> from autokd_dsl.lang.parse import parse
+    >>> call = parse("distiller d:\\n  x -> kl(t = 4) -> 1\\n").blocks[0].terms[0].distance
+    >>> idle_temperature(call, (Kind("logits", "p"), Kind("logits", "p"))), idle_temperature(call, (Kind("logits"),) * 2)
+    (True, False)
+    """
+    return call.op in ("kl", "js") and call.arg("t") is not None and kinds[0].prob in ("p", "logp")
+
+
+def drop_idle_temperature(call: ir.Call) -> ir.Call:
+    """``call`` without its `t` argument (for a `kl` / `js` on distributions)."""
+    return dataclasses.replace(call, args=tuple(a for a in call.args if a.name != "t"))
+
+
 def constant_value(expr: ir.Expr) -> int | float | None:
     """The value of a number expression without names, or None (names, choices, no finite real value).
 
@@ -206,8 +223,9 @@ class _Checker:
             if not self.in_space:
                 self.error("alternatives (`|`) are only allowed in a `space`", slot.span,
                            hint="pick one tap, or write `space NAME:` to search over them")
-            for tap in slot.options:
-                self.tap(tap)
+            for option in slot.options:
+                for tap in ir.option_taps(option):
+                    self.tap(tap)
         else:
             self.tap(slot)
 
@@ -456,6 +474,12 @@ class _Checker:
             if not distance_fits(dist, kinds):
                 self.error(f"`{dist.op}` does not take {kinds[0].describe()} with {kinds[1].describe()} "
                            f"(from `{where}`)", dist.span, hint=distance_hint(dist, kinds))
+            elif idle_temperature(dist, kinds):
+                arg = next(a for a in dist.args if a.name == "t")
+                self.error(f"`t` of `{dist.op}` has no effect on {kinds[0].describe()} (from `{where}`): the "
+                           f"temperature applies only to logits", arg.span or dist.span,
+                           hint="give the temperature to the softmax before it (`softmax(4)` divides the logits "
+                                "by 4), or drop `t =`")
 
 
 def _tap_text(tap: ir.Tap) -> str:

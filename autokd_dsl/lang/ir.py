@@ -144,9 +144,22 @@ class Tap(Node):
 
 
 @dataclass(frozen=True)
-class TapChoice(Node):
-    options: tuple[Tap, ...]
+class TapGroup(Node):
+    """Several taps chosen together in a space (`(stage1, stage2, stage3) | stage3`); a candidate lists them."""
+
+    taps: tuple[Tap, ...]
     span: Span | None = field(**_META)
+
+
+@dataclass(frozen=True)
+class TapChoice(Node):
+    options: tuple[Union[Tap, TapGroup], ...]
+    span: Span | None = field(**_META)
+
+
+def option_taps(option: "Tap | TapGroup") -> tuple[Tap, ...]:
+    """The taps one option of a tap choice stands for."""
+    return option.taps if isinstance(option, TapGroup) else (option,)
 
 
 TapSlot = Union[Tap, TapChoice]

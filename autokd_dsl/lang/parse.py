@@ -122,6 +122,9 @@ class _ToIR(Transformer):
     def tap_choice(self, meta, children):
         return ir.TapChoice(tuple(children), span=_span(meta))
 
+    def tap_group(self, meta, children):
+        return ir.TapGroup(tuple(children), span=_span(meta))
+
     def tap(self, meta, children):
         return ir.Tap(children[0], children[1] if len(children) > 1 else None, span=_span(meta))
 

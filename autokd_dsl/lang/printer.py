@@ -53,8 +53,14 @@ def print_term(term: ir.Term) -> str:
 
 def print_tap_slot(slot: ir.TapSlot) -> str:
     if isinstance(slot, ir.TapChoice):
-        return " | ".join(print_tap(t) for t in slot.options)
+        return " | ".join(print_tap_option(t) for t in slot.options)
     return print_tap(slot)
+
+
+def print_tap_option(option: ir.Tap | ir.TapGroup) -> str:
+    if isinstance(option, ir.TapGroup):
+        return "(" + ", ".join(print_tap(t) for t in option.taps) + ")"
+    return print_tap(option)
 
 
 def print_tap(tap: ir.Tap) -> str:

@@ -30,6 +30,7 @@ class _StrategyBase:
         self._told: dict[str, float | None] = {}  # key -> raw reward (None = rejected)
         self._pending: dict[Path, str] = {}  # path -> key, in ask order
         self._pending_keys: set[str] = set()  # membership only
+        self._values: dict[Path, float] = {}  # told path -> the value its reward contributed
         self.rmin: float | None = None
         self.rmax: float | None = None
 
@@ -136,9 +137,33 @@ class _StrategyBase:
             self.rmax = reward if self.rmax is None else max(self.rmax, reward)
         if path not in self._exhausted:
             self._mark_exhausted(path)
+        self._values[path] = value
         self._on_tell(path, key, value)
 
     def _on_tell(self, path: Path, key: str, value: float) -> None:  # hook
+        pass
+
+    def retell(self, path: tuple[int, ...], reward: float | None) -> None:
+        """Replace the reward of a path told before (e.g. by its reward after longer training, see
+        :mod:`autokd_dsl.search.fidelity`): the strategy's statistics then hold the new value instead of the old."""
+        path = tuple(int(o) for o in path)
+        key = self.space.key(path)
+        if key not in self._told:
+            raise ValueError(f"key {key!r} was not told")
+        if reward is not None:
+            reward = float(reward)
+            if not math.isfinite(reward):
+                reward = None
+        old = self._values.get(path, self.backup_value(self._told[key]))
+        new = self.backup_value(reward)
+        self._told[key] = reward
+        if reward is not None:
+            self.rmin = reward if self.rmin is None else min(self.rmin, reward)
+            self.rmax = reward if self.rmax is None else max(self.rmax, reward)
+        self._values[path] = new
+        self._on_retell(path, key, old, new)
+
+    def _on_retell(self, path: Path, key: str, old: float, new: float) -> None:  # hook
         pass
 
     @property

@@ -57,6 +57,7 @@ class Outcome:
     gap: float | None = None
     seconds: float = 0.0
     losses: dict = field(default_factory=dict)
+    acc: float | None = None  # validation accuracy (a part of the report, not of the reward)
 
 
 def entropy_subset(logits: torch.Tensor, size: int, seed: int, bins: int = 10) -> torch.Tensor:
@@ -81,7 +82,7 @@ class ProxyContext:
     """Everything shared by all candidates: data, the teacher's cached outputs, and the settings."""
 
     def __init__(self, space, teacher: nn.Module, student_name: str, bundle, settings: ProxySettings,
-                 teacher_name: str = "teacher", device: str = "cpu"):
+                 teacher_name: str = "teacher", device: str = "cpu", extra_taps=()):
         self.device = torch.device(device)
         teacher = teacher.to(self.device)
         self.teacher, self.student_name, self.bundle, self.settings = teacher, student_name, bundle, settings
@@ -91,7 +92,7 @@ class ProxyContext:
         teacher.eval()
         self.train_x, self.train_y = bundle.train.images.to(self.device), bundle.train.labels.to(self.device)
         self.val_x, self.val_y = bundle.val.images.to(self.device), bundle.val.labels.to(self.device)
-        self.teacher_taps = self._teacher_taps(space)
+        self.teacher_taps = self._teacher_taps(space, extra_taps)
         self.train_acts = self._run_teacher(self.train_x)
         if settings.subset < 1.0:
             size = max(self.num_classes, int(round(settings.subset * len(self.train_x))))
@@ -104,18 +105,23 @@ class ProxyContext:
         self.val_acts = self._run_teacher(self.val_x)
         self.teacher_runs = 1  # the teacher's forward passes happen here, never per candidate
 
-    def _teacher_taps(self, space) -> dict[str, str]:
-        """Every teacher tap any candidate may use, plus the logits and embedding the reward needs."""
+    def _teacher_taps(self, space, extra_taps=()) -> dict[str, str]:
+        """Every teacher tap any candidate (or a distiller of ``extra_taps``, e.g. the baselines) may use, plus the
+        logits and embedding the reward needs."""
         from ..compiler.taps import resolve_point
 
+        points = [(tap.teacher_point, True) for slots in space.slots for slot in slots if slot.role == "tap"
+                  for option in slot.options for tap in ir.option_taps(option)]
+        points += [(tap.teacher_point, False) for block in extra_taps for term in block.terms for tap in term.taps
+                   if isinstance(tap, ir.Tap)]
         taps = {}
-        for slots in space.slots:
-            for slot in slots:
-                if slot.role == "tap":
-                    for tap in slot.options:
-                        point = tap.teacher_point
-                        if not point.is_labels:
-                            taps[resolve_point(self.teacher, point, self.teacher_name)] = None
+        for point, needed in points:
+            if not point.is_labels:
+                try:
+                    taps[resolve_point(self.teacher, point, self.teacher_name)] = None
+                except KDError:  # a baseline's layer this teacher lacks: that baseline does not apply
+                    if needed:
+                        raise
         aliases = getattr(self.teacher, "kd_aliases", {})
         taps[aliases.get("logits", "")] = None
         taps[aliases.get("embedding", "")] = None
@@ -144,10 +150,14 @@ class ProxyContext:
         return out
 
 
-def evaluate(block: ir.Block, ctx: ProxyContext) -> Outcome:
-    """Evaluate one candidate distiller under the proxy settings (seeded: same inputs, same outcome)."""
+def evaluate(block: ir.Block, ctx: ProxyContext, settings: ProxySettings | None = None) -> Outcome:
+    """Evaluate one candidate distiller under the proxy settings (seeded: same inputs, same outcome).
+
+    ``settings`` overrides the context's (a rung of multi-fidelity promotion trains more epochs); the teacher
+    outputs cached in the context serve every setting.
+    """
     start = time.perf_counter()
-    s = ctx.settings
+    s = settings or ctx.settings
     torch.manual_seed(s.seed)
     student = create_model(ctx.student_name, num_classes=ctx.num_classes, in_chans=ctx.input_size[0]).to(ctx.device)
     try:
@@ -155,7 +165,7 @@ def evaluate(block: ir.Block, ctx: ProxyContext) -> Outcome:
                                  student_name=ctx.student_name)
     except KDError as err:
         return Outcome(None, "rejected", f"does not compile: {err.message}", seconds=time.perf_counter() - start)
-    runner = _Runner(student, loss, ctx)
+    runner = _Runner(student, loss, ctx, block, s)
     reason = runner.probe()
     if reason:
         return Outcome(None, "rejected", reason, seconds=time.perf_counter() - start)
@@ -163,27 +173,29 @@ def evaluate(block: ir.Block, ctx: ProxyContext) -> Outcome:
     if terms is None:
         return Outcome(None, "rejected", "loss became NaN or infinite during training",
                        seconds=time.perf_counter() - start)
-    ce, gap = runner.score()
+    ce, gap, acc = runner.score()
     reward = -(0.5 * ce + 0.5 * gap)
     if not math.isfinite(reward):
         return Outcome(None, "rejected", "non-finite validation score", seconds=time.perf_counter() - start)
-    return Outcome(reward, "ok", "", ce, gap, time.perf_counter() - start, terms)
+    return Outcome(reward, "ok", "", ce, gap, time.perf_counter() - start, terms, acc)
 
 
 class _Runner:
     """Trains one student against the cached teacher activations."""
 
-    def __init__(self, student: nn.Module, loss, ctx: ProxyContext):
-        self.student, self.loss, self.ctx = student, loss, ctx
+    def __init__(self, student: nn.Module, loss, ctx: ProxyContext, block: ir.Block | None = None,
+                 settings: ProxySettings | None = None):
+        self.student, self.loss, self.ctx, self.block = student, loss, ctx, block
+        self.settings = settings or ctx.settings
         self.capture = TapCapture(student, loss.student_taps)
         # teacher placeholder name → the cached spec
         self.t_names = dict(loss.teacher_taps)
         self.params = list(student.parameters()) + list(loss.parameters())
-        self.generator = torch.Generator().manual_seed(ctx.settings.seed)
-        self.masks = _sparse_masks(student, ctx.settings.sparse_density, self.generator)
+        self.generator = torch.Generator().manual_seed(self.settings.seed)
+        self.masks = _sparse_masks(student, self.settings.sparse_density, self.generator)
 
     def losses(self, x, y, acts, idx, epoch):
-        if not self.ctx.settings.offline_teacher:  # live teacher inference, for comparison with the cache
+        if not self.settings.offline_teacher:  # live teacher inference, for comparison with the cache
             acts, idx = self.ctx.teacher_activations(x), slice(None)
         out = self.student(x)
         t_vals = {name: acts[spec][idx] for name, spec in self.t_names.items()}
@@ -191,10 +203,16 @@ class _Runner:
         return out, values
 
     def probe(self) -> str:
-        n = min(32, len(self.ctx.train_x))
-        idx = torch.arange(n)
+        """Why the loss cannot train this student (empty when it can), from two different probe batches.
+
+        The total must be finite and not explode, and every distillation term (a term that does not read the
+        labels) must be finite on both batches, differ between them, and give the student a gradient.
+        """
+        n = min(32, len(self.ctx.train_x) // 2) or 1
+        first, second = torch.arange(n), torch.arange(n, min(2 * n, len(self.ctx.train_x)))
         self.student.train()
-        _, values = self.losses(self.ctx.train_x[:n], self.ctx.train_y[:n], self.ctx.train_acts, idx, 0)
+        _, values = self.losses(self.ctx.train_x[first], self.ctx.train_y[first], self.ctx.train_acts, first, 0)
+        shapes = {name: tuple(v.shape[1:]) for name, v in self.capture.values.items()}
         total = values["total"]
         if not torch.isfinite(total):
             return "loss is NaN or infinite on the probe batch"
@@ -203,7 +221,28 @@ class _Runner:
         distill = [v for k, v in values.items() if k != "total" and v.requires_grad]
         if not distill:
             return "no loss term depends on the student"
-        grads = torch.autograd.grad(total, [p for p in self.student.parameters()], allow_unused=True)
+        others = {}
+        if len(second):
+            with torch.no_grad():
+                _, others = self.losses(self.ctx.train_x[second], self.ctx.train_y[second], self.ctx.train_acts,
+                                        second, 0)
+        params = [p for p in self.student.parameters()]
+        for term, name in self._distillation_terms():
+            value = values[name]
+            if not torch.isfinite(value) or (name in others and not torch.isfinite(others[name])):
+                return f"term `{name}` is NaN or infinite on the probe batches"
+            a = float(value.detach())
+            if name in others:
+                b = float(others[name])
+                if abs(a - b) <= 1e-7 * max(1.0, abs(a)):
+                    why = _why_constant(term, self._tap_shape(term, shapes))
+                    return f"term `{name}` is constant {a:.3g} on two different probe batches" + (
+                        f": {why}" if why else "")
+            grads = torch.autograd.grad(value, params, allow_unused=True, retain_graph=True) \
+                if value.requires_grad else []
+            if sum(float(g.abs().sum()) for g in grads if g is not None) == 0.0:
+                return f"term `{name}` gives the student no gradient"
+        grads = torch.autograd.grad(total, params, allow_unused=True)
         norm = sum(float(g.abs().sum()) for g in grads if g is not None)
         if not math.isfinite(norm):
             return "gradient is NaN or infinite on the probe batch"
@@ -211,8 +250,31 @@ class _Runner:
             return "no gradient reaches the student"
         return ""
 
+    def _distillation_terms(self):
+        """(term, name) of every term that does not read the labels."""
+        if self.block is None:
+            return []
+        from ..compiler.lower import term_names
+
+        out = []
+        for term, name in zip(self.block.terms, term_names(self.block)):
+            taps = [t for t in term.taps if isinstance(t, ir.Tap)]
+            if taps and not any(t.teacher_point.is_labels for t in taps):
+                out.append((term, name))
+        return out
+
+    def _tap_shape(self, term: ir.Term, shapes: dict) -> tuple | None:
+        from ..compiler.taps import resolve_point
+
+        try:
+            spec = resolve_point(self.student, term.taps[0].student, self.ctx.student_name)
+        except KDError:
+            return None
+        name = next((n for n, sp in dict(self.loss.student_taps).items() if sp == spec), None)
+        return shapes.get(name)
+
     def train(self):
-        s = self.ctx.settings
+        s = self.settings
         opt = torch.optim.SGD(self.params, lr=s.lr, momentum=0.9, weight_decay=5e-4)
         n = len(self.ctx.train_x)
         steps = s.epochs * math.ceil(n / s.batch_size)
@@ -239,7 +301,7 @@ class _Runner:
         return {k: v / max(1, steps) for k, v in sums.items()}
 
     @torch.no_grad()
-    def score(self) -> tuple[float, float]:
+    def score(self) -> tuple[float, float, float]:
         ctx = self.ctx
         self.student.eval()
         emb_spec = getattr(self.student, "kd_aliases", {}).get("embedding")
@@ -251,13 +313,50 @@ class _Runner:
                 embs.append(cap.values["emb"])
         finally:
             cap.remove()
-        ce = float(F.cross_entropy(torch.cat(logits), ctx.val_y))
+        logits = torch.cat(logits)
+        ce = float(F.cross_entropy(logits, ctx.val_y))
+        acc = float((logits.argmax(1) == ctx.val_y).float().mean())
         s_emb, t_emb = torch.cat(embs).flatten(1), ctx.val_acts["__embedding__"].flatten(1)
         if s_emb.shape[1] != t_emb.shape[1]:
             proj = torch.randn(s_emb.shape[1], t_emb.shape[1], generator=torch.Generator().manual_seed(1234))
             s_emb = s_emb @ proj.to(s_emb.device) / math.sqrt(s_emb.shape[1])
         gap = float(F.mse_loss(s_emb, t_emb) / t_emb.var().clamp_min(1e-8))
-        return ce, gap
+        return ce, gap, acc
+
+
+def _why_constant(term: ir.Term, shape: tuple | None) -> str:
+    """A reading of why a term cannot change: a softmax or normalisation over an axis the transforms before it
+    shrank to one entry (``patches(4)`` on a 4×4 map leaves 1×1 patches, and softmax over one position is 1)."""
+    if shape is None or len(shape) != 3:
+        return ""
+    c, h, w = shape
+    how = {"c": "", "hw": ""}
+    for step in term.transforms:
+        if not isinstance(step, ir.Call):
+            continue
+        arg = step.args[0].value if step.args else None
+        k = arg.value if isinstance(arg, ir.Num) else None
+        if step.op == "pool" and k:
+            if (h, w) != (k, k):
+                how["hw"] = f"pool({k}) leaves a {k}×{k} map" if k == 1 else ""
+            h = w = k
+        elif step.op == "patches" and k:
+            h, w = h // k, w // k
+            how["hw"] = f"patches({k}) on a {h * k}×{w * k} map leaves {h}×{w} patches"
+        elif step.op == "spatial_attention":
+            c, how["c"] = 1, "spatial_attention leaves one channel"
+        elif step.op == "channel_attention":
+            h = w = 1
+            how["hw"] = "channel_attention leaves a 1×1 map"
+        elif step.op in ("softmax", "normalize", "minmax"):
+            axis = next((a.value.id for a in step.args if isinstance(a.value, ir.Name)), "c" if step.op != "minmax"
+                        else "chw")
+            if axis == "c" and c == 1 or axis == "hw" and h * w == 1 or axis == "chw" and c * h * w == 1:
+                what = "one position" if axis == "hw" else "one channel" if axis == "c" else "one entry"
+                result = {"softmax": "is 1", "normalize": "is ±1", "minmax": "is constant"}[step.op]
+                cause = how["hw"] if axis == "hw" else how["c"] if axis == "c" else how["hw"] or how["c"]
+                return (f"{cause}, and " if cause else "") + f"{step.op} over {what} {result}"
+    return ""
 
 
 # ---- sparse student: magnitude pruning with random regrowth ---------------------------------------------

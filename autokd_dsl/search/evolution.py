@@ -72,6 +72,9 @@ class RegularizedEvolution(_StrategyBase):
             child = child + ((parent[lv],) if parent[lv] in legal else (self.rng.choice(legal),))
         return child
 
+    def _on_retell(self, path: Path, key: str, old: float, new: float) -> None:
+        self.population = deque((p, new if p == path else v) for p, v in self.population)
+
     def _on_tell(self, path: Path, key: str, value: float) -> None:
         self.population.append((path, value))
         while len(self.population) > self.population_size:

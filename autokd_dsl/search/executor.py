@@ -15,11 +15,13 @@ from typing import Callable, Hashable, Protocol, Sequence
 import torch
 
 from ..errors import KDError
-from .evaluate import Outcome, ProxyContext, evaluate
+from .evaluate import Outcome, ProxyContext, ProxySettings, evaluate
 
 
 class Executor(Protocol):
-    def map(self, texts: Sequence[str]) -> list[Outcome]: ...
+    def map(self, texts: Sequence[str], settings: ProxySettings | None = None) -> list[Outcome]:
+        """Evaluate each text under ``settings`` (None: the context's)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -29,23 +31,23 @@ class StreamingExecutor(Executor, Protocol):
 
     workers: int
 
-    def submit(self, tag: Hashable, text: str) -> None: ...
+    def submit(self, tag: Hashable, text: str, settings: ProxySettings | None = None) -> None: ...
 
     def next_done(self) -> tuple[Hashable, Outcome] | None: ...
 
 
-def _evaluate_text(ctx: ProxyContext, text: str) -> Outcome:
+def _evaluate_text(ctx: ProxyContext, text: str, settings: ProxySettings | None = None) -> Outcome:
     from ..lang.check import check_text
 
-    return evaluate(check_text(text).blocks[0], ctx)
+    return evaluate(check_text(text).blocks[0], ctx, settings)
 
 
 class InProcess:
     def __init__(self, ctx: ProxyContext):
         self.ctx = ctx
 
-    def map(self, texts: Sequence[str]) -> list[Outcome]:
-        return [_evaluate_text(self.ctx, t) for t in texts]
+    def map(self, texts: Sequence[str], settings: ProxySettings | None = None) -> list[Outcome]:
+        return [_evaluate_text(self.ctx, t, settings) for t in texts]
 
     def close(self) -> None:
         pass
@@ -59,8 +61,8 @@ def _init_worker(ctx: ProxyContext, threads: int) -> None:
     _WORKER["ctx"] = ctx
 
 
-def _work(text: str) -> Outcome:
-    return _evaluate_text(_WORKER["ctx"], text)
+def _work(job: tuple[str, ProxySettings | None]) -> Outcome:
+    return _evaluate_text(_WORKER["ctx"], *job)
 
 
 class ProcessPool:
@@ -70,8 +72,8 @@ class ProcessPool:
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker, initargs=(ctx, max(1, cores // workers)))
 
-    def map(self, texts: Sequence[str]) -> list[Outcome]:
-        return list(self.pool.map(_work, texts))
+    def map(self, texts: Sequence[str], settings: ProxySettings | None = None) -> list[Outcome]:
+        return list(self.pool.map(_work, [(t, settings) for t in texts]))
 
     def close(self) -> None:
         self.pool.shutdown(cancel_futures=True)

@@ -1,8 +1,10 @@
-"""`--final-epochs N --final-seeds K`: retrain the search's top candidates and KD longer and report test
-accuracy mean ± sd. This is the only place a search reads the test split."""
+"""`--final-epochs N --final-seeds K`: retrain the search's top candidates and every baseline longer, with the
+same seeds, and report test accuracy mean ± sd and each one's difference to the best baseline. This is the only
+place a search reads the test split."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 from pathlib import Path
@@ -14,8 +16,12 @@ from ..lang.check import check_text
 
 
 def retrain(out: Path, candidates: list[tuple[str, str]], teacher, student_name: str, bundle, epochs: int,
-            seeds: int, console: Console) -> list[dict]:
-    """Train each (label, kd text) with ``seeds`` seeds; finished runs (result.json) are reused."""
+            seeds: int, console: Console, baselines: list[str] = ()) -> list[dict]:
+    """Train each (label, kd text) with ``seeds`` seeds; finished runs (result.json) are reused.
+
+    ``baselines`` names the labels that are baselines: every row gets ``delta``, its mean minus the best
+    baseline's mean (None without baselines).
+    """
     from ..training.student import TrainConfig, make_student, train
 
     rows = []
@@ -23,7 +29,7 @@ def retrain(out: Path, candidates: list[tuple[str, str]], teacher, student_name:
         block = next(b for b in check_text(text).blocks if b.kind == "distiller")
         accs = []
         for seed in range(seeds):
-            run_dir = out / "final" / f"{_slug(label)}-seed{seed}"
+            run_dir = out / "final" / f"{_slug(label)}-{hashlib.sha256(text.encode()).hexdigest()[:8]}-seed{seed}"
             result_file = run_dir / "result.json"
             if result_file.exists():
                 accs.append(json.loads(result_file.read_text())["test_accuracy"])
@@ -36,7 +42,11 @@ def retrain(out: Path, candidates: list[tuple[str, str]], teacher, student_name:
             accs.append(result["test_accuracy"])
         mean = statistics.mean(accs)
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        rows.append({"label": label, "kd": text, "accuracies": accs, "mean": mean, "sd": sd})
+        rows.append({"label": label, "kd": text, "accuracies": accs, "mean": mean, "sd": sd,
+                     "baseline": label in baselines})
+    best = max((r["mean"] for r in rows if r["baseline"]), default=None)
+    for r in rows:
+        r["delta"] = None if best is None else r["mean"] - best
     _table(console, rows, epochs, seeds)
     (out / "final.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
     _append_report(out / "report.md", rows, epochs, seeds)
@@ -47,19 +57,28 @@ def _slug(label: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in label).strip("-")
 
 
+def _delta(r: dict) -> str:
+    return "-" if r["delta"] is None else f"{100 * r['delta']:+.2f}"
+
+
 def _table(console: Console, rows: list[dict], epochs: int, seeds: int) -> None:
-    table = Table("distiller", "test accuracy (mean ± sd)", "per seed", title=f"final: {epochs} epochs × {seeds} seeds")
+    from .report import candidate_text
+
+    table = Table("", "distiller", "test accuracy % (mean ± sd)", "Δ best baseline", "per seed",
+                  title=f"final: {epochs} epochs × {seeds} seeds (same seeds for all)")
     for r in rows:
-        table.add_row(r["label"], f"{100 * r['mean']:.2f} ± {100 * r['sd']:.2f}",
+        table.add_row(r["label"], candidate_text(r["kd"]), f"{100 * r['mean']:.2f} ± {100 * r['sd']:.2f}", _delta(r),
                       ", ".join(f"{100 * a:.2f}" for a in r["accuracies"]))
     console.print(table)
 
 
 def _append_report(path: Path, rows: list[dict], epochs: int, seeds: int) -> None:
-    lines = ["", f"## Final retraining ({epochs} epochs, {seeds} seeds, test split)", "",
-             "| distiller | test accuracy % (mean ± sd) | per seed |", "|---|---|---|"]
+    from .report import candidate_text
+
+    lines = ["", f"## Final retraining ({epochs} epochs, {seeds} seeds, the same for all; test split)", "",
+             "| | distiller | test accuracy % (mean ± sd) | Δ best baseline | per seed |", "|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['label']} | {100 * r['mean']:.2f} ± {100 * r['sd']:.2f} | "
-                     + ", ".join(f"{100 * a:.2f}" for a in r["accuracies"]) + " |")
+        lines.append(f"| {r['label']} | `{candidate_text(r['kd'])}` | {100 * r['mean']:.2f} ± {100 * r['sd']:.2f} | "
+                     f"{_delta(r)} | " + ", ".join(f"{100 * a:.2f}" for a in r["accuracies"]) + " |")
     with open(path, "a", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")

@@ -64,6 +64,30 @@ of 0.3, seeds 107-108) 0.29x against 0.35x. Temperatures 0.05-0.2 and 0-20% unif
 MAST_DEFAULT_TAU = 0.1
 MAST_DEFAULT_EPSILON = 0.2
 
+MCTS_DEFAULT_TAIL_Z: float | None = 2.0
+"""A node is worth the larger of its best reward and ``mean + tail_z · sd`` of the rewards below it (see
+:class:`MCTS`). With ``max_weight`` 1 alone a branch whose typical candidate is poor but whose spread is wide
+(it holds the best candidates) is explored only once one of its samples beats the best of a narrow branch with
+a higher mean; the spread says so after two or three samples."""
+
+MAST_DEFAULT_CONTEXT = 1
+"""MAST statistics are also kept per first choice (the tap, in a distiller space: it decides what every later
+choice means), and a rollout uses a choice's mean among candidates with the same first choice, shrunk towards
+its global mean with weight ``mast_prior``."""
+
+MAST_DEFAULT_PRIOR = 0.3
+
+MCTS_TUNING_2 = """Tuning note for tail_z, mast_context and mast_prior (issue 15). Tables never reported: gated
+(:meth:`TabulatedSpace.gated`, 2x6x6x5x4x4) seeds 301-306 and structured (the P3 shape with its exclusions) seeds
+311-313, 40 search seeds each; evaluations to the top 1% ÷ random search's, geometric mean (worst table):
+previous defaults 0.32 (0.50); tail_z 2 + mast_context 1 (prior 0.3) 0.30 (0.40); the same with prior 1.0
+0.31 (0.52), with c 0.5 0.35 (0.74); tail_z 2.5 0.34 (0.69). At 20 seeds: tail_z 1 / 2 / 3 alone 0.34 (0.86) /
+0.30 (0.54) / 0.33 (0.83); mast_context 1 alone, prior 0.3 / 1 / 3: 0.29 (0.55) / 0.33 (0.79) / 0.35 (0.72).
+On six more gated tables where the branch with the lower mean holds the top 1% (seeds 406, 407, 408, 411, 412,
+424; 20 search seeds): the new defaults 0.50 / 0.51 / 0.36 / 0.52 / 0.13 / 0.41, the previous ones 0.65 / 0.66 /
+0.40 / 0.84 / 0.21 / 0.32. Tried and not kept: shrinking a node's spread towards the tree's (worst 0.60-0.81),
+three or four forced visits per first-level option (worst 0.78-0.94)."""
+
 
 class MCTS(_StrategyBase):
     """Monte Carlo tree search over the levels of a choice space, as in Auto-KD.
@@ -76,8 +100,10 @@ class MCTS(_StrategyBase):
       it, min-max normalised over the rewards told so far, so ``c`` is scale-free. The search looks for the
       single best candidate, so by default (``max_weight=1``) a branch is worth its best candidate, not its
       average: a branch whose typical candidate is poor but which holds the best ones is not abandoned after
-      one unlucky sample. ``max_weight=0`` is classic mean-value UCT. Subtrees whose candidates were all
-      proposed are skipped.
+      one unlucky sample. ``max_weight=0`` is classic mean-value UCT. With ``tail_z`` (default 2) a node of
+      two or more visits is worth at least ``mean + tail_z * sd`` of the values below it, an estimate of its
+      upper tail, so a wide branch is deepened before one of its samples happens to beat a narrow branch.
+      Subtrees whose candidates were all proposed are skipped.
     * **Expansion** adds ONE untried child at a time, chosen uniformly among the untried legal options.
       With ``fpu=None`` a node expands all its children before descending (classic UCT). With a float
       ``fpu`` (first-play urgency), the untried children are scored as one child with a single visit at
@@ -89,7 +115,9 @@ class MCTS(_StrategyBase):
       among the legal options by a softmax of those means (min-max normalised, temperature ``mast_tau``;
       a choice never told counts as 0.5), or uniformly with probability ``mast_epsilon``. A choice's
       statistics are shared across the whole tree, so what is learned under one branch guides rollouts under
-      every other.
+      every other; with ``mast_context`` k (default 1) they are also kept per first k choices, and a rollout
+      uses the mean among candidates sharing its first k choices, shrunk towards the global mean with weight
+      ``mast_prior`` (a choice after a `logits` tap need not be good after a `stage3` tap).
     * **Backup** adds the reward (a rejection: the minimum so far, or 0.0) to every tree node on the path and
       raises their ``best``.
 
@@ -110,6 +138,9 @@ class MCTS(_StrategyBase):
         rollout: str = MCTS_DEFAULT_ROLLOUT,
         mast_tau: float = MAST_DEFAULT_TAU,
         mast_epsilon: float = MAST_DEFAULT_EPSILON,
+        mast_context: int = MAST_DEFAULT_CONTEXT,
+        mast_prior: float = MAST_DEFAULT_PRIOR,
+        tail_z: float | None = MCTS_DEFAULT_TAIL_Z,
         max_weight: float = MCTS_DEFAULT_MAX_WEIGHT,
     ) -> None:
         super().__init__(space, seed)
@@ -128,6 +159,11 @@ class MCTS(_StrategyBase):
         self.mast_tau = float(mast_tau)
         self.mast_epsilon = float(mast_epsilon)
         self._moves: dict[tuple[int, int], list[float]] = {}  # (level, option) -> [value sum, count]
+        self.mast_context = int(mast_context)
+        self.tail_z = None if tail_z is None else float(tail_z)
+        self.mast_prior = float(mast_prior)
+        # (first mast_context choices, level, option) -> [value sum, count], for levels after the context
+        self._context_moves: dict[tuple[Path, int, int], list[float]] = {}
         self.root = Node((), "root")
         self.nodes: dict[Path, Node] = {(): self.root}  # every tree node by prefix, in the order added
         self._credited: dict[Path, list[Node]] = {}  # pending path -> tree nodes given a virtual visit
@@ -146,7 +182,11 @@ class MCTS(_StrategyBase):
         if self.rmin is None or self.rmax is None or self.rmax <= self.rmin:
             return 0.5, n
         value = mean
-        if self.max_weight and node.visits:
+        if self.tail_z is not None and node.visits >= 2:
+            m = node.value_sum / node.visits
+            tail = m + self.tail_z * math.sqrt(max(0.0, node.value_sq / node.visits - m * m))
+            value = max(node.best, tail) if self.max_weight else tail
+        elif self.max_weight and node.visits:
             value = (1.0 - self.max_weight) * mean + self.max_weight * node.best
         return (value - self.rmin) / (self.rmax - self.rmin), n
 
@@ -173,6 +213,7 @@ class MCTS(_StrategyBase):
         for node in self._in_tree(path):
             node.visits += 1
             node.value_sum += value
+            node.value_sq += value * value
             node.best = max(node.best, value)
 
     def _select_expand(self) -> tuple[Path, bool]:
@@ -239,18 +280,32 @@ class MCTS(_StrategyBase):
             if not free:
                 self._mark_exhausted(path)
                 return None
-            path = path + (self._mast_pick(len(path), free),)
+            path = path + (self._mast_pick(path, free),)
         return path
 
-    def _mast_pick(self, level: int, free: list[int]) -> int:
+    def _move_mean(self, prefix: Path, option: int) -> float | None:
+        """The mean value of choosing ``option`` after ``prefix``: the global (level, option) mean, or with
+        ``mast_context`` the mean among candidates that share the first choices, shrunk towards the global one."""
+        level = len(prefix)
+        stats = self._moves.get((level, option))
+        if stats is None:
+            return None
+        mean = stats[0] / stats[1]
+        if self.mast_context and level >= self.mast_context:
+            local = self._context_moves.get((prefix[: self.mast_context], level, option))
+            if local is not None:
+                mean = (local[0] + self.mast_prior * mean) / (local[1] + self.mast_prior)
+        return mean
+
+    def _mast_pick(self, prefix: Path, free: list[int]) -> int:
         uniform = self.rmin is None or self.rmax is None or self.rmax <= self.rmin
         if self.rng.random() < self.mast_epsilon or uniform:
             return self.rng.choice(free)
         span = self.rmax - self.rmin
         means = []
         for option in free:
-            stats = self._moves.get((level, option))
-            means.append(0.5 if stats is None else (stats[0] / stats[1] - self.rmin) / span)
+            mean = self._move_mean(prefix, option)
+            means.append(0.5 if mean is None else (mean - self.rmin) / span)
         top = max(means)
         weights = [math.exp((m - top) / self.mast_tau) for m in means]
         draw = self.rng.random() * sum(weights)
@@ -281,6 +336,24 @@ class MCTS(_StrategyBase):
             stats = self._moves.setdefault((level, option), [0.0, 0])
             stats[0] += value
             stats[1] += 1
+            if self.mast_context and level >= self.mast_context:
+                stats = self._context_moves.setdefault((path[: self.mast_context], level, option), [0.0, 0])
+                stats[0] += value
+                stats[1] += 1
+
+    def _on_retell(self, path: Path, key: str, old: float, new: float) -> None:
+        for node in self._in_tree(path):
+            node.value_sum += new - old
+            node.value_sq += new * new - old * old
+            if new >= node.best:
+                node.best = new
+            elif old >= node.best:  # the best went down: the best of the other candidates below this node
+                below = [v for p, v in self._values.items() if p[: node.level] == node.prefix]
+                node.best = max(below)
+        for level, option in enumerate(path):
+            self._moves[(level, option)][0] += new - old
+            if self.mast_context and level >= self.mast_context:
+                self._context_moves[(path[: self.mast_context], level, option)][0] += new - old
 
     def tree_graph(self) -> nx.DiGraph:
         """A snapshot of the search tree as a ``networkx.DiGraph`` (node ids are prefix tuples; see

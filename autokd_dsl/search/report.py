@@ -1,4 +1,9 @@
-"""A finished search's outputs: best.kd, evaluations.csv, the tree (GraphML), report.md and a PNG."""
+"""A finished search's outputs: best.kd, evaluations.csv, the tree (GraphML), report.md and a PNG.
+
+Every candidate is shown by its full `.kd` text with its parameter values, next to its reward, the reward's
+parts (validation cross-entropy, representation gap), its validation accuracy and its seconds, and next to the
+baselines scored under the same proxy.
+"""
 
 from __future__ import annotations
 
@@ -17,103 +22,195 @@ REWARD_TEXT = ("reward = -(0.5 × validation cross-entropy + 0.5 × representati
                "projection where widths differ")
 
 
-def write_outputs(out: Path, store: Store, space, strategy, cfg, baseline: dict | None, console: Console) -> dict:
+def candidate_text(kd: str) -> str:
+    """One line for a candidate: its parameters (if any) and its terms.
+
+    >>> candidate_text("distiller mine(t = 4):\\n    ce: logits ~ labels -> ce -> 1\\n    kd: logits -> kl(t = t) -> 2\\n")
+    'mine(t = 4): ce: logits ~ labels -> ce -> 1 ; kd: logits -> kl(t = t) -> 2'
+    >>> candidate_text("distiller autokd:\\n    kd: stage3 -> mse -> 5\\n")
+    'kd: stage3 -> mse -> 5'
+    """
+    lines = [ln.strip() for ln in kd.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    header, terms = lines[0], " ; ".join(lines[1:])
+    name = header.removeprefix("distiller ").rstrip(":")
+    return f"{name}: {terms}" if "(" in name else terms
+
+
+def leaders(rows: list[dict]) -> list[dict]:
+    """Each trained candidate once, by its highest rung, best first (the highest rung first, then the reward).
+
+    The row gets ``seconds_total`` (all its rungs) and ``rungs`` (how many it was scored at).
+    """
+    by_key: dict[str, list[dict]] = {}
+    for r in rows:
+        by_key.setdefault(r["key"], []).append(r)
+    out = []
+    for group in by_key.values():
+        top = max(group, key=lambda r: r["rung"] or 0)
+        if top["status"] == "ok":
+            out.append(dict(top, seconds_total=sum(r["seconds"] or 0.0 for r in group), rungs=len(group)))
+    return sorted(out, key=lambda r: (-(r["rung"] or 0), -r["reward"], r["seq"]))
+
+
+def write_outputs(out: Path, store: Store, space, strategy, cfg, baselines: list[dict], console: Console) -> dict:
     rows = store.rows()
-    ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: -r["reward"])
-    _csv(out / "evaluations.csv", rows)
+    ranked = leaders(rows)
+    rejected = _rejected(rows)
+    _csv(out / "evaluations.csv", store.rows(baseline=None))
     if hasattr(strategy, "tree_graph"):
         export_tree(strategy.tree_graph(), out / "tree.graphml")
-    _plot(out / "best_reward.png", rows, baseline)
-    best = ok[0] if ok else None
+    _plot(out / "best_reward.png", rows, baselines, cfg)
+    best = ranked[0] if ranked else None
+    scored = [b for b in baselines if b["row"] is not None and b["row"]["status"] == "ok"]
     if best is not None:
+        against = "; ".join(f"{b['label']} {b['row']['reward']:.4f}" for b in scored)
         header = (f"# Found by `autokd-dsl search {Path(cfg.space_file).name}` ({cfg.strategy}, seed {cfg.seed}, "
-                  f"{len(rows)} candidates): teacher {cfg.teacher}, student {cfg.student}, data {cfg.data}.\n"
-                  f"# reward {best['reward']:.4f} (validation CE {best['ce']:.4f}, representation gap "
-                  f"{best['gap']:.4f})" + (f"; KD under the same proxy: {baseline['reward']:.4f}"
-                                          if baseline and baseline.get("reward") is not None else "") + "\n")
+                  f"{len({r['key'] for r in rows})} candidates): teacher {cfg.teacher}, student {cfg.student}, "
+                  f"data {cfg.data}.\n"
+                  f"# reward {best['reward']:.4f} after {best['epochs']} proxy epochs (validation CE {best['ce']:.4f}, "
+                  f"representation gap {best['gap']:.4f}, validation accuracy {_pct(best['acc'])})"
+                  + (f"; under the same proxy: {against}" if against else "") + "\n")
         (out / "best.kd").write_text(header + best["kd"], encoding="utf-8")
-    _report(out / "report.md", rows, ok, cfg, baseline)
-    _leaderboard(console, ok, baseline)
-    rejected = [r for r in rows if r["status"] != "ok"]
+    _report(out / "report.md", rows, ranked, rejected, cfg, baselines)
+    _leaderboard(console, ranked, baselines)
     if best is not None:
-        console.print(f"best reward {best['reward']:.4f} → {out / 'best.kd'}" +
-                      (f" (KD: {baseline['reward']:.4f})" if baseline and baseline.get("reward") is not None else ""))
+        console.print(f"best reward {best['reward']:.4f} → {out / 'best.kd'}"
+                      + (f" ({against})" if against else ""))
     else:
-        console.print("no candidate trained successfully; see evaluations.csv for the rejection reasons")
-    return {"best": best, "rows": len(rows), "rejected": len(rejected), "baseline": baseline}
+        console.print("no candidate trained successfully; see report.md for the rejection reasons")
+    return {"best": best, "leaders": ranked, "rows": len(rows), "rejected": len(rejected), "baselines": baselines}
 
 
-def _csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["seq", "key", "kd", "reward", "status", "reason", "ce", "gap", "seconds", "path"])
-        for r in rows:
-            writer.writerow([r["seq"], r["key"], r["kd"].strip(), r["reward"], r["status"], r["reason"],
-                             r["ce"], r["gap"], round(r["seconds"] or 0.0, 3), r["path"]])
-
-
-def _plot(path: Path, rows: list[dict], baseline: dict | None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    best, curve = None, []
+def _rejected(rows: list[dict]) -> list[dict]:
+    seen, out = set(), []
     for r in rows:
-        if r["status"] == "ok" and (best is None or r["reward"] > best):
-            best = r["reward"]
-        curve.append(best)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    xs = [i + 1 for i, v in enumerate(curve) if v is not None]
-    ax.plot(xs, [v for v in curve if v is not None], drawstyle="steps-post", label="best so far")
-    if baseline and baseline.get("reward") is not None:
-        ax.axhline(baseline["reward"], color="grey", linestyle="--", label="KD baseline")
-    ax.set_xlabel("evaluations")
-    ax.set_ylabel("reward")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        if r["status"] != "ok" and r["key"] not in seen:
+            seen.add(r["key"])
+            out.append(r)
+    return out
 
 
-def _first_line(kd: str) -> str:
-    lines = [ln.strip() for ln in kd.splitlines()[1:] if ln.strip()]
-    return " ; ".join(lines)
-
-
-def _report(path: Path, rows, ok, cfg, baseline) -> None:
-    lines = [f"# Search report: {Path(cfg.space_file).name}", "",
-             f"- teacher {cfg.teacher}, student {cfg.student}, data {cfg.data} at {'x'.join(map(str, cfg.input_size))}",
-             f"- strategy {cfg.strategy}"
-             + (f" (UCT c = {cfg.c}, {cfg.rollout} rollouts)" if cfg.strategy == "mcts" else "")
-             + f", budget {cfg.budget}, seed {cfg.seed}, workers {cfg.workers}",
-             f"- proxy settings: `{json.dumps(cfg.proxy.model_dump())}`",
-             f"- {REWARD_TEXT}", f"- evaluated {len(rows)}, trained {len(ok)}, rejected {len(rows) - len(ok)}", ""]
-    if baseline:
-        lines += [f"KD baseline under the same proxy: reward {_fmt(baseline['reward'])} "
-                  f"(CE {_fmt(baseline['ce'])}, gap {_fmt(baseline['gap'])})", ""]
-    lines += ["| rank | reward | val CE | gap | distiller |", "|---|---|---|---|---|"]
-    for i, r in enumerate(ok[:10], 1):
-        lines.append(f"| {i} | {r['reward']:.4f} | {r['ce']:.4f} | {r['gap']:.4f} | `{_first_line(r['kd'])}` |")
-    reasons: dict[str, int] = {}
-    for r in rows:
-        if r["status"] != "ok":
-            reasons[r["reason"].split(":")[0]] = reasons.get(r["reason"].split(":")[0], 0) + 1
-    if reasons:
-        lines += ["", "Rejections: " + ", ".join(f"{k} ({v})" for k, v in sorted(reasons.items()))]
-    lines += ["", "![best reward so far](best_reward.png)", ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
 
 
 def _fmt(value) -> str:
     return f"{value:.4f}" if value is not None else "-"
 
 
-def _leaderboard(console: Console, ok: list[dict], baseline: dict | None) -> None:
-    table = Table("rank", "reward", "val CE", "gap", "distiller", title="leaderboard")
-    for i, r in enumerate(ok[:5], 1):
-        table.add_row(str(i), f"{r['reward']:.4f}", f"{r['ce']:.4f}", f"{r['gap']:.4f}", _first_line(r["kd"]))
-    if baseline and baseline.get("reward") is not None:
-        table.add_row("KD", f"{baseline['reward']:.4f}", f"{baseline['ce']:.4f}", f"{baseline['gap']:.4f}",
-                      "library/kd.kd")
+def _csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["seq", "key", "kd", "reward", "status", "reason", "ce", "gap", "acc", "seconds", "rung",
+                         "epochs", "baseline", "path"])
+        for r in rows:
+            writer.writerow([r["seq"], r["key"], r["kd"].strip(), r["reward"], r["status"], r["reason"],
+                             r["ce"], r["gap"], r["acc"], round(r["seconds"] or 0.0, 3), r["rung"], r["epochs"],
+                             r["label"] or "" if r["baseline"] else "", r["path"]])
+
+
+def _plot(path: Path, rows: list[dict], baselines: list[dict], cfg) -> None:
+    """One point per candidate (its reward at the first rung, in the order evaluated; rejected ones as crosses
+    at the bottom), the best so far, and a line per baseline scored at that rung."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    first = [r for r in rows if (r["rung"] or 0) == 0]
+    xs = list(range(1, len(first) + 1))
+    ok = [(x, r["reward"]) for x, r in zip(xs, first) if r["status"] == "ok"]
+    lines = [(b["label"], b["rows"].get(0)) for b in baselines]
+    lines = [(label, row["reward"]) for label, row in lines if row is not None and row["status"] == "ok"]
+    values = [v for _, v in ok] + [v for _, v in lines]
+    floor = min(values) if values else 0.0
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if ok:
+        ax.scatter([x for x, _ in ok], [v for _, v in ok], s=14, color="tab:blue", label="candidate")
+        best, curve = None, []
+        for x, r in zip(xs, first):
+            if r["status"] == "ok" and (best is None or r["reward"] > best):
+                best = r["reward"]
+            curve.append(best)
+        ax.plot([x for x, v in zip(xs, curve) if v is not None], [v for v in curve if v is not None],
+                drawstyle="steps-post", color="tab:blue", alpha=0.6, label="best so far")
+    bad = [x for x, r in zip(xs, first) if r["status"] != "ok"]
+    if bad:
+        ax.scatter(bad, [floor] * len(bad), marker="x", color="tab:red", s=22, label="rejected")
+    styles = ["--", ":", "-.", (0, (5, 1))]
+    for i, (label, value) in enumerate(lines):
+        ax.axhline(value, color="grey", linestyle=styles[i % len(styles)], label=label)
+    epochs = (cfg.fidelity[0] if cfg.fidelity else cfg.proxy.epochs)
+    ax.set_title(f"{cfg.strategy} search over {Path(cfg.space_file).name}: {cfg.teacher} → {cfg.student}, "
+                 f"{epochs} proxy epochs", fontsize=9)
+    ax.set_xlabel("candidates evaluated")
+    ax.set_ylabel("reward (larger is better)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if xs:
+        ax.set_xlim(0.5, len(xs) + 0.5)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _baseline_cells(b: dict) -> list[str]:
+    row = b["row"]
+    if row is None:
+        return ["-", "-", "-", "-", "-", "-", b["reason"] or "not scored"]
+    if row["status"] != "ok":
+        return ["-", "-", "-", "-", str(row["epochs"]), f"{row['seconds']:.1f}", f"rejected: {row['reason']}"]
+    return [f"{row['reward']:.4f}", f"{row['ce']:.4f}", f"{row['gap']:.4f}", _pct(row["acc"]), str(row["epochs"]),
+            f"{row['seconds']:.1f}", candidate_text(row["kd"])]
+
+
+def _report(path: Path, rows, ranked, rejected, cfg, baselines) -> None:
+    rungs = list(cfg.fidelity) if cfg.fidelity else [cfg.proxy.epochs]
+    lines = [f"# Search report: {Path(cfg.space_file).name}", "",
+             f"- teacher {cfg.teacher}, student {cfg.student}, data {cfg.data} at {'x'.join(map(str, cfg.input_size))}",
+             f"- strategy {cfg.strategy}"
+             + (f" (UCT c = {cfg.c}, {cfg.rollout} rollouts)" if cfg.strategy == "mcts" else "")
+             + f", budget {cfg.budget}, seed {cfg.seed}, workers {cfg.workers}",
+             (f"- rungs of {' / '.join(map(str, rungs))} proxy epochs, the best 1/{cfg.eta} promoted (ASHA); "
+              "candidates are ranked by the highest rung they reached, then by reward" if len(rungs) > 1
+              else f"- {rungs[0]} proxy epochs per candidate"),
+             f"- proxy settings: `{json.dumps(cfg.proxy.model_dump())}`",
+             f"- {REWARD_TEXT}",
+             f"- candidates {len({r['key'] for r in rows})}, trained {len(ranked)}, rejected {len(rejected)}", "",
+             "## Leaderboard", "",
+             "| rank | reward | val CE | gap | val acc | epochs | seconds | distiller |",
+             "|---|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(ranked[:10], 1):
+        lines.append(f"| {i} | {r['reward']:.4f} | {r['ce']:.4f} | {r['gap']:.4f} | {_pct(r['acc'])} | "
+                     f"{r['epochs']} | {r['seconds_total']:.1f} | `{candidate_text(r['kd'])}` |")
+    lines += ["", "## Baselines under the same proxy", "",
+              "| baseline | reward | val CE | gap | val acc | epochs | seconds | distiller |",
+              "|---|---|---|---|---|---|---|---|"]
+    for b in baselines:
+        cells = _baseline_cells(b)
+        cells[-1] = cells[-1] if b["row"] is None or b["row"]["status"] != "ok" else f"`{cells[-1]}`"
+        lines.append(f"| {b['label']} | " + " | ".join(cells) + " |")
+    if rejected:
+        lines += ["", f"## Rejected candidates ({len(rejected)})", "", "| distiller | reason |", "|---|---|"]
+        for r in rejected:
+            lines.append(f"| `{candidate_text(r['kd'])}` | {r['reason']} |")
+    lines += ["", "![reward of each candidate](best_reward.png)", ""]
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def _leaderboard(console: Console, ranked: list[dict], baselines: list[dict]) -> None:
+    """The five best and the baselines: the figures in a table, then each one's full text (any terminal width)."""
+    table = Table("", "reward", "val CE", "gap", "val acc", "epochs", "seconds", title="leaderboard")
+    texts = []
+    for i, r in enumerate(ranked[:5], 1):
+        table.add_row(f"rank {i}", f"{r['reward']:.4f}", f"{r['ce']:.4f}", f"{r['gap']:.4f}", _pct(r["acc"]),
+                      str(r["epochs"]), f"{r['seconds_total']:.0f}")
+        texts.append(f"rank {i}: {candidate_text(r['kd'])}")
+    for b in baselines:
+        cells = _baseline_cells(b)
+        table.add_row(b["label"].split(" (")[0], *cells[:5], cells[5].split(".")[0])
+        texts.append(f"{b['label']}: {cells[6]}")
     console.print(table)
+    for text in texts:
+        console.print(text, soft_wrap=True, markup=False, highlight=False)

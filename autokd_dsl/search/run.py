@@ -12,9 +12,11 @@ from ..errors import KDError
 from ..lang import ir
 from ..lang.printer import print_block
 from ..progress import SearchProgress
-from .driver import make_strategy, run_search
+from .driver import make_strategy
 from .evaluate import Outcome, ProxyContext, ProxySettings
+from .equivalence import CompilesOn
 from .executor import make_executor
+from .fidelity import run_promotions
 from .mcts import MCTS_DEFAULT_C
 from .space import SearchSpace
 from .store import STORE_FILE, Store, check_store
@@ -46,37 +48,16 @@ class SearchConfig(pydantic.BaseModel):
     final_epochs: int = 0  # > 0: retrain the top candidates and KD this long and report test accuracy
     final_seeds: int = 3
     final_top: int = 3
-    baseline: str | None = "kd"
+    baselines: tuple[str, ...] = ("kd", "fitnet")  # library distillers scored next to the CE-only baseline
+    fidelity: tuple[int, ...] | None = None  # epochs per rung (multi-fidelity promotion); None: one rung of epochs
+    eta: int = 3
     proxy: ProxySettings = ProxySettings()
 
     def identity(self) -> dict:
         """What must match for --resume to continue this search."""
         keep = ("space_name", "teacher", "student", "teacher_weights", "data", "input_size", "train_subset",
-                "strategy", "c", "rollout", "seed")
+                "strategy", "c", "rollout", "seed", "fidelity", "eta")
         return {k: getattr(self, k) for k in keep} | {"proxy": self.proxy.key(), "space_file": Path(self.space_file).name}
-
-
-class CompilesOn:
-    """Shape check for :class:`SearchSpace`: does a distiller compile on this teacher and a fresh student?"""
-
-    def __init__(self, teacher, teacher_name: str, student_name: str, bundle):
-        from ..models import create_model
-
-        self.teacher, self.teacher_name, self.student_name = teacher, teacher_name, student_name
-        self.input_size = tuple(bundle.train.images.shape[1:])
-        device = next(teacher.parameters()).device
-        self.student = create_model(student_name, num_classes=bundle.num_classes, in_chans=self.input_size[0])
-        self.student.to(device)
-
-    def __call__(self, block: ir.Block) -> bool:
-        from ..compiler.build import compile_distiller
-
-        try:
-            compile_distiller(block, self.teacher, self.student, self.input_size, teacher_name=self.teacher_name,
-                              student_name=self.student_name)
-        except KDError:
-            return False
-        return True
 
 
 def load_space(path: str, name: str | None) -> ir.Block:
@@ -133,77 +114,128 @@ def open_store(out: Path, cfg: SearchConfig, resume: bool) -> Store:
     return store
 
 
+CE_ONLY = "distiller ce_only:\n    ce: logits ~ labels -> ce -> 1\n"
+"""The cross-entropy-only baseline every search scores: the student trained on the labels alone."""
+
+BASELINE_LABELS = {"kd": "KD", "fitnet": "FitNet"}
+
+
+def parse_rungs(text: str | None, eta: int) -> tuple[int, ...] | None:
+    """``--fidelity 2,6,18`` → (2, 6, 18): increasing epoch counts; None when not given.
+
+    >>> parse_rungs("2,6,18", 3)
+    (2, 6, 18)
+    """
+    if eta < 2:
+        raise KDError(f"--eta must be at least 2, not {eta}", hint="the best 1/eta of a rung are promoted")
+    if text is None or not text.strip():
+        return None
+    try:
+        rungs = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise KDError(f"--fidelity `{text}` is not a list of epoch counts", hint="e.g. --fidelity 2,6,18") from None
+    if any(r < 1 for r in rungs) or list(rungs) != sorted(set(rungs)):
+        raise KDError(f"--fidelity `{text}`: epochs per rung must be increasing and at least 1",
+                      hint="e.g. --fidelity 2,6,18")
+    return rungs
+
+
+def rungs_of(cfg: SearchConfig) -> tuple[int, ...]:
+    """Epochs per rung: ``--fidelity`` when given, else the one rung ``--epochs``."""
+    return tuple(cfg.fidelity) if cfg.fidelity else (cfg.proxy.epochs,)
+
+
+def rung_settings(cfg: SearchConfig) -> list[ProxySettings]:
+    return [cfg.proxy.model_copy(update={"epochs": e}) for e in rungs_of(cfg)]
+
+
 def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console: Console, on_row=None) -> dict:
     """Run the search; every evaluation goes to the store before the next starts.
 
     ``on_row(row)`` sees every candidate's store row in evaluation order (TensorBoard logging).
     """
     block = load_space(cfg.space_file, cfg.space_name)
+    baselines = load_baselines(cfg.baselines)  # an unknown name fails before any training
     check_search_folder(out, resume)
+    rungs, settings = rungs_of(cfg), rung_settings(cfg)
+    settings_keys = [s.key() for s in settings]
     kind_valid = SearchSpace(block)
-    space = SearchSpace(block, term_fits=CompilesOn(teacher, cfg.teacher, cfg.student, bundle))
+    probe = CompilesOn(teacher, cfg.teacher, cfg.student, bundle)
+    space = SearchSpace(block, term_fits=probe, term_values=probe.values)
     mcts_options = {"c": cfg.c, "rollout": cfg.rollout} if cfg.strategy == "mcts" else {}
     strategy = make_strategy(cfg.strategy, space, seed=cfg.seed, **mcts_options)
     store = open_store(out, cfg, resume)  # only once the space, the strategy and the folder are known good
-    settings_key = cfg.proxy.key()
     done_before = store.count()
+    fidelity = (f", rungs of {'/'.join(map(str, rungs))} epochs (eta {cfg.eta})" if len(rungs) > 1
+                else f", {rungs[0]} epochs each")
     console.print(f"space `{block.name}`: {kind_valid.num_levels()} choice levels, {kind_valid.size()} kind-valid "
                   f"candidates (those that do not fit the networks' shapes are pruned as the tree grows); "
-                  f"strategy {cfg.strategy}, budget {cfg.budget}" + (f", {done_before} already evaluated"
-                                                                     if done_before else ""))
+                  f"strategy {cfg.strategy}, budget {cfg.budget}{fidelity}"
+                  + (f", {done_before} already evaluated" if done_before else ""))
     ctx = ProxyContext(kind_valid, teacher, cfg.student, bundle, cfg.proxy, teacher_name=cfg.teacher,
-                       device=cfg.device)
+                       device=cfg.device, extra_taps=[b for _, b in baselines])
     ray_options = {"address": cfg.ray_address, "cpus_per_candidate": cfg.cpus_per_candidate,
                    "gpus_per_candidate": cfg.gpus_per_candidate} if cfg.executor == "ray" else {}
     executor = make_executor(ctx, cfg.workers, cfg.executor, **ray_options)
     progress = SearchProgress(console, cfg.budget)
 
     def advance(row: dict) -> None:
-        progress.finished(row["reward"], row["status"], row["key"][:8])
+        if not row["rung"]:  # the bar counts candidates; promotions to later rungs are extra looks
+            progress.finished(row["reward"], row["status"], row["key"][:8])
         if on_row is not None:
             on_row(row)
 
-    def evaluate(paths):
-        blocks = [space.candidate(p) for p in paths]
-        rows = [store.get(b.key, settings_key) for b in blocks]
-        todo = [i for i, r in enumerate(rows) if r is None]
-        outcomes = executor.map([print_block(blocks[i]) for i in todo]) if todo else []
-        for i, outcome in zip(todo, outcomes):
-            row = _row(blocks[i], paths[i], outcome, settings_key)
-            store.add(row)
-            rows[i] = row
+    def run_jobs(items: list[tuple[ir.Block, list, str, int]], baseline: str | None = None) -> list[dict]:
+        """(block, path, key, rung) → their rows: from the store, or evaluated (grouped by rung) and stored."""
+        rows = [store.get(key, settings_keys[rung]) for _, _, key, rung in items]
+        for rung in sorted({item[3] for item in items}):
+            todo = [i for i, (r, item) in enumerate(zip(rows, items)) if r is None and item[3] == rung]
+            if not todo:
+                continue
+            outcomes = executor.map([print_block(items[i][0]) for i in todo],
+                                    None if settings[rung] == cfg.proxy else settings[rung])
+            for i, outcome in zip(todo, outcomes):
+                blk, path, key, _ = items[i]
+                row = _row(blk, path, outcome, settings_keys[rung], key=key, rung=rung, epochs=rungs[rung],
+                           baseline=baseline)
+                store.add(row)
+                rows[i] = store.get(key, settings_keys[rung])
+        return rows
+
+    def evaluate(jobs):
+        rows = run_jobs([(space.candidate(j.path), list(j.path), j.key, j.rung) for j in jobs])
         for row in rows:
             advance(row)
         return [r["reward"] if r["status"] == "ok" else None for r in rows]
 
     try:
         with progress:
-            if hasattr(executor, "submit"):
-                results = _search_in_flight(strategy, space, store, settings_key, executor, cfg.budget, advance)
+            if hasattr(executor, "submit") and len(rungs) == 1:
+                results = _search_in_flight(strategy, space, store, settings_keys[0], executor, cfg.budget,
+                                            rungs[0], advance)
             else:
-                results = run_search(strategy, evaluate, cfg.budget, batch=max(1, cfg.workers))
-            baseline = _baseline(cfg, ctx, store, settings_key, executor, console)
+                results = run_promotions(strategy, evaluate, cfg.budget, rungs, cfg.eta, batch=max(1, cfg.workers))
+            scored = score_baselines(baselines, probe, run_jobs, len(rungs) - 1)
     finally:
         executor.close()
     from .report import write_outputs
 
-    summary = write_outputs(out, store, space, strategy, cfg, baseline, console)
+    summary = write_outputs(out, store, space, strategy, cfg, scored, console)
     summary["evaluated"] = len(results)
     if cfg.final_epochs > 0:
         from .final import retrain
 
-        top = [r for r in sorted(store.rows(), key=lambda r: -(r["reward"] or -1e30)) if r["status"] == "ok"]
-        picks = [(f"rank {i} ({r['key'][:8]})", r["kd"]) for i, r in enumerate(top[: cfg.final_top], 1)]
-        if baseline is not None:
-            picks.append(("KD (library/kd.kd)", baseline["kd"]))
+        picks = [(f"rank {i}", r["kd"]) for i, r in enumerate(summary["leaders"][: cfg.final_top], 1)]
+        picks += [(b["label"], b["row"]["kd"]) for b in scored if b["row"] is not None]
         summary["final"] = retrain(out, picks, teacher, cfg.student, bundle, cfg.final_epochs, cfg.final_seeds,
-                                   console)
+                                   console, baselines=[b["label"] for b in scored if b["row"] is not None])
     summary["teacher_runs"] = ctx.teacher_runs
     store.close()
     return summary
 
 
-def _search_in_flight(strategy, space, store: Store, settings_key: str, executor, budget: int, advance) -> list:
+def _search_in_flight(strategy, space, store: Store, settings_key: str, executor, budget: int, epochs: int,
+                      advance) -> list:
     """Up to ``executor.workers`` candidates run at once; each result goes to the store as it arrives.
 
     The store is the single source of truth: on --resume its rows are told to the strategy first (they count
@@ -217,7 +249,7 @@ def _search_in_flight(strategy, space, store: Store, settings_key: str, executor
 
     replayed = []
     for row in store.rows():
-        if row["settings"] == settings_key:
+        if row["settings"] == settings_key and (row["rung"] or 0) == 0:
             path = tuple(json.loads(row["path"]))
             strategy.tell(path, reward(row))
             replayed.append(Evaluation(path, row["key"], reward(row)))
@@ -226,7 +258,7 @@ def _search_in_flight(strategy, space, store: Store, settings_key: str, executor
 
     def known(path):
         blocks[path] = space.candidate(path)
-        row = store.get(blocks[path].key, settings_key)
+        row = store.get(space.key(path), settings_key)
         if row is None:
             return False, None
         del blocks[path]
@@ -238,31 +270,62 @@ def _search_in_flight(strategy, space, store: Store, settings_key: str, executor
 
     def wait():
         path, outcome = executor.next_done()
-        row = _row(blocks.pop(path), path, outcome, settings_key)
-        store.add(row)
+        key = space.key(path)
+        store.add(_row(blocks.pop(path), path, outcome, settings_key, key=key, epochs=epochs))
+        row = store.get(key, settings_key)
         advance(row)
         return path, reward(row)
 
     return replayed + run_in_flight(strategy, known, submit, wait, budget - len(replayed), executor.workers)
 
 
-def _row(block: ir.Block, path, outcome: Outcome, settings_key: str, baseline: int = 0) -> dict:
-    return {"key": block.key, "settings": settings_key, "kd": print_block(block), "path": list(path),
-            "reward": outcome.reward, "ce": outcome.ce, "gap": outcome.gap, "status": outcome.status,
-            "reason": outcome.reason, "seconds": outcome.seconds, "losses": outcome.losses, "baseline": baseline}
-
-
-def _baseline(cfg: SearchConfig, ctx, store: Store, settings_key: str, executor, console) -> dict | None:
-    """KD (the library file) under the same proxy settings, for the report."""
-    if not cfg.baseline:
-        return None
+def load_baselines(names) -> list[tuple[str, ir.Block]]:
+    """(label, distiller) of the CE-only baseline and each library distiller named (a located KDError else)."""
     from ..compiler.build import load_distiller
+    from ..lang.check import check_text
     from ..lang.library import library_file
 
-    block = load_distiller(library_file(cfg.baseline))
-    row = store.get(block.key, settings_key)
-    if row is None:
-        outcome = executor.map([print_block(block)])[0]
-        row = _row(block, [], outcome, settings_key, baseline=1)
-        store.add(row)
-    return row
+    out = [("CE only", check_text(CE_ONLY).blocks[0])]
+    for name in names:
+        name = name.strip().lower()
+        if not name or name in ("ce", "ce_only"):
+            continue
+        out.append((f"{BASELINE_LABELS.get(name, name)} (library/{name}.kd)", load_distiller(library_file(name))))
+    return out
+
+
+def score_baselines(baselines, probe: CompilesOn, run_jobs, top: int) -> list[dict]:
+    """Each baseline under the same proxy, or why it does not apply to this pair.
+
+    A baseline is scored at the top rung (``row``, to compare with the leaders) and, with several rungs, at the
+    lowest too (``rows[0]``, to compare with every candidate).
+    """
+    from .space import function_key
+
+    scored, todo = [], []
+    for label, block in baselines:
+        entry = {"label": label, "row": None, "rows": {}, "reason": ""}
+        scored.append(entry)
+        try:
+            probe.compile(block)
+        except KDError as err:
+            entry["reason"] = f"not applicable: {err.message}"
+            continue
+        key = function_key(block, probe.values)
+        todo += [(entry, (block, [], key, rung)) for rung in sorted({0, top})]
+    for (entry, item), row in zip(todo, run_jobs([item for _, item in todo], baseline="yes")):
+        entry["rows"][item[3]] = row
+        if item[3] == top:
+            entry["row"] = row
+    return scored
+
+
+def _row(block: ir.Block, path, outcome: Outcome, settings_key: str, key: str | None = None, rung: int = 0,
+         epochs: int | None = None, baseline: str | None = None) -> dict:
+    return {"key": key or block.key, "settings": settings_key, "kd": print_block(block), "path": list(path),
+            "reward": outcome.reward, "ce": outcome.ce, "gap": outcome.gap, "acc": outcome.acc,
+            "status": outcome.status, "reason": outcome.reason, "seconds": outcome.seconds, "losses": outcome.losses,
+            "baseline": int(baseline is not None), "label": block.name if baseline else None, "rung": rung,
+            "epochs": epochs}
+
+

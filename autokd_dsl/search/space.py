@@ -19,6 +19,7 @@ distiller s:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,9 +27,17 @@ from typing import Callable
 
 from ..errors import KDError
 from ..lang import ir
-from ..lang.check import NONE, apply_transform, distance_fits, tap_kinds
+from ..lang.check import (
+    NONE,
+    apply_transform,
+    constant_value,
+    distance_fits,
+    drop_idle_temperature,
+    idle_temperature,
+    tap_kinds,
+)
 from ..lang.kinds import Kind
-from ..lang.printer import print_expr, print_step, print_tap
+from ..lang.printer import print_block, print_expr, print_step, print_tap_option
 
 Path = tuple[int, ...]
 
@@ -75,8 +84,10 @@ class SearchSpace:
     """
 
     def __init__(self, block: ir.Block, tap_kind: Callable[[ir.Tap], tuple[Kind, Kind]] = tap_kinds,
-                 term_fits: Callable[[ir.Block], bool] | None = None):
-        self.block, self.tap_kind, self.term_fits = block, tap_kind, term_fits
+                 term_fits: Callable[[ir.Block], bool] | None = None,
+                 term_values: Callable[[ir.Block], tuple[float, ...] | None] | None = None):
+        self.block, self.tap_kind, self.term_fits, self.term_values = block, tap_kind, term_fits, term_values
+        self._keys: dict[Path, str] = {}
         self._fits: dict[tuple, bool] = {}
         self.slots: list[list[Slot]] = []
         self.levels: list[Slot] = []
@@ -108,8 +119,8 @@ class SearchSpace:
 
     def label(self, level: int, option: int) -> str:
         value = self.levels[level].options[option]
-        if isinstance(value, ir.Tap):
-            return print_tap(value)
+        if isinstance(value, (ir.Tap, ir.TapGroup)):
+            return print_tap_option(value)
         return print_step(value) if isinstance(value, ir.Expr.__args__) else str(value)
 
     def options(self, prefix: Path) -> list[int]:
@@ -119,15 +130,36 @@ class SearchSpace:
         slots = self.slots[level.term]
         position = slots.index(level)
         state = self._replay(slots[:position], prefix)
-        legal = []
+        legal, seen = [], set()
         for i in range(len(level.options)):
             nxt = self._advance(level, i, state)
-            if nxt is not None and self._feasible(level.term, position + 1, nxt):
-                legal.append(i)
+            if nxt is None or not self._feasible(level.term, position + 1, nxt):
+                continue
+            same = self._canonical(level, level.options[i], state[0]) if state is not None else None
+            if same is not None:
+                if same in seen:  # the same step as an earlier option here (`kl(t = 4)` on distributions)
+                    continue
+                seen.add(same)
+            legal.append(i)
         return legal
 
+    def _canonical(self, slot: Slot, option, kinds):
+        """The step ``option`` computes at ``slot`` given the kinds so far, for spotting equivalent options."""
+        if slot.role == "distance" and isinstance(option, ir.Call) and all(idle_temperature(option, k)
+                                                                           for k in kinds):
+            return print_step(drop_idle_temperature(option))
+        return print_step(option) if isinstance(option, ir.Expr.__args__) else None
+
     def key(self, path: Path) -> str:
-        return self.candidate(path).key
+        """The candidate's content key. Without ``term_values`` its IR key (the same text, the same key). With it,
+        a key of the function it computes on the networks at hand: each term's values on fixed random activations
+        (``term_values`` of the term alone at weight 1, e.g. :meth:`CompilesOn.values`) times the term's weight,
+        to 6 significant digits (below 1e-9: 0), so candidates that compute the same loss (`pool(4)` on a 4×4 map and `none`)
+        share a key."""
+        key = self._keys.get(path)
+        if key is None:
+            key = self._keys[path] = function_key(self.candidate(path), self.term_values)
+        return key
 
     # ---- kinds ---------------------------------------------------------------------------------------------
     def _replay(self, slots: list[Slot], prefix: Path):
@@ -165,19 +197,30 @@ class SearchSpace:
             known = self._fits[(term, picks)] = bool(self.term_fits(one))
         return known
 
-    @staticmethod
-    def _term(term: ir.Term, slots: list[Slot], chosen: list) -> ir.Term:
-        taps = tuple(c for c, s in zip(chosen, slots) if s.role == "tap")
-        steps = tuple(c for c, s in zip(chosen, slots) if s.role != "tap"
-                      and not (isinstance(c, ir.Name) and c.id == NONE))
-        return dataclasses.replace(term, taps=taps, steps=steps)
+    def _term(self, term: ir.Term, slots: list[Slot], chosen: list) -> ir.Term:
+        """One concrete term: optional transforms left out, a `t` that changes nothing (`kl` on distributions)
+        dropped, so that a candidate reads as what it computes and checks as a distiller."""
+        taps = tuple(t for c, s in zip(chosen, slots) if s.role == "tap" for t in ir.option_taps(c))
+        steps = []
+        kinds: tuple | None = tuple(self.tap_kind(t) for t in taps)
+        for c, s in zip(chosen, slots):
+            if s.role == "tap" or (isinstance(c, ir.Name) and c.id == NONE):
+                continue
+            if s.role == "transform" and kinds is not None:
+                after = tuple(apply_transform(c, k) for k in kinds)
+                kinds = None if any(k is None for k in after) else after
+            elif s.role == "distance" and kinds and isinstance(c, ir.Call) and all(idle_temperature(c, k)
+                                                                                   for k in kinds):
+                c = drop_idle_temperature(c)
+            steps.append(c)
+        return dataclasses.replace(term, taps=taps, steps=tuple(steps))
 
     def _step(self, slot: Slot, option, state):
         """Kinds after a slot: a tuple of (student, teacher) kinds per tap; None when invalid."""
         if state is None:
             return None
         if slot.role == "tap":
-            return state + (self.tap_kind(option),)
+            return state + tuple(self.tap_kind(tap) for tap in ir.option_taps(option))
         if slot.role == "transform":
             if isinstance(option, ir.Name) and option.id == NONE:
                 return state
@@ -220,3 +263,47 @@ class SearchSpace:
 
     def size(self) -> int:
         return sum(1 for _ in self.paths())
+
+
+def function_key(block: ir.Block, term_values: Callable[[ir.Block], tuple[float, ...] | None] | None) -> str:
+    """The key of the loss a distiller computes (see :meth:`SearchSpace.key`); its IR key without ``term_values``."""
+    if term_values is None:
+        return block.key
+    params = {p.name: p.value for p in block.params}
+    parts = []
+    for term in block.terms:
+        one = dataclasses.replace(block, terms=(dataclasses.replace(term, label=None, steps=term.steps[:-1]
+                                                                    + (ir.Num(1),)),), comments=())
+        values = term_values(one)
+        weight = weight_number(term.weight, params)
+        if values is None or weight is None:  # does not compile, or a weight that changes with the epoch
+            parts.append(f"{print_block(one)}|{print_expr(term.weight)}")
+        else:
+            parts.append(",".join(_rounded(weight * v) for v in values))
+    return "f" + hashlib.sha256("\n".join(sorted(parts)).encode()).hexdigest()[:15]
+
+
+def _rounded(value: float) -> str:
+    """A loss value to 6 significant digits; below 1e-9 it is 0 (float noise of a term that is exactly 0)."""
+    return "0" if abs(value) < 1e-9 else f"{value:.6g}"
+
+
+def weight_number(expr: ir.Expr, params: dict[str, ir.Expr]) -> float | None:
+    """The value of a weight with the block's parameters substituted, or None (`warmup(…)`, unknown names).
+
+    >>> from autokd_dsl.lang.parse import parse
+    >>> block = parse("distiller d(t = 4):\\n  logits -> softmax(t) -> kl -> 0.5 * t^2\\n").blocks[0]
+    >>> weight_number(block.terms[0].weight, {p.name: p.value for p in block.params})
+    8.0
+    """
+    def subst(e: ir.Expr) -> ir.Expr:
+        if isinstance(e, ir.Name) and e.id in params:
+            return subst(params[e.id])
+        if isinstance(e, ir.BinOp):
+            return dataclasses.replace(e, left=subst(e.left), right=subst(e.right))
+        if isinstance(e, ir.Neg):
+            return dataclasses.replace(e, operand=subst(e.operand))
+        return e
+
+    value = constant_value(subst(expr))
+    return None if value is None else float(value)

@@ -1,7 +1,9 @@
-"""The on-disk record of a search: one SQLite row per candidate, written in its own transaction.
+"""The on-disk record of a search: one SQLite row per (candidate, rung), written in its own transaction.
 
-A killed search loses at most the evaluation in flight; rows are keyed by (candidate key, proxy-settings key)
-so a resumed search replays finished candidates from here instead of training them again.
+A killed search loses at most the evaluations in flight; rows are keyed by (candidate key, proxy-settings key),
+and the settings key holds the rung's epochs, so a resumed search replays finished (candidate, rung) pairs from
+here instead of training them again. Baselines are rows too (``baseline`` = 1, ``label`` their name).
+The ``format`` meta entry says which layout a store file has (:data:`FORMAT`).
 """
 
 from __future__ import annotations
@@ -17,18 +19,20 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS evaluations (
     key TEXT NOT NULL, settings TEXT NOT NULL, seq INTEGER NOT NULL, kd TEXT NOT NULL, path TEXT NOT NULL,
     reward REAL, ce REAL, gap REAL, status TEXT NOT NULL, reason TEXT, seconds REAL, losses TEXT,
-    baseline INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
+    baseline INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, acc REAL, label TEXT, rung INTEGER NOT NULL DEFAULT 0,
+    epochs INTEGER,
     PRIMARY KEY (key, settings)
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 COLUMNS = ("key", "settings", "seq", "kd", "path", "reward", "ce", "gap", "status", "reason", "seconds",
-           "losses", "baseline")
+           "losses", "baseline", "acc", "label", "rung", "epochs")
 
 
 STORE_FILE = "search.sqlite"
-FORMAT = "autokd-dsl/search/1"  # kept in the meta table; a store without it is another program's database
+FORMAT = "autokd-dsl/search/2"  # kept in the meta table; a store without it is another program's database
+"""Store layout 2 adds validation accuracy, the baseline's label, and the rung (and its epochs) of each row."""
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
@@ -88,9 +92,13 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(_SCHEMA)
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(evaluations)")}
         except sqlite3.DatabaseError as err:
             raise KDError(f"{self.path} is not a search store ({err})",
                           hint="choose another --out folder") from None
+        if not set(COLUMNS) <= columns:
+            raise KDError(f"{self.path} holds a search store of an older layout (no {', '.join(sorted(set(COLUMNS) - columns))})",
+                          hint="choose another --out folder (the old store stays as it is)")
         self.set_meta({"format": FORMAT})
 
     def meta(self) -> dict:
@@ -124,9 +132,10 @@ class Store:
             return self.db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
         return self.db.execute("SELECT COUNT(*) FROM evaluations WHERE baseline = ?", (baseline,)).fetchone()[0]
 
-    def rows(self, baseline: int = 0) -> list[dict]:
-        cur = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM evaluations WHERE baseline = ? ORDER BY seq",
-                              (baseline,))
+    def rows(self, baseline: int | None = 0) -> list[dict]:
+        """Rows in the order they were written (``baseline`` None: all)."""
+        where, args = ("", ()) if baseline is None else ("WHERE baseline = ?", (baseline,))
+        cur = self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM evaluations {where} ORDER BY seq", args)
         return [dict(zip(COLUMNS, r)) for r in cur]
 
     def close(self) -> None:

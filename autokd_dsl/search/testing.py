@@ -193,3 +193,62 @@ class TabulatedSpace:
             scale = float(rng.choice(np.asarray(scales, dtype=float)))
             blocks.append(rng.normal(0.0, offset_sd) + scale * sub.rewards)
         return cls(counts, np.stack(blocks), forbid=forbid)
+
+
+class ListedSpace:
+    """A space given by the list of its candidates: (path, key, reward) rows, e.g. a table of measured rewards.
+
+    ``options(prefix)`` offers the options that some listed path takes after ``prefix``; a reward of None is a
+    rejected candidate.
+
+    >>> s = ListedSpace([((0, 1), "a", 1.0), ((0, 2), "b", None), ((1, 1), "c", 3.0)])
+    >>> s.options(()), s.options((0,)), s.reward((1, 1)), s.size(), s.top_threshold(0.5)
+    ([0, 1], [1, 2], 3.0, 3, 3.0)
+    """
+
+    def __init__(self, rows: Iterable[tuple[tuple[int, ...], str, float | None]]) -> None:
+        self._rows: dict[Path, tuple[str, float | None]] = {}
+        for path, key, reward in rows:
+            self._rows[tuple(int(o) for o in path)] = (str(key), None if reward is None else float(reward))
+        if not self._rows:
+            raise ValueError("a listed space needs at least one candidate")
+        lengths = {len(p) for p in self._rows}
+        if len(lengths) != 1:
+            raise ValueError(f"every path needs the same number of levels, got {sorted(lengths)}")
+        self.levels = lengths.pop()
+        self._next: dict[Path, list[int]] = {}
+        for path in sorted(self._rows):
+            for depth in range(self.levels):
+                nxt = self._next.setdefault(path[:depth], [])
+                if path[depth] not in nxt:
+                    nxt.append(path[depth])
+
+    def num_levels(self) -> int:
+        return self.levels
+
+    def options(self, prefix: tuple[int, ...]) -> list[int]:
+        return sorted(self._next.get(tuple(prefix), []))
+
+    def label(self, level: int, option: int) -> str:
+        return f"L{level}={option}"
+
+    def key(self, path: tuple[int, ...]) -> str:
+        return self._rows[tuple(path)][0]
+
+    def reward(self, path: tuple[int, ...]) -> float | None:
+        return self._rows[tuple(path)][1]
+
+    def paths(self) -> list[tuple[int, ...]]:
+        return sorted(self._rows)
+
+    def size(self) -> int:
+        return len(self._rows)
+
+    def top_threshold(self, fraction: float = 0.01) -> float:
+        """The reward of the ``ceil(fraction * n)``-th best trained candidate (by distinct key)."""
+        best: dict[str, float] = {}
+        for key, reward in self._rows.values():
+            if reward is not None:
+                best[key] = max(reward, best.get(key, -math.inf))
+        values = sorted(best.values(), reverse=True)
+        return values[max(1, math.ceil(fraction * len(values))) - 1]

@@ -23,6 +23,7 @@ class Node:
     label: str
     visits: int = 0
     value_sum: float = 0.0
+    value_sq: float = 0.0  # sum of squared values (the spread of the subtree's rewards)
     best: float = -math.inf
     pending: int = 0
     children: dict[int, Node] = field(default_factory=dict)

@@ -159,7 +159,7 @@ class Distill(nn.Module):
         self._student_capture = TapCapture(student, specs["student"])
         self._teacher_capture = None if cache is not None else TapCapture(teacher, specs["teacher"], detach=True)
         for module in loss.modules():
-            if hasattr(module, "copy_from_teacher"):
+            if getattr(module, "reads_teacher", False):
                 module.copy_from_teacher(teacher)
 
     def teacher_outputs(self, x: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:

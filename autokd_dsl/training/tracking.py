@@ -97,11 +97,19 @@ def git_commit(folder: Path | None = None) -> dict | None:
     return {"commit": sha.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
-def command_line(argv: list[str] | None = None) -> str:
-    """The command as typed (``autokd-dsl train …``, or ``python -m autokd_dsl …``)."""
+def command_line(argv: list[str] | None = None, env: Mapping[str, str] | None = None) -> str:
+    """The command as typed (``autokd-dsl train …``; under torchrun ``torchrun --nproc_per_node N -m autokd_dsl …``).
+
+    >>> command_line(["/x/autokd_dsl/__main__.py", "train", "a b.kd"], {"LOCAL_WORLD_SIZE": "2", "WORLD_SIZE": "2"})
+    "torchrun --nproc_per_node 2 -m autokd_dsl train 'a b.kd'"
+    """
     argv = list(sys.argv if argv is None else argv)
+    env = os.environ if env is None else env
     if argv and argv[0].endswith(("__main__.py", "autokd-dsl")):
         argv[0] = "autokd-dsl"
+    if int(env.get("WORLD_SIZE", 1)) > 1 and argv and argv[0] == "autokd-dsl":
+        argv = ["torchrun", "--nproc_per_node", env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"]), "-m", "autokd_dsl",
+                *argv[1:]]
     return shlex.join(argv)
 
 

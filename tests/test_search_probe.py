@@ -1,0 +1,52 @@
+"""Per-term loss rejection on the probe batches: a candidate whose distillation term cannot teach is rejected
+before training, with a reason naming the term."""
+
+import pytest
+import torch
+
+from autokd_dsl.lang.check import check_text
+from autokd_dsl.search.evaluate import ProxyContext, ProxySettings, evaluate
+from autokd_dsl.search.space import SearchSpace
+
+SPACE = ("space s:\n    ce: logits ~ labels -> ce -> 1\n"
+         "    kd: stage3 | logits -> (none | patches(4) | spatial_attention) -> (none | softmax(hw) | softmax(c)) "
+         "-> (kl | mse) -> 1\n")
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    from autokd_dsl.data import DataConfig, load_data
+    from autokd_dsl.models import create_model
+
+    torch.manual_seed(0)
+    bundle = load_data(DataConfig(name="digits", input_size=(3, 16, 16), train_subset=96))
+    teacher = create_model("resnet8", num_classes=10, in_chans=3).eval()
+    space = SearchSpace(check_text(SPACE).blocks[0])
+    return ProxyContext(space, teacher, "resnet8", bundle, ProxySettings(epochs=1, subset=1.0), teacher_name="resnet8")
+
+
+def _outcome(ctx, kd_term, ce="logits ~ labels -> ce -> 1"):
+    block = check_text(f"distiller d:\n    ce: {ce}\n    kd: {kd_term}\n").blocks[0]
+    return evaluate(block, ctx)
+
+
+def test_a_constant_term_is_rejected_with_the_reason(ctx):
+    # resnet8's stage3 is 4x4 at 16x16 inputs
+    out = _outcome(ctx, "stage3 -> patches(4) -> softmax(hw) -> kl -> 1")
+    assert out.status == "rejected" and out.reward is None
+    assert out.reason == ("term `kd` is constant 0 on two different probe batches: patches(4) on a 4×4 map leaves "
+                          "1×1 patches, and softmax over one position is 1")
+    out = _outcome(ctx, "stage3 -> spatial_attention -> softmax(c) -> mse -> 1")
+    assert out.status == "rejected"
+    assert "term `kd` is constant" in out.reason and "spatial_attention leaves one channel" in out.reason
+
+
+def test_a_term_that_teaches_passes(ctx):
+    out = _outcome(ctx, "stage3 -> softmax(hw) -> kl -> 1")
+    assert out.status == "ok" and out.reward is not None and set(out.losses) >= {"kd", "ce", "total"}
+
+
+def test_a_term_without_student_gradient_is_rejected(ctx):
+    # the student's side multiplied by 0: the term varies with the teacher's features but never reaches the student
+    out = _outcome(ctx, "stage3 -> student.scale(0) -> mse -> 1")
+    assert out.status == "rejected" and out.reason == "term `kd` gives the student no gradient"
