@@ -333,7 +333,7 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
     device = str(resolve_device(s.device))
     from .search.executor import check_executor
 
-    check_executor(s.executor, s.ray_address, device, s.cpus_per_candidate, s.gpus_per_candidate)
+    check_executor(s.executor, s.ray_address, s.device, s.cpus_per_candidate, s.gpus_per_candidate)
     space_block = load_space(str(s.space_file), s.space)  # a bad space fails before any training
     rungs = parse_rungs(",".join(map(str, s.fidelity)) if s.fidelity else None, s.eta)
     load_baselines(s.baselines)
