@@ -56,9 +56,10 @@ class _Runtime(_Settings):
 
 
 class TeacherSettings(_Runtime):
-    """``autokd-dsl teacher``: train a teacher with cross-entropy (``out`` None: into the teacher cache)."""
+    """``autokd-dsl teacher``: train a teacher with cross-entropy (``out`` None: into the teacher cache); a list
+    of models trains each in turn (into the cache)."""
 
-    model: str
+    model: str | list[str]
     data: str
     data_root: Optional[Path] = None
     input_size: tuple[int, int, int] = (3, 32, 32)
@@ -71,14 +72,15 @@ class TeacherSettings(_Runtime):
 
 
 class TrainSettings(_Runtime):
-    """``autokd-dsl train``: distil ``teacher`` into ``student`` with the distiller in ``file``."""
+    """``autokd-dsl train``: distil ``teacher`` into ``student`` with the distiller in ``file``; several teachers
+    are a list (teacher1 first), with ``teacher_weights`` then one checkpoint per teacher, or None."""
 
     file: Path
-    teacher: str
+    teacher: str | list[str]
     student: str
     data: str
     distiller: Optional[str] = None
-    teacher_weights: Optional[Path] = None
+    teacher_weights: Path | list[Path] | None = None
     data_root: Optional[Path] = None
     input_size: tuple[int, int, int] = (3, 32, 32)
     augment: Optional[bool] = None
@@ -96,10 +98,10 @@ class SearchSettings(_Settings):
     """``autokd-dsl search``: search the space in ``space_file`` (see :class:`~autokd_dsl.search.run.SearchConfig`)."""
 
     space_file: Path
-    teacher: str
+    teacher: str | list[str]
     student: str
     space: Optional[str] = None
-    teacher_weights: Optional[Path] = None
+    teacher_weights: Path | list[Path] | None = None
     data: str = "digits"
     data_root: Optional[Path] = None
     input_size: tuple[int, int, int] = (3, 16, 16)
@@ -179,6 +181,36 @@ def obtain_teacher(arch: str, weights: Optional[Path], data_cfg, num_classes: in
     return load_teacher(weights, arch, num_classes, data_cfg.input_size)
 
 
+def names_of(teacher: str | list[str]) -> list[str]:
+    return list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
+
+
+def obtain_teachers(archs: str | list[str], weights, data_cfg, num_classes: int, console, **where):
+    """:func:`obtain_teacher` for each of several teachers (a list back), or for one (the network back)."""
+    names = names_of(archs)
+    paths = list(weights) if isinstance(weights, (list, tuple)) else ([weights] if weights is not None else [])
+    if len(set(names)) != len(names) and not paths:
+        raise KDError("the same teacher is given twice", hint="each --teacher names a different architecture "
+                      "(or pass --teacher-weights for each)")
+    if paths and len(paths) != len(names):
+        raise KDError(f"--teacher-weights is given {len(paths)} time(s) for {len(names)} teacher(s)",
+                      hint="give one checkpoint per --teacher, in the same order, or none")
+    nets = [obtain_teacher(arch, paths[i] if paths else None, data_cfg, num_classes, console, **where)
+            for i, arch in enumerate(names)]
+    return nets if isinstance(archs, (list, tuple)) and len(nets) > 1 else nets[0]
+
+
+def require_teachers(block, teachers: str | list[str], file) -> None:
+    """A located error, before any teacher is trained, where the distiller needs a teacher not given."""
+    from .compiler.teachers import require_teachers as check
+    from .errors import SourceText
+
+    try:
+        check(block, names_of(teachers))
+    except KDError as err:
+        raise err.located(SourceText(str(file), Path(file).read_text(encoding="utf-8"))) from None
+
+
 def _command(command: str | None, what: str, settings) -> str:
     return command or f"autokd_dsl.{what}({settings!r})"
 
@@ -198,16 +230,23 @@ def teacher(settings: TeacherSettings | None = None, /, *, console=None, command
     dist = Dist.from_env()
     console = _console(console, dist)
     data_cfg = DataConfig(name=s.data, root=s.data_root, input_size=s.input_size, augment=s.augment)
-    create_model(s.model, num_classes=10, in_chans=data_cfg.input_size[0])  # an unknown name fails first
-    recipe = default_recipe(s.model, data_cfg.name, epochs=s.epochs, lr=s.lr, batch_size=s.batch_size,
-                            seed=s.seed)
-    if s.out is None:
-        path = teacher_for(s.model, data_cfg, recipe, cache_dir(), console, runtime=s.runtime(), dist=dist)
-    else:
-        path = train_teacher(s.model, data_cfg, recipe, s.out, console, runtime=s.runtime(), dist=dist,
-                             command=_command(command, "teacher", s))
-    console.print(f"teacher checkpoint: {path}")
-    return path
+    models = names_of(s.model)
+    if s.out is not None and len(models) > 1:
+        raise KDError("--out names one checkpoint; with several teachers leave it out (each is cached)")
+    for model in models:  # an unknown name fails before any training
+        create_model(model, num_classes=10, in_chans=data_cfg.input_size[0])
+    paths = []
+    for model in models:
+        recipe = default_recipe(model, data_cfg.name, epochs=s.epochs, lr=s.lr, batch_size=s.batch_size,
+                                seed=s.seed)
+        if s.out is None:
+            path = teacher_for(model, data_cfg, recipe, cache_dir(), console, runtime=s.runtime(), dist=dist)
+        else:
+            path = train_teacher(model, data_cfg, recipe, s.out, console, runtime=s.runtime(), dist=dist,
+                                 command=_command(command, "teacher", s))
+        console.print(f"teacher checkpoint: {path}")
+        paths.append(path)
+    return paths if isinstance(s.model, list) and len(paths) > 1 else paths[0]
 
 
 # --------------------------------------------------------------------------------------------- train
@@ -230,11 +269,12 @@ def train(settings: TrainSettings | None = None, /, *, console=None, command: st
     dist = Dist.from_env()
     console = _console(console, dist)
     block = load_distiller(s.file, s.distiller)
+    require_teachers(block, s.teacher, s.file)
     out = s.out or run_folder(block.name, s.student)
     check_run_folder(out, s.resume)  # a foreign folder or a run without resume fails before any work
     data_cfg = DataConfig(name=s.data, root=s.data_root, input_size=s.input_size, augment=s.augment)
     in_chans = data_cfg.input_size[0]
-    for name in (s.teacher, s.student):  # unknown names fail before any data is read or teacher trained
+    for name in (*names_of(s.teacher), s.student):  # unknown names fail before any data is read or teacher trained
         create_model(name, num_classes=10, in_chans=in_chans)
     defaults = default_recipe(s.student, data_cfg.name, epochs=s.epochs, lr=s.lr, batch_size=s.batch_size,
                               seed=s.seed)
@@ -244,12 +284,14 @@ def train(settings: TrainSettings | None = None, /, *, console=None, command: st
         sets = subset_train(sets, s.train_subset, s.seed)
     # the teacher trains with its dataset's default augmentation, whatever this run's --augment says
     teacher_cfg = data_cfg.model_copy(update={"augment": None})
-    teacher_net = obtain_teacher(s.teacher, s.teacher_weights, teacher_cfg, sets.num_classes, console,
-                                 runtime=s.runtime(), dist=dist)
+    teacher_net = obtain_teachers(s.teacher, s.teacher_weights, teacher_cfg, sets.num_classes, console,
+                                  runtime=s.runtime(), dist=dist)
     student_net = make_student(s.student, sets.num_classes, in_chans, s.seed)
-    t_acc = (getattr(teacher_net, "kd_teacher", None) or {}).get("test_accuracy")
-    console.print(f"distiller {block.name} ({s.file}): {s.teacher}"
-                  + (f" (test {t_acc:.2%})" if isinstance(t_acc, float) else "")
+    described = []
+    for name, net in zip(names_of(s.teacher), teacher_net if isinstance(teacher_net, list) else [teacher_net]):
+        t_acc = (getattr(net, "kd_teacher", None) or {}).get("test_accuracy")
+        described.append(name + (f" (test {t_acc:.2%})" if isinstance(t_acc, float) else ""))
+    console.print(f"distiller {block.name} ({s.file}): {' + '.join(described)}"
                   + f" -> {s.student}; {describe(sets)}"
                   + (f" (class-balanced subset, seed {s.seed})" if s.train_subset is not None else "")
                   + f"; {cfg.epochs} epochs, lr {cfg.lr}, batch {cfg.batch_size}"
@@ -291,15 +333,18 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
     device = str(resolve_device(s.device))
     from .search.executor import check_executor
 
-    check_executor(s.executor, s.ray_address, device, s.cpus_per_candidate, s.gpus_per_candidate)
-    load_space(str(s.space_file), s.space)  # a bad space fails before any training
+    check_executor(s.executor, s.ray_address, s.device, s.cpus_per_candidate, s.gpus_per_candidate)
+    space_block = load_space(str(s.space_file), s.space)  # a bad space fails before any training
     rungs = parse_rungs(",".join(map(str, s.fidelity)) if s.fidelity else None, s.eta)
     load_baselines(s.baselines)
     check_search_folder(Path(s.out), s.resume)  # so does a foreign --out folder, before anything is written
+    require_teachers(space_block, s.teacher, s.space_file)
+    weights = s.teacher_weights
+    weights = ([str(w) for w in weights] if isinstance(weights, list) else str(weights)) if weights else None
     proxy = ProxySettings(epochs=s.epochs, subset=s.subset, entropy_sampling=s.entropy,
                           offline_teacher=s.offline_teacher, sparse_density=s.sparse, seed=s.seed)
     cfg = SearchConfig(space_file=str(s.space_file), space_name=s.space, teacher=s.teacher, student=s.student,
-                       teacher_weights=str(s.teacher_weights) if s.teacher_weights else None, data=s.data,
+                       teacher_weights=weights, data=s.data,
                        data_root=str(s.data_root) if s.data_root else None, input_size=s.input_size,
                        budget=s.budget, train_subset=s.train_subset, strategy=s.strategy, c=s.c, rollout=s.rollout,
                        workers=s.workers, executor=s.executor, ray_address=s.ray_address,
@@ -311,8 +356,8 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
     bundle = load_data(data_cfg)
     # the teacher's data setting is the one `train` and `teacher` use, so they share the cached teacher
     teacher_cfg = DataConfig(name=s.data, root=s.data_root, input_size=s.input_size)
-    teacher_net = obtain_teacher(s.teacher, s.teacher_weights, teacher_cfg, bundle.num_classes, console,
-                                 device=device)
+    teacher_net = obtain_teachers(s.teacher, s.teacher_weights, teacher_cfg, bundle.num_classes, console,
+                                  device=device)
     out = Path(s.out)
     if (out / "search.sqlite").exists() and not s.resume:
         raise KDError(f"{out} already holds a search", hint="pass --resume to continue it, or choose another --out")

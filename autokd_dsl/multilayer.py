@@ -12,6 +12,10 @@ Here ``w`` is the original weight, ``L`` the original term's unweighted loss, ``
 and ``n`` the number of layers. Layers whose raw losses differ by orders of magnitude (early stages hold
 larger maps) then start out contributing alike, and the distiller's balance against its other terms
 (cross-entropy) is kept.
+
+With several teachers (``over_teachers``), a copy is made per teacher too (`stage3 ~ teacher2.stage3`), for
+every layer and teacher: the same rule with ``n`` the number of copies and ``L`` measured against the first
+teacher, the one the term was found with.
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ from .lang.check import check_text
 from .lang.printer import print_block
 
 
-def _at_layer(term: ir.Term, layer: str, label: str) -> ir.Term:
+def _at_layer(term: ir.Term, layer: str, label: str, teacher: int | None = None) -> ir.Term:
     # the layer comes from the command line: its point has no place in the file (span None)
-    moved = ir.Tap(student=dataclasses.replace(term.taps[0].student, path=layer, io="out", call=None, span=None))
+    student = dataclasses.replace(term.taps[0].student, path=layer, io="out", call=None, span=None)
+    moved = ir.Tap(student=student, teacher=None if teacher is None else ir.Point(layer, f"teacher{teacher}"))
     return dataclasses.replace(term, taps=(moved,), label=label, comments=(), trailing=None)
 
 
@@ -66,11 +71,11 @@ def term_losses(block: ir.Block, terms: list[ir.Term], teacher: nn.Module, stude
     return [float(values[name]) for name in labels]
 
 
-def pick_term(block: ir.Block, layers: list[str], term: str | None = None) -> int:
-    """The index of the term to expand (checked before any network runs)."""
+def pick_term(block: ir.Block, layers: list[str] | None, term: str | None = None) -> int:
+    """The index of the term to expand (checked before any network runs); ``layers`` None: at its own tap."""
     if block.kind != "distiller":
         raise KDError(f"`{block.name}` is a space; expand one of its candidates (e.g. a search's best.kd)")
-    if not layers or len(set(layers)) != len(layers):
+    if layers is not None and (not layers or len(set(layers)) != len(layers)):
         raise KDError("--layers needs one or more distinct tap points, e.g. stage1,stage2,stage3 (command-line value)")
     names = term_names(block)
     if term is None:
@@ -92,6 +97,18 @@ def pick_term(block: ir.Block, layers: list[str], term: str | None = None) -> in
     return pick
 
 
+def _copies(chosen: ir.Term, name: str, layers: list[str] | None, teachers: int) -> list[tuple[str, ir.Term]]:
+    """(what, copy) per layer and teacher: `stage2`, `stage2 teacher2`, …"""
+    own = chosen.taps[0].student.path
+    out = []
+    for layer in layers or [own]:
+        for k in range(1, teachers + 1) if teachers else [None]:
+            label = name + (f"_{layer.replace('.', '_')}" if layers else "") + (f"_t{k}" if k else "")
+            what = (layer if layers else "") + (f"{' ' if layers else ''}teacher{k}" if k else "")
+            out.append((what, _at_layer(chosen, layer, label, k)))
+    return out
+
+
 def check_layers(layers: list[str], nets: dict[str, nn.Module]) -> None:
     """Each layer of --layers must be a tap point of every network (``nets``: name → model), checked before any
     teacher is trained or loaded; the error names the command-line value."""
@@ -105,18 +122,25 @@ def check_layers(layers: list[str], nets: dict[str, nn.Module]) -> None:
                 raise KDError(f"--layers: {err.message} (command-line value)", hint=err.hint) from None
 
 
-def expand_layers(block: ir.Block, layers: list[str], teacher: nn.Module, student: nn.Module, x: torch.Tensor,
-                  y: torch.Tensor, term: str | None = None, *, teacher_name: str | None = None,
-                  student_name: str | None = None) -> tuple[ir.Block, dict]:
-    """``block`` with one term replaced by a copy per layer, weighted as the module docstring says.
+def expand_layers(block: ir.Block, layers: list[str] | None, teacher: nn.Module | list[nn.Module],
+                  student: nn.Module, x: torch.Tensor, y: torch.Tensor, term: str | None = None, *,
+                  teacher_name: str | list[str] | None = None, student_name: str | None = None,
+                  over_teachers: bool = False) -> tuple[ir.Block, dict]:
+    """``block`` with one term replaced by a copy per layer (and, ``over_teachers``, per teacher of the list
+    ``teacher``), weighted as the module docstring says.
 
-    Returns the new distiller (checked) and the measurements: the original term's loss and each layer's.
+    Returns the new distiller (checked) and the measurements: the original term's loss and each copy's.
     """
     pick = pick_term(block, layers, term)
     names = term_names(block)
     chosen = block.terms[pick]
     tap = chosen.taps[0]
-    copies = [_at_layer(chosen, layer, f"{names[pick]}_{layer.replace('.', '_')}") for layer in layers]
+    teachers = len(teacher) if over_teachers and isinstance(teacher, (list, tuple)) else 0
+    if over_teachers and teachers < 2:
+        raise KDError("--teachers needs two or more teachers, e.g. --teachers resnet56,wrn_40_2")
+    labelled = _copies(chosen, names[pick], layers, teachers)
+    copies = [c for _, c in labelled]
+    layers = [what for what, _ in labelled]
     candidate = dataclasses.replace(block, terms=tuple(copies))
     try:  # kinds first: a pipeline built for one stage may not apply at another (e.g. a 1x1 map)
         check_text(print_block(candidate))
@@ -133,8 +157,10 @@ def expand_layers(block: ir.Block, layers: list[str], teacher: nn.Module, studen
     weighted = [_weighted(c, original / (len(layers) * v)) for c, v in zip(copies, per_layer)]
     terms = block.terms[:pick] + tuple(weighted) + block.terms[pick + 1:]
     comments = (f"# `{names[pick]}` ({tap.student.path}) expanded over {', '.join(layers)}, weighted from one batch:",
-                f"# unweighted loss {original:.4g} at {tap.student.path}; per layer "
+                f"# unweighted loss {original:.4g} at {tap.student.path}"
+                + (" against teacher1; per copy " if teachers else "; per layer ")
                 + ", ".join(f"{v:.4g}" for v in per_layer) + ".")
     out = dataclasses.replace(block, terms=terms, comments=(*block.comments, *comments))
     out = check_text(print_block(out)).blocks[0]
-    return out, {"term": names[pick], "original": original, "layers": dict(zip(layers, per_layer))}
+    return out, {"term": names[pick], "original": original, "layers": dict(zip(layers, per_layer)),
+                 "teachers": teachers}

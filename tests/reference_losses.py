@@ -335,8 +335,48 @@ def srrl(a, y, epoch, w, state, temp=4.0, alpha=1.0, beta=1.0):
     return _ce(a, y) + kd_term + alpha * F.mse_loss(trans, a["t_embedding"]) + beta * F.mse_loss(pred, logit_t)
 
 
+# ---- several teachers: activations of teacher k are named t1_…, t2_…; every teacher's logits here --------------
+
+
+def _teacher_logits(a):
+    names = [k for k in a if k.endswith("_logits") and k[0] == "t" and k[1].isdigit()]
+    return [a[k] for k in sorted(names, key=lambda n: int(n[1:].split("_")[0]))]
+
+
+def _entropy(p):
+    return -(p * torch.log(p)).sum(1)
+
+
+def aver(a, y, epoch, w, state, temp=4.0, alpha=0.9):
+    """You et al. 2017: KL from the teachers' averaged soft targets, plus the constant H(mean p) − mean H(p_k)
+    that makes it equal to the mean of the per-teacher KLs (the two have the same gradients)."""
+    ps = [F.softmax(t / temp, dim=1) for t in _teacher_logits(a)]
+    mean_p = sum(ps) / len(ps)
+    log_q = F.log_softmax(a["s_logits"] / temp, dim=1)
+    kl_mean = (mean_p * (torch.log(mean_p) - log_q)).sum(1).mean()
+    constant = _entropy(mean_p).mean() - sum(_entropy(p).mean() for p in ps) / len(ps)
+    return alpha * temp**2 * (kl_mean + constant) + (1 - alpha) * _ce(a, y)
+
+
+def ca_mkd(a, y, epoch, w, state, temp=4.0, alpha=1.0):
+    """Zhang, Chen, Wang 2022, eq. (1)-(3): w_k = (1 − softmax_k(L_CE^k)) / (K − 1) per sample."""
+    teachers = _teacher_logits(a)
+    n, k = a["s_logits"].shape[0], len(teachers)
+    log_q = F.log_softmax(a["s_logits"] / temp, dim=1)
+    total = torch.zeros((), dtype=a["s_logits"].dtype)
+    for i in range(n):  # sample by sample, as the paper writes it
+        ce = torch.stack([-F.log_softmax(t[i], dim=0)[y[i]] for t in teachers])
+        weights = (1 - torch.exp(ce) / torch.exp(ce).sum()) / (k - 1)
+        for j, t in enumerate(teachers):
+            p = F.softmax(t[i] / temp, dim=0)
+            total = total + weights[j] * (p * (torch.log(p) - log_q[i])).sum()
+    return _ce(a, y) + alpha * temp**2 * total / n
+
+
 REFERENCES = {
     "kd": kd, "kd_ls": kd_ls, "dkd": dkd, "dist": dist, "fitnet": fitnet, "at": at, "sp": sp, "nst": nst,
     "vid": vid, "ab": ab, "fsp": fsp, "cwd": cwd, "pkd": pkd, "mgd": mgd, "ickd": ickd, "ofd": ofd,
     "reviewkd": reviewkd, "rkd": rkd, "pkt": pkt, "cc": cc, "crd": crd, "srrl": srrl,
+    "aver": aver, "ca_mkd": ca_mkd,
 }
+MULTI_TEACHER = {"aver", "ca_mkd"}  # compiled with several teachers (tests/test_multiteacher.py)

@@ -296,6 +296,8 @@ def test_every_library_file_emits_the_compiled_module_and_takes_other_parameters
     jobs, expected = {}, {}
     for path in sorted(LIBRARY_DIR.glob("*.kd")):
         block = load_distiller(path)
+        if ir.teachers_used(block)[1]:  # several teachers: emitted and run in tests/test_multiteacher_cli.py
+            continue
         loss = compile_distiller(block, teacher, student, SIZE)
         with torch.no_grad():  # connectors unlike fresh ones, so that loading their state matters
             for p in loss.parameters():

@@ -84,6 +84,12 @@ def whoami(context, text):
                                                             "writeable": bool(blob.flags.writeable)}))
 
 
+def nap(context, text):
+    """Sleep as many seconds as the text says."""
+    time.sleep(float(text))
+    return Outcome(float(text), "ok")
+
+
 def killing(log: str, once: str, always: str, context, text):
     """The real evaluation, except that the worker running `once` dies on its first try and `always` every time."""
     from autokd_dsl.search.executor import _evaluate_text
@@ -119,6 +125,21 @@ def test_context_goes_to_the_object_store_once_and_is_shared(cluster):
         contexts.setdefault(s["pid"], set()).add(s["ctx"])
     assert all(len(ids) == 1 for ids in contexts.values()), contexts  # unpacked once per worker, then kept
     assert not any(s["writeable"] for s in seen)  # numpy mapped from the object store, not a private copy
+
+
+def test_results_come_back_in_the_order_they_finish(cluster):
+    from autokd_dsl.search.ray_executor import RayExecutor
+
+    executor = RayExecutor(None, 2, fn=nap)
+    try:
+        assert executor.map(["1", "1"]) == [Outcome(1.0, "ok")] * 2  # two workers are up before the race starts
+        executor.submit("slow", "3")
+        executor.submit("fast", "0.0")
+        assert executor.in_flight == 2
+        assert [executor.next_done()[0], executor.next_done()[0]] == ["fast", "slow"]
+        assert executor.next_done() is None
+    finally:
+        executor.close()
 
 
 def test_ray_search_gives_the_in_process_rows(cluster, teacher_ckpt, tmp_path):

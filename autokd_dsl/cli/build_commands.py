@@ -50,11 +50,17 @@ def compile_cmd(
     from ..compiler.build import compile_distiller
     from ..compiler.emit import emit
 
+    from ..api import require_teachers
+
+    require_teachers(block, list(teacher), file)
     torch.manual_seed(0)
-    t_net = values.model("--teacher", teacher, num_classes, size[0])
+    t_nets = [values.model("--teacher", name, num_classes, size[0]) for name in teacher]
     s_net = values.model("--student", student, num_classes, size[0])
-    loss = compile_distiller(block, t_net, s_net, size, teacher_name=teacher, student_name=student)
-    text = emit(loss, teacher=teacher, student=student, input_size=size, num_classes=num_classes)
+    one = len(teacher) == 1
+    loss = compile_distiller(block, t_nets[0] if one else t_nets, s_net, size,
+                             teacher_name=teacher[0] if one else list(teacher), student_name=student)
+    text = emit(loss, teacher=teacher[0] if one else list(teacher), student=student, input_size=size,
+                num_classes=num_classes)
     if out is None:
         typer.echo(text, nl=False)
         return
@@ -66,8 +72,12 @@ def compile_cmd(
 @command(source="file")
 def expand(
     file: Path = typer.Argument(..., help="The .kd file holding the distiller (e.g. a search's best.kd)."),
-    layers_: str = typer.Option(..., "--layers", help="Comma-separated tap points, e.g. stage1,stage2,stage3."),
-    teacher: Teacher = ...,
+    layers_: Optional[str] = typer.Option(None, "--layers", help="Comma-separated tap points, e.g. "
+                                                                  "stage1,stage2,stage3."),
+    teachers_: Optional[str] = typer.Option(None, "--teachers", help="Comma-separated teachers to apply the term "
+                                                                     "to, e.g. resnet56,wrn_40_2 (the first is "
+                                                                     "the one the term was found with)."),
+    teacher: Optional[Teacher] = None,
     student: Student = ...,
     teacher_weights: TeacherWeights = None,
     term: Optional[str] = typer.Option(None, "--term", help="Which term to expand (default: the first one "
@@ -81,7 +91,7 @@ def expand(
     out: OutFile = None,
     device: str = typer.Option("cpu", "--device", help="Where the batch runs: cpu, cuda, cuda:N or mps."),
 ) -> None:
-    """Apply one term at several layers, with training-free weights set on one batch."""
+    """Apply one term at several layers and/or to several teachers, with training-free weights set on one batch."""
     from ..compiler.build import load_distiller
     from ..files import check_output_file, write_text
 
@@ -94,11 +104,22 @@ def expand(
     if note:
         console.print(note)
     block = load_distiller(file, distiller)
-    points = [p.strip() for p in layers_.split(",") if p.strip()]
+    from ..errors import KDError
+
+    over_teachers = [t.strip() for t in (teachers_ or "").split(",") if t.strip()]
+    if over_teachers and teacher:
+        raise KDError("give the teachers either with --teachers A,B (applying the term to each) or with --teacher")
+    archs = over_teachers or list(teacher or [])
+    if not archs:
+        raise KDError("expand needs a teacher", hint="--teacher T, or --teachers A,B to apply the term to each")
+    if layers_ is None and len(over_teachers) < 2:
+        raise KDError("expand needs --layers, or --teachers with two or more teachers",
+                      hint="e.g. --layers stage1,stage2,stage3 or --teachers resnet56,wrn_40_2")
+    points = [p.strip() for p in layers_.split(",") if p.strip()] if layers_ is not None else None
 
     import torch
 
-    from ..api import obtain_teacher
+    from ..api import obtain_teachers, require_teachers
     from ..data import load_data
     from ..multilayer import check_layers, expand_layers, pick_term
     from ..training.runtime import resolve_device
@@ -106,20 +127,27 @@ def expand(
 
     # a bad term, model or layer list fails before any teacher is loaded or trained
     pick_term(block, points, term)
-    check_layers(points, {name: values.model(option, name, 10, size[0])
-                          for option, name in (("--teacher", teacher), ("--student", student))})
+    if not over_teachers:
+        require_teachers(block, archs, file)
+    nets = {name: values.model(option, name, 10, size[0])
+            for option, name in [*(("--teacher", a) for a in archs), ("--student", student)]}
+    if points is not None:
+        check_layers(points, nets)
 
     bundle = load_data(data_cfg)
-    teacher_net = obtain_teacher(teacher, teacher_weights, data_cfg, bundle.num_classes, console)
+    teacher_net = obtain_teachers(archs if len(archs) > 1 else archs[0], teacher_weights or None, data_cfg,
+                                  bundle.num_classes, console)
     student_net = make_student(student, bundle.num_classes, data_cfg.input_size[0], seed)
     pick = torch.randperm(len(bundle.train), generator=torch.Generator().manual_seed(seed))[:batch_size]
     torch.manual_seed(seed)  # learnable connectors start from the same weights each time
     dev = resolve_device(device)
-    teacher_net.to(dev)
+    for net in teacher_net if isinstance(teacher_net, list) else [teacher_net]:
+        net.to(dev)
     student_net.to(dev)
     result, info = expand_layers(block, points, teacher_net, student_net, bundle.train.images[pick].to(dev),
-                                 bundle.train.labels[pick].to(dev), term, teacher_name=teacher,
-                                 student_name=student)
+                                 bundle.train.labels[pick].to(dev), term,
+                                 teacher_name=archs if len(archs) > 1 else archs[0], student_name=student,
+                                 over_teachers=bool(over_teachers))
     from ..lang.printer import print_block
 
     text = print_block(result)
@@ -127,6 +155,7 @@ def expand(
         typer.echo(text, nl=False)
     else:
         write_text(out, text)
-    console.print(f"term `{info['term']}`: unweighted loss {info['original']:.4g}; per layer "
+    console.print(f"term `{info['term']}`: unweighted loss {info['original']:.4g}; "
+                  + ("per copy " if info["teachers"] else "per layer ")
                   + ", ".join(f"{k} {v:.4g}" for k, v in info["layers"].items())
                   + (f"; wrote {out}" if out is not None else ""))

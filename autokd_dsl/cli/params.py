@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
@@ -62,11 +62,13 @@ AT_LEAST_0 = Number(int, 0)
 POSITIVE = Number(float, 0, low_open=True)
 
 # models and weights
-Teacher = Annotated[str, _opt("--teacher", help="Teacher architecture: a zoo name, timm:NAME or "
-                                                "package.module:factory.")]
+Teacher = Annotated[List[str], _opt("--teacher", help="Teacher architecture: a zoo name, timm:NAME or "
+                                                      "package.module:factory; repeat for several teachers "
+                                                      "(teacher1, teacher2, … in this order).")]
 Student = Annotated[str, _opt("--student", help="Student architecture (as --teacher).")]
-TeacherWeights = Annotated[Optional[Path], _opt("--teacher-weights", help="Teacher checkpoint (default: the "
-                                                "cached teacher, trained first when there is none).")]
+TeacherWeights = Annotated[Optional[List[Path]], _opt("--teacher-weights", help="Teacher checkpoint, one per --teacher "
+                                                      "in the same order (default: the cached teacher, trained "
+                                                      "first when there is none).")]
 NumClasses = Annotated[int, _opt("--num-classes", help="Classes of the models' outputs.", click_type=AT_LEAST_1)]
 DistillerName = Annotated[Optional[str], _opt("--distiller", help="Which distiller of the file.")]
 

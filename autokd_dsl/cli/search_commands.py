@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -34,7 +34,7 @@ DENSITY = Number(float, 0, 1, low_open=True, high_open=True)  # (0, 1): a densit
 def search(
     ctx: typer.Context,
     space_file: Optional[Path] = typer.Argument(None, help="The .kd file holding a `space` block."),
-    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher architecture."),
+    teacher: Optional[List[str]] = typer.Option(None, "--teacher", help="Teacher architecture; repeat for several."),
     student: Optional[str] = typer.Option(None, "--student", help="Student architecture."),
     teacher_weights: TeacherWeights = None,
     data: Data = "digits",
@@ -91,6 +91,7 @@ def search(
     from ..training.tracking import command_line
 
     values.input_size(input_size)  # a bad value fails as a command-line value, before the settings are built
+    options.update(teacher=values.one_or_list(teacher), teacher_weights=values.one_or_list(teacher_weights))
     s = settings(SearchSettings, "search", ctx, config, options)
     values.data_config(name=s.data, root=s.data_root, input_size=s.input_size, seed=s.seed, augment=False,
                        train_subset=s.train_subset)

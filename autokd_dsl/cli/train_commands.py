@@ -7,7 +7,7 @@ any work starts (input size, dataset, model names, device, the output path or ru
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -41,8 +41,8 @@ DATA_HELP = "Dataset (digits, fashion-mnist, mnist, cifar10, cifar100, imagefold
 @command("teacher")
 def teacher_cmd(
     ctx: typer.Context,
-    model: Optional[str] = typer.Argument(None, help="Teacher architecture: a zoo name, timm:NAME or "
-                                                     "package.module:factory."),
+    model: Optional[List[str]] = typer.Argument(None, help="Teacher architectures (one or more, each trained in "
+                                                           "turn): zoo names, timm:NAME or package.module:factory."),
     data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP),
     data_root: DataRoot = None,
     input_size: InputSize = INPUT_SIZE,
@@ -68,6 +68,7 @@ def teacher_cmd(
     from ..training.tracking import command_line
 
     check.input_size(input_size)  # a bad value fails as a command-line value, before the settings are built
+    options.update(model=check.one_or_list(model))
     s = settings(TeacherSettings, "teacher", ctx, config, options)
     check.data_config(name=s.data, root=s.data_root, input_size=s.input_size)
     if s.out is not None:
@@ -81,7 +82,7 @@ def teacher_cmd(
 def train_cmd(
     ctx: typer.Context,
     file: Optional[Path] = typer.Argument(None, help="The .kd file holding the distiller."),
-    teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher architecture."),
+    teacher: Optional[List[str]] = typer.Option(None, "--teacher", help="Teacher architecture; repeat for several."),
     student: Optional[str] = typer.Option(None, "--student", help="Student architecture."),
     teacher_weights: TeacherWeights = None,
     distiller: DistillerName = None,
@@ -118,6 +119,7 @@ def train_cmd(
 
     console = plain_console()
     size, note = (None, None) if input_size is None and config is not None else check.input_size(input_size, file)
+    options.update(teacher=check.one_or_list(teacher), teacher_weights=check.one_or_list(teacher_weights))
     s = settings(TrainSettings, "train", ctx, config, options, **({"input_size": size} if size else {}))
     if note:
         console.print(note)

@@ -27,8 +27,16 @@ def model(option: str, name: str, num_classes: int, in_chans: int):
 
 def models(in_chans: int, **named: str) -> None:
     """Each model name is known (``teacher="resnet8"`` is checked as ``--teacher``), before any data is read."""
-    for option, name in named.items():
-        model("--" + option.replace("_", "-") if option != "model" else "MODEL", name, 10, in_chans)
+    for option, names in named.items():
+        for name in names if isinstance(names, (list, tuple)) else [names]:
+            model("--" + option.replace("_", "-") if option != "model" else "MODEL", name, 10, in_chans)
+
+
+def one_or_list(values):
+    """A repeatable option as the settings take it: None, one value, or a list of several."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else list(values)
 
 
 def data_config(**fields):

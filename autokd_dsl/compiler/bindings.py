@@ -27,7 +27,7 @@ from ..errors import KDError
 from ..lang import ir
 from ..lang.kinds import Kind
 from ..lang.ops import OPS, Op
-from ..standalone import kernels
+from ..standalone import kernels, teachers
 from . import modules
 from .taps import Model
 
@@ -172,7 +172,7 @@ def keyword(param) -> str:
 def binding(name: str) -> Binding:
     """The binding of op ``name`` (a LookupError naming what is missing when the registry names no code)."""
     op = OPS[name]
-    home = modules if op.module else kernels
+    home = modules if op.module else teachers if op.per_teacher else kernels
     fn = getattr(home, op.impl_name, None)
     if not callable(fn):
         raise LookupError(f"op `{name}` names {op.impl.kind} `{op.impl_name}`, which {home.__name__} does not define")

@@ -20,7 +20,7 @@ from torch import fx, nn
 from ..errors import KDError
 from ..lang import ir
 from ..lang.check import check_file
-from ..standalone.attach import Attached
+from ..standalone.attach import Attached, AttachedTeachers
 from .lower import Lowering, term_names
 from .taps import Model, TapNotReached, resolve_point
 
@@ -51,9 +51,12 @@ def pick_distiller(program: ir.Program, name: str | None, where: str) -> ir.Bloc
 class DistillerLoss(fx.GraphModule):
     """The compiled loss: ``forward(<student taps>, <teacher taps>, labels=None, epoch=0)`` → dict of terms."""
 
-    _KEPT = ("student_taps", "teacher_taps", "term_names", "distiller", "needs_index", "param_use", "tap_shapes")
+    _KEPT = ("student_taps", "teacher_taps", "teachers_taps", "term_names", "distiller", "needs_index", "param_use",
+             "tap_shapes")
 
     def tap_specs(self) -> dict[str, dict[str, str]]:
+        """Placeholder name → tap spec: the student's, and every teacher's together (the names of several
+        teachers' taps start `t1_`, `t2_`, …; ``teachers_taps`` holds them per teacher)."""
         return {"student": dict(self.student_taps), "teacher": dict(self.teacher_taps)}
 
     def __deepcopy__(self, memo):
@@ -65,30 +68,43 @@ class DistillerLoss(fx.GraphModule):
         return copied
 
 
-def compile_distiller(block: ir.Block, teacher: nn.Module, student: nn.Module, input_size=(3, 32, 32),
-                      *, teacher_name: str | None = None, student_name: str | None = None) -> DistillerLoss:
-    """Lower a checked distiller onto two models; raises a located KDError where it does not fit."""
+def compile_distiller(block: ir.Block, teacher: nn.Module | list[nn.Module], student: nn.Module,
+                      input_size=(3, 32, 32), *, teacher_name: str | list[str] | None = None,
+                      student_name: str | None = None) -> DistillerLoss:
+    """Lower a checked distiller onto a student and one teacher, or a list of teachers (`teacher2.x` is the
+    second, `teachers.x` each of them); raises a located KDError where it does not fit."""
     if block.kind != "distiller":
         raise KDError(f"`{block.name}` is a space; compile one of its candidates (or search it)")
-    t_name = teacher_name or getattr(teacher, "kd_name", "teacher")
+    nets = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
+    names = teacher_name if isinstance(teacher_name, (list, tuple)) else [teacher_name] * len(nets)
+    models = [Model(net, name or getattr(net, "kd_name", "teacher")) for net, name in zip(nets, names)]
     s_name = student_name or getattr(student, "kd_name", "student")
-    lowering = Lowering(block, Model(teacher, t_name), Model(student, s_name), tuple(input_size))
+    lowering = Lowering(block, models, Model(student, s_name), tuple(input_size))
     try:
         gm = lowering.build()
     except TapNotReached as err:  # point at the tap in the file
         if err.span is None:
-            err.span = next((p.span for p in _points(block) if resolve_point(student, p, s_name) == err.spec
-                             or resolve_point(teacher, p, t_name) == err.spec), None)
+            nets = [(student, s_name)] + [(m.net, m.name) for m in models]
+            err.span = next((p.span for p in _points(block) for net, name in nets if _spec(net, p, name) == err.spec),
+                            None)
         raise
     loss = DistillerLoss(gm, gm.graph, class_name="DistillerLoss")
     loss.student_taps = dict(lowering.student.taps)
-    loss.teacher_taps = dict(lowering.teacher.taps)
+    loss.teachers_taps = [dict(model.taps) for model in lowering.teachers]
+    loss.teacher_taps = {name: spec for taps in loss.teachers_taps for name, spec in taps.items()}
     loss.term_names = term_names(block)
     loss.distiller = block
     loss.needs_index = lowering.index_node is not None  # CRD's memory banks: the trainer passes index=
     loss.param_use = lowering.use  # which parameters the graph reads, and which shaped it (for emit)
     loss.tap_shapes = lowering.root.tap_shapes  # per sample, as compiled
     return loss
+
+
+def _spec(net, point, name):
+    try:
+        return resolve_point(net, point, name)
+    except KDError:
+        return None
 
 
 def _points(block: ir.Block):
@@ -99,6 +115,8 @@ def _points(block: ir.Block):
                 yield tap.teacher_point
 
 
-def attach(teacher: nn.Module, student: nn.Module, loss: DistillerLoss) -> Attached:
-    """A module running teacher (eval, no grad) and student, returning ``(student_output, losses)``."""
+def attach(teacher: nn.Module | list[nn.Module], student: nn.Module, loss: DistillerLoss) -> Attached:
+    """A module running the teacher(s) (eval, no grad) and the student, returning ``(student_output, losses)``."""
+    if isinstance(teacher, (list, tuple)):
+        return AttachedTeachers(list(teacher), student, loss, loss.student_taps, loss.teachers_taps)
     return Attached(teacher, student, loss, loss.student_taps, loss.teacher_taps)

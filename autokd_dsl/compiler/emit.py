@@ -15,9 +15,9 @@ from functools import lru_cache
 
 from ..lang import ir
 from ..lang.printer import print_block
-from ..standalone import attach, connectors, kernels
+from ..standalone import attach, connectors, kernels, teachers
 
-SOURCES = (kernels, connectors, attach)  # in this order in the file
+SOURCES = (kernels, connectors, teachers, attach)  # in this order in the file
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "neg": 3, "^": 4}
 
 
@@ -79,24 +79,28 @@ def python(expr: ir.Expr, outer: int = 0) -> str:
 
 def _roots(loss) -> tuple[list[str], set[str]]:
     """The kernels the graph calls, and every definition the file needs (modules, hooks)."""
-    called = [n.target.__name__ for n in loss.graph.nodes
-              if n.op == "call_function" and getattr(n.target, "__module__", None) == kernels.__name__]
+    nodes = [n for n in loss.graph.nodes if n.op == "call_function"]
+    called = [n.target.__name__ for n in nodes if getattr(n.target, "__module__", None) == kernels.__name__]
+    called += [n.args[0] for n in nodes if n.target is teachers.per_sample]  # a distance, by name
     called = sorted(set(called), key=called.index)
+    weights = {n.target.__name__ for n in nodes if getattr(n.target, "__module__", None) == teachers.__name__}
     classes = {type(m).__name__ for m in loss.children()}
-    return called, set(called) | classes | {"Attached"}
+    several = len(getattr(loss, "teachers_taps", [None])) > 1
+    return called, set(called) | weights | classes | {"AttachedTeachers" if several else "Attached"}
 
 
 def _imports(names: list[str]) -> list[str]:
     used = set().union(*(definitions()[n][2] for n in names))
     lines = ["import functools"] if "functools" in used else []
     lines += ["import math"] if "math" in used else []
-    lines += ["import types", "", "import torch"]
+    lines += ["import types"] + (["import warnings"] if "warnings" in used else []) + ["", "import torch"]
     lines += ["import torch.nn.functional as F"] if "F" in used else []
     return lines + ["from torch import nn"]
 
 
 def _forward(loss) -> str:
-    code = loss.code.replace("autokd_dsl_standalone_kernels_", "kernels.").strip("\n")
+    code = loss.code.replace("autokd_dsl_standalone_kernels_", "kernels.")
+    code = code.replace("autokd_dsl_standalone_teachers_", "").strip("\n")  # weights of several teachers
     lines = [("    " + ln) if ln.strip() else "" for ln in code.splitlines()]
     return "\n".join(ln.rstrip() for ln in lines).rstrip() + "\n"
 
@@ -125,18 +129,23 @@ def _signature_example(loss) -> str:
     return f"DistillerLoss({', '.join(f'{n}={v!r}' for n, v in values.items())})"
 
 
-def emit(loss, *, teacher: str, student: str, input_size, num_classes: int) -> str:
+def emit(loss, *, teacher: str | list[str], student: str, input_size, num_classes: int) -> str:
     size = "x".join(str(d) for d in input_size)
+    names = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
+    several = len(getattr(loss, "teachers_taps", [None])) > 1
+    who = f"teachers {', '.join(names)}" if several else f"teacher {names[0]}"
+    nets = f"[{', '.join(f'teacher{k}' for k in range(1, len(names) + 1))}]" if several else "teacher"
+    teacher_taps = [dict(t) for t in loss.teachers_taps] if several else dict(loss.teacher_taps)
     kd = "\n".join("# " + ln if ln else "#" for ln in print_block(loss.distiller).rstrip("\n").splitlines())
     called, roots = _roots(loss)
     names = reached(roots)
     table = definitions()
     header = (
-        f'"""Distiller `{loss.distiller.name}` compiled by autokd-dsl for teacher {teacher} and student '
+        f'"""Distiller `{loss.distiller.name}` compiled by autokd-dsl for {who} and student '
         f"{student}\n(input {size}, {num_classes} classes). Generated code: edit the .kd source and compile "
         "again.\n\n"
         f"    loss = {_signature_example(loss)}   # the .kd defaults; learnable connectors are its parameters\n"
-        "    model = attach(teacher, student, loss)\n"
+        f"    model = attach({nets}, student, loss)" + ("   # the teachers in this order" if several else "") + "\n"
         "    logits, losses = model(x, labels=y, epoch=epoch)   # losses['total'] is the training loss\n"
         '"""\n'
     )
@@ -149,14 +158,20 @@ def emit(loss, *, teacher: str, student: str, input_size, num_classes: int) -> s
         + "\n\n".join(table[n][1] for n in names) + "\n",
         "kernels = types.SimpleNamespace(" + ", ".join(f"{n}={n}" for n in called) + ")\n",
         "# ---- the loss " + "-" * 84 + "\n",
-        f"STUDENT_TAPS = {dict(loss.student_taps)!r}\nTEACHER_TAPS = {dict(loss.teacher_taps)!r}\n"
+        f"STUDENT_TAPS = {dict(loss.student_taps)!r}\nTEACHER_TAPS = {teacher_taps!r}"
+        + ("  # one dict per teacher, in order" if several else "") + "\n"
         f"TAP_SHAPES = {shapes!r}  # per sample, as compiled\n",
         "class DistillerLoss(nn.Module):\n"
         f'    """forward(<student taps>, <teacher taps>, labels=None, epoch=0) -> dict of terms and "total"."""\n\n'
         + _init(loss) + "\n" + _forward(loss),
-        "def attach(teacher, student, loss=None):\n"
-        '    """A module whose forward(x, labels=None, epoch=0) returns (student_output, losses)."""\n'
-        "    return Attached(teacher, student, loss if loss is not None else DistillerLoss(), STUDENT_TAPS, "
-        "TEACHER_TAPS)\n",
+        ("def attach(teachers, student, loss=None):\n"
+         '    """A module whose forward(x, labels=None, epoch=0) returns (student_output, losses); `teachers` is '
+         'the list\n    of teacher networks, in the order of TEACHER_TAPS."""\n'
+         "    return AttachedTeachers(list(teachers), student, loss if loss is not None else DistillerLoss(), "
+         "STUDENT_TAPS, TEACHER_TAPS)\n") if several else
+        ("def attach(teacher, student, loss=None):\n"
+         '    """A module whose forward(x, labels=None, epoch=0) returns (student_output, losses)."""\n'
+         "    return Attached(teacher, student, loss if loss is not None else DistillerLoss(), STUDENT_TAPS, "
+         "TEACHER_TAPS)\n"),
     ]
     return "\n".join(p.rstrip("\n") + "\n" for p in parts)

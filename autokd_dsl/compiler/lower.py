@@ -38,10 +38,13 @@ class Chain:
 
 
 class Lowering:
-    """Builds the loss graph of ``block`` for ``teacher`` and ``student`` (:meth:`build`)."""
+    """Builds the loss graph of ``block`` for ``teacher`` and ``student`` (:meth:`build`). ``teacher`` is one
+    :class:`Model` or a list (several teachers, numbered from 1 in order; ``self.teacher`` is the one a term's
+    pipeline is being built against)."""
 
-    def __init__(self, block: ir.Block, teacher: Model, student: Model, input_size, batch: int = 2):
-        self.block, self.teacher, self.student = block, teacher, student
+    def __init__(self, block: ir.Block, teacher: "Model | list[Model]", student: Model, input_size, batch: int = 2):
+        self.teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
+        self.block, self.teacher, self.student = block, self.teachers[0], student
         self.graph = fx.Graph()
         self.root = nn.Module()
         self.memo: dict[tuple, object] = {}
@@ -54,19 +57,27 @@ class Lowering:
 
     # ---- graph inputs and output ---------------------------------------------------------------------
     def build(self) -> fx.GraphModule:
-        collect_taps(self.block, self.teacher, self.student)
+        from .teachers import check_classes, require_teachers
+
+        require_teachers(self.block, [model.name for model in self.teachers])
+        collect_taps(self.block, self.teachers, self.student)
+        if len(self.teachers) > 1:
+            check_classes(self)
         s_ex = probe_examples(self.student.net, self.student.taps, self.x, self.student.name)
-        t_ex = probe_examples(self.teacher.net, self.teacher.taps, self.x, self.teacher.name)
+        t_ex = {}
+        for model in self.teachers:
+            t_ex.update(probe_examples(model.net, model.taps, self.x, model.name))
+        t_names = [name for model in self.teachers for name in model.taps]
         self.labels = self.labels.to(next(iter(s_ex.values())).device) if s_ex else self.labels
         self.inputs = {name: (self.graph.placeholder(name), s_ex[name]) for name in self.student.taps}
-        self.inputs.update({name: (self.graph.placeholder(name), t_ex[name]) for name in self.teacher.taps})
+        self.inputs.update({name: (self.graph.placeholder(name), t_ex[name]) for name in t_names})
         self.labels_node = self.graph.placeholder("labels", default_value=None)
         self.epoch_node = self.graph.placeholder("epoch", default_value=0)
         self.index_node = self.graph.placeholder("index", default_value=None) if self.uses("index") else None
         self.last_input = self.index_node or self.epoch_node
         self.root.tap_shapes = {name: tuple(ex.shape[1:]) for name, (_, ex) in self.inputs.items()}
         check = self.check_taps()
-        for name in self.teacher.taps:  # the teacher side never carries gradients
+        for name in t_names:  # the teacher side never carries gradients
             node, ex = self.inputs[name]
             detached = self.graph.create_node("call_method", "detach", (node,), {}, name=f"{name}_detached")
             self.inputs[name] = (detached, ex)
@@ -153,11 +164,19 @@ class Lowering:
         """Each tap's pipeline and distance, summed, times the weight; the term's last node carries its name.
         With an op across taps the pipelines run in lockstep so that it sees all of them (otherwise tap after
         tap, which keeps each tap's nodes together)."""
+        if any(tap.each_teacher for tap in term.taps):
+            from .teachers import each_teacher
+
+            return each_teacher(self, term, name)
         groups = [term.taps] if any(OPS[call.op].across for call in term.transforms) else [[t] for t in term.taps]
         weight = self.weight(term.weight, name)
         unweighted = isinstance(weight, (int, float)) and weight == 1
         alone = unweighted and len(term.taps) == 1  # the distance is the term's value
-        parts = [self.distance(term.distance, c, name, alone) for taps in groups for c in self.pipeline(term, taps)]
+        k = 1 if term.taps[0].teacher_point.is_labels else (term.taps[0].teacher_point.teacher_number or 1)
+        self.teacher, tag = self.teachers[k - 1], (f"@t{k}" if len(self.teachers) > 1 else "")
+        parts = [self.distance(term.distance, c, name, alone)
+                 for taps in groups for c in self.pipeline(term, taps, tag)]
+        self.teacher = self.teachers[0]
         value = parts[0]
         for i, part in enumerate(parts[1:], start=2):
             last = i == len(parts) and unweighted
@@ -167,33 +186,42 @@ class Lowering:
         return self.fn(operator.mul, (value, weight if isinstance(weight, fx.Node) else float(f"{weight:.12g}")),
                        name=name)
 
-    def pipeline(self, term: ir.Term, taps) -> list[Chain]:
-        chains = [self.start(tap) for tap in taps]
+    def pipeline(self, term: ir.Term, taps, tag: str = "") -> list[Chain]:
+        """The pipelines of ``taps`` against the current teacher; ``tag`` keeps the values that depend on the
+        teacher (its side; student-side modules sized for it, random draws made with it) apart from another
+        teacher's."""
+        chains = [self.start(tap, tag) for tap in taps]
         for call in term.transforms:
             if OPS[call.op].across:
                 chains = self.across(call, chains)
             else:
-                chains = [self.transform(call, c) for c in chains]
+                chains = [self.transform(call, c, tag) for c in chains]
         return chains
+
+    def prefix(self, k: int) -> str:
+        """Teacher k's graph-input prefix: `t` with one teacher, `t1`, `t2`, … with several."""
+        return "t" if len(self.teachers) == 1 else f"t{k}"
 
     def source_val(self, model: Model, point: ir.Point, prefix: str) -> Val:
         node, ex = self.inputs[model.tap_name(point, prefix)]
         return Val(node, ex, _base_kind(model, point, ex))
 
-    def start(self, tap: ir.Tap) -> Chain:
+    def start(self, tap: ir.Tap, tag: str = "") -> Chain:
         s = self.source_val(self.student, tap.student, "s")
         if tap.teacher_point.is_labels:
             t = Val(self.labels_node, self.labels, Kind("labels"))
         else:
-            t = self.source_val(self.teacher, tap.teacher_point, "t")
-        return Chain(s, t, ((tap.student.key,), (tap.teacher_point.key,)), tap)
+            t = self.source_val(self.teacher, tap.teacher_point, self.prefix(self.teachers.index(self.teacher) + 1))
+        return Chain(s, t, ((tap.student.key,), (tag, tap.teacher_point.key) if tag else (tap.teacher_point.key,)),
+                     tap)
 
     # ---- transforms --------------------------------------------------------------------------------------
-    def transform(self, call: ir.Call, chain: Chain) -> Chain:
+    def transform(self, call: ir.Call, chain: Chain, tag: str = "") -> Chain:
         op, s, t = OPS[call.op], chain.s, chain.t
         kinds = self.transform_kinds(call, s, t)
         side = call.side or (op.side if op.side != "both" else None)
-        key = (chain.key[0] + (call.key,) if side != "teacher" else chain.key[0],
+        step = (call.key, tag) if tag and (op.module or op.random) else call.key  # sized for / drawn with it
+        key = (chain.key[0] + (step,) if side != "teacher" else chain.key[0],
                chain.key[1] + (call.key,) if side != "student" else chain.key[1])
         if op.random:
             s2, t2 = self.paired(call, s, t, kinds, key, side)

@@ -77,13 +77,22 @@ class Model:
         return name
 
 
-def collect_taps(block: ir.Block, teacher: Model, student: Model) -> None:
-    """Name every tap of ``block`` on both networks, in the order the terms read them."""
+def collect_taps(block: ir.Block, teacher: Model | list[Model], student: Model) -> None:
+    """Name every tap of ``block`` on both networks, in the order the terms read them. With several teachers
+    (a list), each teacher's inputs are named `t1_…`, `t2_…` and hold the taps that name it (`teachers.x`: all)."""
+    teachers = teacher if isinstance(teacher, list) else [teacher]
+    prefix = ["t"] if len(teachers) == 1 else [f"t{k}" for k in range(1, len(teachers) + 1)]
     for term in block.terms:
         for tap in term.taps:
             student.tap_name(tap.student, "s")
-            if not tap.teacher_point.is_labels:
-                teacher.tap_name(tap.teacher_point, "t")
+            if tap.teacher_point.is_labels:
+                continue
+            numbers = range(1, len(teachers) + 1) if tap.each_teacher else [tap.teacher_point.teacher_number or 1]
+            for k in numbers:
+                teachers[k - 1].tap_name(tap.teacher_point, prefix[k - 1])
+        if any(isinstance(e, ir.Call) and e.op == "confidence" for e in ir.walk(term.weight)):
+            for model, name in zip(teachers, prefix):  # CA-MKD's weights read every teacher's logits
+                model.tap_name(ir.Point("logits"), name)
 
 
 def ident(text: str) -> str:

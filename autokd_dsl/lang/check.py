@@ -192,6 +192,7 @@ class _Checker:
         before = len(self.errors)
         for slot in term.taps:
             self.tap_slot(slot)
+        self.each_teacher = self.teacher_mode(term)
         if self.is_role(term.steps[-1], "distance"):
             last = term.steps[-1]
             self.error("the term has no weight", last.span,
@@ -229,11 +230,25 @@ class _Checker:
         else:
             self.tap(slot)
 
+    def teacher_mode(self, term: ir.Term) -> bool:
+        """Does the term tap each teacher (`teachers.x`)? Then every tap must: one term, one set of teachers."""
+        taps = [t for t in ir.term_taps(term) if not t.teacher_point.is_labels]
+        each = [t for t in taps if t.each_teacher]
+        if each and len(each) != len(taps):
+            other = next(t for t in taps if not t.each_teacher)
+            self.error("a term taps either each teacher (`teachers.`) or one teacher", other.span,
+                       hint=f"write `{_tap_text(other).split(' ~ ')[0]} ~ teachers.{other.teacher_point.path}`, "
+                            "or move this tap to a term of its own")
+        return bool(each)
+
     def tap(self, tap: ir.Tap) -> None:
         s, t = tap.student, tap.teacher
         for point in (s, t):
             if point is not None and point.call is not None and point.call < 1:
                 self.error("call numbers count from 1", point.span, hint="write `@1` for the first call")
+            if point is not None and point.teacher_number == 0:
+                self.error("teachers count from 1", point.span,
+                           hint=f"write `teacher1.{point.path}` for the first teacher given")
             if point is not None and point.path == "labels" and point.side:
                 self.error("`labels` belong to the batch, not to a network", point.span,
                            hint="write `labels` without `student.` or `teacher.`")
@@ -242,10 +257,13 @@ class _Checker:
                 self.error("`labels` can only be the right side of a pair", s.span, hint="write `logits ~ labels`")
             elif s.side:
                 other = "teacher" if s.side == "student" else "student"
-                self.error(f"`{s.side}.{s.path}` needs a {other} point to pair with", s.span,
-                           hint=f"write `student.A ~ teacher.B`, or drop `{s.side}.` to tap the same point on both")
+                if s.is_teacher and s.side != "teacher":
+                    hint = f"write `{s.path} ~ {s.side}.{s.path}` (the student's `{s.path}` with the teacher's)"
+                else:
+                    hint = f"write `student.A ~ teacher.B`, or drop `{s.side}.` to tap the same point on both"
+                self.error(f"`{s.side}.{s.path}` needs a {other} point to pair with", s.span, hint=hint)
             return
-        if s.side == "teacher" or s.is_labels:
+        if s.is_teacher or s.is_labels:
             self.error("the left side of `~` is the student's point", s.span,
                        hint="write `student.A ~ teacher.B` (or `logits ~ labels`)")
         if t.side == "student":
@@ -416,8 +434,16 @@ class _Checker:
         return checked
 
     def weight_expr(self, expr: ir.Expr) -> ir.Expr:
+        if isinstance(expr, ir.Name) and expr.id not in self.params and expr.id in OPS \
+                and OPS[expr.id].role == "weight":  # `equal`, `balance`: a weight function without arguments
+            expr = ir.Call(expr.id, (), None, span=expr.span)
         if isinstance(expr, ir.Call):
             op = OPS.get(expr.op)
+            if op is not None and op.per_teacher and not getattr(self, "each_teacher", False):
+                self.error(f"`{op.name}` weighs the teachers of a term that taps each teacher", expr.span,
+                           hint="tap every teacher with `teachers.`, e.g. `logits ~ teachers.logits -> softmax(4) "
+                                f"-> kl -> 16 * {op.name}`")
+                return expr
             if expr.side:
                 self.error(f"a weight cannot be one-sided (`{expr.side}.{expr.op}`)", expr.span,
                            hint=f"write `{expr.op}` without `{expr.side}.`")
@@ -448,8 +474,8 @@ class _Checker:
             return dataclasses.replace(expr, left=self.weight_expr(expr.left), right=self.weight_expr(expr.right))
         if isinstance(expr, ir.Neg):
             return dataclasses.replace(expr, operand=self.weight_expr(expr.operand))
-        if isinstance(expr, ir.Choice):
-            self.choice_allowed(expr)
+        if isinstance(expr, ir.Choice) and self.choice_allowed(expr):
+            return dataclasses.replace(expr, options=tuple(self.weight_expr(o) for o in expr.options))
         return expr
 
     # kinds (distillers; a space's kinds are checked per candidate by the search)

@@ -120,7 +120,9 @@ class Point(Node):
     """A tapped activation: a module path (or alias), its input or output, and which call of it."""
 
     path: str
-    side: str | None = None  # "student", "teacher" or None (same point on both networks)
+    # "student", "teacher", "teacherN" (the N-th teacher, from 1), "teachers" (each teacher) or None (the same
+    # point on the student and the teacher)
+    side: str | None = None
     io: str = "out"
     call: int | None = None
     span: Span | None = field(**_META)
@@ -128,6 +130,25 @@ class Point(Node):
     @property
     def is_labels(self) -> bool:
         return self.path == "labels" and self.side is None
+
+    @property
+    def is_teacher(self) -> bool:
+        """Does this point name a teacher's activation explicitly (`teacher.x`, `teacher2.x`, `teachers.x`)?"""
+        return self.side is not None and self.side.startswith("teacher")
+
+    @property
+    def teacher_number(self) -> int | None:
+        """Which teacher a teacher-side point names: 1 for `teacher.x` (and points without a side), N for
+        `teacherN.x`, None for `teachers.x` (each teacher) and student points.
+
+        >>> Point("stage3", "teacher2").teacher_number, Point("logits").teacher_number
+        (2, 1)
+        """
+        if self.side in (None, "teacher"):
+            return 1
+        if self.side == "teachers" or not self.is_teacher:
+            return None
+        return int(self.side[len("teacher"):])
 
 
 @dataclass(frozen=True)
@@ -141,6 +162,11 @@ class Tap(Node):
     @property
     def teacher_point(self) -> Point:
         return self.teacher if self.teacher is not None else self.student
+
+    @property
+    def each_teacher(self) -> bool:
+        """Is the teacher side every teacher (`student.x ~ teachers.y`)?"""
+        return self.teacher is not None and self.teacher.side == "teachers"
 
 
 @dataclass(frozen=True)
@@ -187,6 +213,30 @@ class Term(Node):
     @property
     def weight(self) -> Expr:
         return self.steps[-1]
+
+
+def term_taps(term: "Term") -> Iterator[Tap]:
+    """Every tap of a term, the options of a tap choice included."""
+    for slot in term.taps:
+        for option in slot.options if isinstance(slot, TapChoice) else (slot,):
+            yield from option.taps if isinstance(option, TapGroup) else (option,)
+
+
+def teachers_used(block: "Block") -> tuple[int, bool]:
+    """(the highest teacher number a tap names, whether a term is applied to each teacher): what a distiller
+    needs of the command's teachers.
+
+    >>> t = Term((Tap(Point("logits"), Point("logits", "teachers")),), (Name("kl"), Num(1)))
+    >>> teachers_used(Block("distiller", "d", (), (t,)))
+    (1, True)
+    """
+    highest, each = 1, False
+    for term in block.terms:
+        for tap in term_taps(term):
+            number = tap.teacher_point.teacher_number
+            highest = max(highest, number or 1)
+            each = each or tap.each_teacher
+    return highest, each
 
 
 @dataclass(frozen=True)

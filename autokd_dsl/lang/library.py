@@ -84,8 +84,10 @@ def constructs_of(block) -> tuple[str, ...]:
         points = [p for tap in term.taps if isinstance(tap, ir.Tap) for p in (tap.student, tap.teacher) if p]
         if any(p.path.endswith("_pre") or p.io == "in" for p in points):
             found.append("pre-activation taps")
-        if any(isinstance(e, ir.Call) for e in ir.walk(term.weight)):
+        calls = [e for e in ir.walk(term.weight) if isinstance(e, ir.Call) and e.op in OPS]
+        if any(not OPS[c.op].per_teacher for c in calls):
             found.append("epoch schedule")
+        found += [f"several teachers, weighted by `{c.op}`" for c in calls if OPS[c.op].per_teacher]
     return tuple(dict.fromkeys(found))
 
 

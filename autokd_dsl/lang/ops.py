@@ -87,6 +87,9 @@ class Op:
     shapes: str = "same"  # distances: the shapes they compare: "same", "positions" (channels may differ), "any"
     impl: Impl = KERNEL  # its implementation (a kernel of the same name unless the entry says otherwise)
     batch_sized: bool = False  # its output's size (beyond the batch axis) is the batch size, as in relations
+    # weights: a training-free factor per teacher of a `teachers.` term: "fixed" (a constant), "batch" (computed
+    # on every batch) or "once" (computed on the first training batch, then kept)
+    per_teacher: str | None = None
 
     def param(self, name: str) -> P | None:
         return next((p for p in self.params if p.name == name), None)
@@ -117,6 +120,7 @@ class Op:
         ['state across batches', 'random', 'input: index']
         """
         flags = [(self.learnable, "learnable"), (self.stateful, "state across batches"), (self.random, "random"),
+                 (self.per_teacher is not None, f"per teacher ({self.per_teacher})"),
                  (self.teacher, "teacher parameters"), (self.across is not None, f"across taps ({self.across})")]
         return [word for on, word in flags if on] + [f"input: {n}" for n in self.needs]
 
@@ -281,6 +285,17 @@ _OPS: list[Op] = [
     Op("before", W, "1 before the given epoch, 0 from it on (a pre-training stage)", (P("epoch", "number"),)),
     Op("linear", W, "from `start` to `end` linearly over `epochs`, then `end`",
        (P("start", "number"), P("end", "number"), P("epochs", "positive"))),
+    # training-free weights of the teachers of a `teachers.` term (autokd_dsl.standalone.teachers); each sums to 1
+    # over the K teachers
+    Op("equal", W, "1/K for each of the K teachers (AVER)", per_teacher="fixed"),
+    Op("confidence", W, "CA-MKD's confidence, per sample and batch: (1 − softmax over teachers of the teacher's "
+                        "cross-entropy on the label) / (K − 1); lower cross-entropy weighs more",
+       per_teacher="batch", needs=("labels",)),
+    Op("agreement", W, "teacher–student agreement of the activations the distance compares, on the first training "
+                       "batch: linear CKA (or cosine similarity), normalised to sum 1 over the teachers",
+       (P("measure", "symbol", "cka", choices=("cka", "cosine")),), per_teacher="once"),
+    Op("balance", W, "loss balancing on the first training batch: teacher k gets mean(L) / (K · L_k), so every "
+                     "teacher's weighted loss starts equal", per_teacher="once"),
 ]
 
 OPS: dict[str, Op] = {op.name: op for op in _OPS}

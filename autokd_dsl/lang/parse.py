@@ -30,6 +30,9 @@ from ..errors import KDError, SourceText, Span, raise_all
 from . import ir
 
 SIDES = ("student", "teacher")
+# A tap can name one teacher of several (`teacher2.stage3`, counted from 1 in the order the command gives them)
+# or every teacher (`teachers.logits`: the term is applied once per teacher).
+_TEACHER_SIDE = re.compile(r"teacher(s|[0-9]+)")
 
 # Terminal names as a person would read them.
 _TERMINALS = {
@@ -129,7 +132,7 @@ class _ToIR(Transformer):
         return ir.Tap(children[0], children[1] if len(children) > 1 else None, span=_span(meta))
 
     def point(self, meta, children):
-        path, side = _split_side(str(children[0]))
+        path, side = _split_point_side(str(children[0]))
         io, call = "out", None
         for child in children[1:]:
             if isinstance(child, Token):
@@ -197,6 +200,15 @@ def _split_side(word: str) -> tuple[str, str | None]:
     if len(head) == 2 and head[0] in SIDES:
         return head[1], head[0]
     return word, None
+
+
+def _split_point_side(word: str) -> tuple[str, str | None]:
+    """As :func:`_split_side`, and also ``"teacher2.stage3"`` → ``("stage3", "teacher2")`` and
+    ``"teachers.logits"`` → ``("logits", "teachers")``."""
+    head = word.split(".", 1)
+    if len(head) == 2 and _TEACHER_SIDE.fullmatch(head[0]):
+        return head[1], head[0]
+    return _split_side(word)
 
 
 # ---- errors -----------------------------------------------------------------------------------------

@@ -62,9 +62,13 @@ def ray_init(address: str | None = None, num_cpus: int | None = None, num_gpus: 
         ray.init(**kwargs)
     except (ConnectionError, ValueError, RuntimeError) as err:
         where = "a local Ray instance" if address is None else f"the Ray cluster at `{address}`"
+        hint = ("start one with `ray start --head` (see README: Searching on a Ray cluster), or leave --ray-address "
+                "out to start a local instance")
+        if address not in (None, "auto") and not os.environ.get("RAY_AUTH_MODE"):
+            hint = ("if the cluster uses token authentication (Ray's default), copy the head's ~/.ray/auth_token here "
+                    "and set RAY_AUTH_MODE=token; otherwise " + hint)
         raise KDError(f"could not connect to {where}: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
-                      hint="start one with `ray start --head` (see README: Searching on a Ray cluster), "
-                           "or leave --ray-address out to start a local instance") from None
+                      hint=hint) from None
     return True
 
 

@@ -80,3 +80,34 @@ class Attached(nn.Module):
     def detach_hooks(self):
         for handle in self._parts[4]:
             handle.remove()
+
+
+class AttachedTeachers(Attached):
+    """:class:`Attached` with several teachers: ``teachers`` a list, ``teacher_taps`` one dict per teacher in the
+    same order (their tap names differ: ``t1_…``, ``t2_…``); every teacher runs in eval mode without gradients."""
+
+    def __init__(self, teachers, student, loss, student_taps, teacher_taps):
+        nn.Module.__init__(self)
+        self.loss = loss
+        if len(teachers) != len(teacher_taps):
+            raise ValueError(f"this loss distils from {len(teacher_taps)} teachers; {len(teachers)} were given")
+        t_values, hooks = [], []
+        for net, taps in zip(teachers, teacher_taps):
+            values, handles = hook_taps(net, taps, detach=True)
+            t_values.append(values)
+            hooks += handles
+        s_values, s_hooks = hook_taps(student, student_taps)
+        object.__setattr__(self, "_parts", (list(teachers), student, t_values, s_values, hooks + s_hooks))
+        for module in loss.modules():
+            if getattr(module, "reads_teacher", False):
+                module.copy_from_teacher(teachers[0])
+
+    def forward(self, x, labels=None, epoch=0, index=None):
+        teachers, student, t_values, s_values, _ = self._parts
+        with torch.no_grad():
+            for net in teachers:
+                net.eval()(x)
+        output = student(x)
+        extra = {"index": index} if getattr(self.loss, "needs_index", False) else {}
+        taps = {k: v for values in t_values for k, v in values.items()}
+        return output, self.loss(**s_values, **taps, labels=labels, epoch=epoch, **extra)

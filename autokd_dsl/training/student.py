@@ -93,14 +93,24 @@ def make_student(name: str, num_classes: int, in_chans: int, seed: int) -> nn.Mo
     return create_model(name, num_classes, in_chans)
 
 
-def run_settings(block: ir.Block, teacher: nn.Module, student: nn.Module, bundle: DataBundle | SetBundle,
-                 cfg: TrainConfig) -> dict:
+def _teachers(teacher) -> list[nn.Module]:
+    return list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
+
+
+def _each(teacher, fn):
+    """``fn`` of the teacher, or the list of ``fn`` of each teacher when there are several."""
+    values = [fn(t) for t in _teachers(teacher)]
+    return values if isinstance(teacher, (list, tuple)) and len(values) > 1 else values[0]
+
+
+def run_settings(block: ir.Block, teacher: nn.Module | list[nn.Module], student: nn.Module,
+                 bundle: DataBundle | SetBundle, cfg: TrainConfig) -> dict:
     """Everything that determines a run; ``--resume`` refuses a checkpoint whose settings differ."""
     return {
         "distiller": block.name,
         "distiller_key": block.key,
-        "teacher": getattr(teacher, "kd_name", type(teacher).__name__),
-        "teacher_hash": teacher_hash(teacher),
+        "teacher": _each(teacher, lambda t: getattr(t, "kd_name", type(t).__name__)),
+        "teacher_hash": _each(teacher, teacher_hash),
         "student": getattr(student, "kd_name", type(student).__name__),
         "data": bundle.config.model_dump(mode="json"),
         "train_images": len(bundle.train),
@@ -147,30 +157,39 @@ class Distill(nn.Module):
     (it never trains) and runs in inference mode; with ``cache`` its tapped outputs are read by sample index
     instead. This is also the supported way to use a compiled loss under DDP in one's own loop (see
     ``docs/scale.md``): the ``Attached`` module of an emitted file keeps the student outside its tree.
+    ``teacher`` may be a list (several teachers, in the order of ``loss.teachers_taps``), ``cache`` then a list
+    with one cache per teacher.
     """
 
-    def __init__(self, teacher: nn.Module, student: nn.Module, loss: nn.Module,
-                 cache: TeacherCache | None = None) -> None:
+    def __init__(self, teacher: nn.Module | list[nn.Module], student: nn.Module, loss: nn.Module,
+                 cache: TeacherCache | list[TeacherCache] | None = None) -> None:
         super().__init__()
         self.student, self.loss = student, loss
         specs = loss.tap_specs()
-        object.__setattr__(self, "_teacher", teacher)
-        self._cache, self._teacher_specs = cache, specs["teacher"]
+        teachers = _teachers(teacher)
+        object.__setattr__(self, "_teachers", teachers)
+        self._caches = None if cache is None else _teachers(cache)
+        self._teacher_specs = list(getattr(loss, "teachers_taps", [specs["teacher"]]))
         self._student_capture = TapCapture(student, specs["student"])
-        self._teacher_capture = None if cache is not None else TapCapture(teacher, specs["teacher"], detach=True)
+        self._teacher_captures = None if cache is not None else [
+            TapCapture(t, taps, detach=True) for t, taps in zip(teachers, self._teacher_specs)]
         for module in loss.modules():
-            if getattr(module, "reads_teacher", False):
-                module.copy_from_teacher(teacher)
+            if getattr(module, "reads_teacher", False):  # every module has copy_from_teacher; few read it
+                module.copy_from_teacher(teachers[0])
 
     def teacher_outputs(self, x: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self._cache is not None:
-            rows = self._cache.batch(index)
-            return {name: rows[spec].to(x.device, non_blocking=True) for name, spec in self._teacher_specs.items()}
-        self._teacher.eval()
+        if self._caches is not None:
+            out = {}
+            for cache, taps in zip(self._caches, self._teacher_specs):
+                rows = cache.batch(index)
+                out.update({name: rows[spec].to(x.device, non_blocking=True) for name, spec in taps.items()})
+            return out
         with torch.inference_mode():
-            self._teacher(x)
+            for teacher in self._teachers:
+                teacher.eval()
+                teacher(x)
         # inference tensors cannot be saved for backward; a clone outside inference mode is an ordinary tensor
-        return {name: value.clone() for name, value in self._teacher_capture.values.items()}
+        return {name: value.clone() for capture in self._teacher_captures for name, value in capture.values.items()}
 
     def forward(self, x, labels=None, index=None, epoch=0):
         teacher_acts = self.teacher_outputs(x, index)
@@ -181,8 +200,8 @@ class Distill(nn.Module):
 
     def close(self) -> None:
         self._student_capture.remove()
-        if self._teacher_capture is not None:
-            self._teacher_capture.remove()
+        for capture in self._teacher_captures or []:
+            capture.remove()
 
 
 # ------------------------------------------------------------------------------------------- resume
@@ -276,7 +295,8 @@ def train(block: ir.Block, teacher: nn.Module, student: nn.Module, bundle: DataB
     seed_everything(cfg.seed)
     loss = compile_distiller(block, teacher, student, input_size=sets.input_size)
     channels_last = use_channels_last(runtime, device)
-    to_runtime(teacher, device, channels_last)
+    for t in _teachers(teacher):
+        to_runtime(t, device, channels_last)
     to_runtime(student, device, channels_last)
     loss.to(device)
     precision = Precision(runtime.amp, device)
@@ -330,12 +350,15 @@ def train(block: ir.Block, teacher: nn.Module, student: nn.Module, bundle: DataB
         tracker.close()
 
 
-def _teacher_cache(cfg, teacher, loss, sets, cache_root, console) -> TeacherCache:
+def _teacher_cache(cfg, teacher, loss, sets, cache_root, console) -> TeacherCache | list[TeacherCache]:
+    """The offline outputs of the teacher, or one cache per teacher (each holding that teacher's taps)."""
     if cache_root is None:
         raise KDError("--offline-teacher needs a cache folder for the teacher's outputs")
-    specs = loss.tap_specs()["teacher"].values()
-    return TeacherCache.open(teacher, sets.train, specs, cache_root, data_key=sets.config.key(),
-                             augment=sets.augment, console=console)
+    tap_sets = getattr(loss, "teachers_taps", [loss.tap_specs()["teacher"]])
+    caches = [TeacherCache.open(t, sets.train, taps.values(), cache_root, data_key=sets.config.key(),
+                                augment=sets.augment, console=console)
+              for t, taps in zip(_teachers(teacher), tap_sets)]
+    return caches if isinstance(teacher, (list, tuple)) else caches[0]
 
 
 def _epoch(loop: Loop, model, distill: Distill, sets: SetBundle, cfg, opt, epoch, console) -> dict:
@@ -379,7 +402,7 @@ def _finish(loop, out, settings, distill, teacher, sets, history, elapsed, conso
         "test_accuracy": test_acc,
         "best_val_accuracy": best["val_acc"] if best else math.nan,
         "best_val_epoch": best["epoch"] if best else None,
-        "teacher_test_accuracy": (getattr(teacher, "kd_teacher", None) or {}).get("test_accuracy"),
+        "teacher_test_accuracy": _each(teacher, lambda t: (getattr(t, "kd_teacher", None) or {}).get("test_accuracy")),
         "seconds": round(elapsed, 3),
     }
     tracker.scalars(len(history), {"accuracy/test": test_acc})
