@@ -71,10 +71,17 @@ def search(
     space: Optional[str] = typer.Option(None, "--space", help="Which space of the file."),
     out: Path = typer.Option(Path("runs/search"), "--out", help="Output folder (store, best.kd, report)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the search stored in --out."),
-    final_epochs: int = typer.Option(0, "--final-epochs", help="Retrain the top 3 and KD this long (test accuracy).",
+    final_epochs: int = typer.Option(0, "--final-epochs", help="Retrain the top 3 and every baseline this long (test "
+                                     "accuracy).",
                                      parser=AT_LEAST_0),
     final_seeds: int = typer.Option(3, "--final-seeds", help="Seeds for the final retraining.",
                                     parser=AT_LEAST_1),
+    baselines: str = typer.Option("kd,fitnet", "--baselines", help="Library distillers scored under the same proxy "
+                                  "next to the CE-only baseline (comma-separated)."),
+    fidelity: Optional[str] = typer.Option(None, "--fidelity", help="Epochs per rung, e.g. 2,6,18: every candidate "
+                                           "at the first, the best 1/eta promoted (ASHA)."),
+    eta: int = typer.Option(3, "--eta", help="Promotion rate of --fidelity: the best 1/eta go on (at least 2).",
+                            parser=Number(int, 2)),
     tensorboard: Tensorboard = True,
     config: Config = None,
 ) -> None:
@@ -86,12 +93,15 @@ def search(
     from ..files import check_output_folder
     from ..search.driver import STRATEGIES
     from ..search.executor import check_executor
-    from ..search.run import check_search_folder, load_space
+    from ..search.run import check_search_folder, load_baselines, load_space, parse_rungs
     from ..search.space import SearchSpace
     from ..training.tracking import command_line
 
     values.input_size(input_size)  # a bad value fails as a command-line value, before the settings are built
     options.update(teacher=values.one_or_list(teacher), teacher_weights=values.one_or_list(teacher_weights))
+    with option_value("--fidelity"):
+        options.update(fidelity=parse_rungs(fidelity, eta),
+                       baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()))
     s = settings(SearchSettings, "search", ctx, config, options)
     values.data_config(name=s.data, root=s.data_root, input_size=s.input_size, seed=s.seed, augment=False,
                        train_subset=s.train_subset)
@@ -106,6 +116,8 @@ def search(
     with option_value("--executor"):
         check_executor(s.executor, s.ray_address, s.device, s.cpus_per_candidate, s.gpus_per_candidate)
     SearchSpace(load_space(str(s.space_file), s.space))  # a bad space fails before any training
+    with option_value("--baselines"):
+        load_baselines(s.baselines)
     check_search_folder(s.out, s.resume)  # so does a foreign --out folder, before anything is written
     summary = run_search(s, console=plain_console(stderr=True), command=command_line())
     if summary["best"] is None:
