@@ -330,6 +330,16 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
                       "and --subset in (0, 1]")
     if s.rollout not in ("mast", "random"):
         raise KDError(f"unknown rollout policy `{s.rollout}`", hint="choose mast or random")
+    if isinstance(s.teacher, list):
+        if len(s.teacher) > 1:
+            raise KDError("--teacher: the search takes one teacher for now (command-line value)",
+                          hint="search with one teacher, then `autokd-dsl expand best.kd --teachers A,B` applies "
+                               "the found term to several; `compile` and `train` take several teachers")
+        s = s.model_copy(update={"teacher": s.teacher[0]})
+    if isinstance(s.teacher_weights, list):
+        if len(s.teacher_weights) > 1:
+            raise KDError("--teacher-weights: the search takes one teacher for now (command-line value)")
+        s = s.model_copy(update={"teacher_weights": s.teacher_weights[0] if s.teacher_weights else None})
     device = str(resolve_device(s.device))
     from .search.executor import check_executor
 
