@@ -135,7 +135,7 @@ def text_store(path: Path) -> None:
 @dataclass(frozen=True)
 class Row:
     id: str
-    kind: str  # valid, numbers, options, outputs, files-in, foreign-state, locations
+    kind: str  # valid, numbers, options, outputs, files-in, foreign-state, shapes, locations
     argv: tuple[str, ...]
     code: int
     message: str
@@ -365,6 +365,8 @@ ROWS = [
     # ---- locations: errors about a file point into it, errors about a command-line value say so -------------
     Row("expand-unknown-layer", "locations", ("expand", "f.kd", "--layers", "stage1,stage9", *EXPAND[4:]), 2,
         "--layers: `stage9` is not a tap point of resnet8", CLI),
+    Row("connector-on-batch-relation", "shapes", compile_of("bg.kd"), 2, "sized from a batch relation", "bg.kd:2:29",
+        files={"bg.kd": one_term("stage3 -> batch_gram -> adapt -> mse -> 1")}),
     Row("tap-not-reached", "locations", compile_of("at.kd"), 2, "`layer1.0.relu@9` was not reached", "at.kd:2:5",
         files={"at.kd": one_term("layer1.0.relu@9 -> mse -> 1")}),
     Row("compile-unknown-tap", "locations", compile_of("t9.kd"), 2, "`stage9` is not a tap point", "t9.kd:2:5",
@@ -383,7 +385,7 @@ ROWS = [
         files={"d.kd": one_term("stage3 -> kl -> 1")}),
 ]
 
-KINDS = ("valid", "numbers", "options", "outputs", "files-in", "foreign-state", "locations")
+KINDS = ("valid", "numbers", "options", "outputs", "files-in", "foreign-state", "shapes", "locations")
 COMMANDS = ("check", "fmt", "ops", "library", "layers", "models", "compile", "expand", "search", "teacher", "train")
 
 
