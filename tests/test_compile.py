@@ -5,7 +5,9 @@ The emitted file itself (goldens, bytes, standalone use) is tested in test_emit.
 
 from __future__ import annotations
 
+import copy
 import json
+import operator
 import os
 import subprocess
 import sys
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from autokd_dsl.compiler.build import (
     attach,
@@ -334,7 +337,7 @@ def test_every_op_resolves_to_an_implementation_that_takes_its_parameters():
     problems = {name: signature_problems(binding(name)) for name in OPS}
     assert {name: p for name, p in problems.items() if p} == {}
     assert binding("review").fn.__module__ == "autokd_dsl.compiler.modules"
-    assert binding("kl").keywords == {"t", "reduce", "mode", "dims"}
+    assert binding("kl").keywords == {"t", "reduce", "mode", "dims", "weight"}
     assert not hasattr(kernels, "fdiv")
 
 
@@ -459,3 +462,37 @@ def test_gram_kernels_have_the_gradients_of_the_plain_products():
     (plain,) = torch.autograd.grad((torch.nn.functional.normalize(f @ f.t(), dim=1) ** 3).sum(), f)
     (ours,) = torch.autograd.grad((kernels.batch_gram(f) ** 3).sum(), f)
     assert torch.allclose(ours, plain)
+
+
+def test_a_kl_term_folds_its_weight_into_the_divergence():
+    """`kl -> alpha * t^2` is one kernel call whose value is the weighted term (the batch mean's division and the
+    weight are one multiplication), equal to the weight times the plain KL."""
+    teacher, student = build("resnet14", "resnet8")
+    loss = compile_text("distiller d(t = 4, alpha = 0.9):\n    soft: logits -> softmax(t) -> kl -> alpha * t^2\n"
+                        "    plain: logits -> softmax(t) -> kl -> 1\n", teacher, student)
+    nodes = {n.name: n for n in loss.graph.nodes}
+    assert nodes["soft"].target is kernels.kl and nodes["soft"].kwargs["weight"].op == "get_attr"
+    assert count_calls(loss, operator.mul) == 0 and count_calls(loss, kernels.kl) == 2
+    s, t = torch.randn(4, 10, requires_grad=True), torch.randn(4, 10)
+    out = loss(s_logits=s, t_logits=t)
+    expected = F.kl_div(F.log_softmax(s / 4, 1), F.softmax(t / 4, 1), reduction="batchmean")
+    assert torch.allclose(out["plain"], expected) and torch.allclose(out["soft"], 0.9 * 16 * expected)
+    assert torch.allclose(loss(s_logits=s, t_logits=t)["soft"], loss.forward(s_logits=s, t_logits=t)["soft"])
+
+
+def test_the_compiled_loss_runs_its_hooks_when_it_has_some():
+    """The loss calls its forward directly when nothing observes the call; a hook makes it a module call again."""
+    teacher, student = build("resnet14", "resnet8")
+    loss = compile_distiller(load_distiller(ROOT / "library" / "kd.kd"), teacher, student, SIZE)
+    inputs = {"s_logits": torch.randn(2, 10), "t_logits": torch.randn(2, 10), "labels": torch.tensor([1, 2])}
+    seen = []
+    handle = loss.register_forward_hook(lambda module, args, out: seen.append(float(out["total"])))
+    total = float(loss(**inputs)["total"])
+    handle.remove()
+    loss(**inputs)
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda m, a, out: seen.append(-1.0))
+    loss(**inputs)
+    handle.remove()
+    assert seen == [total, -1.0]
+    copied = copy.deepcopy(loss)
+    assert float(copied(**inputs)["total"]) == total

@@ -16,9 +16,9 @@ small function each) adds what the generic marshalling cannot know, such as a so
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable
+from functools import cache
 
 import torch
 from torch import fx
@@ -42,10 +42,10 @@ class Val:
     example: torch.Tensor
     kind: Kind
     pdims: tuple[int, ...] | None = None
-    logits: "Val | None" = None  # the input of the softmax that made this value (for fused kl)
+    logits: Val | None = None  # the input of the softmax that made this value (for fused kl)
     temp: float = 1.0
     batch_sized: bool = False  # a size beyond the batch axis is the batch size (batch relations)
-    transposed: "Val | None" = None  # the value `transpose` made this one from (for pearson over columns)
+    transposed: Val | None = None  # the value `transpose` made this one from (for pearson over columns)
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,8 @@ RULES: dict[str, Rule] = {
     "softmax": Rule(finish=_remember_distribution),
     "log_form": Rule(extra=("log",), prepare=_log_form),  # target_binary on log-probabilities stays in logs
     "patches": Rule(prepare=_patches_fit),
-    "divergence": Rule(extra=("mode", "dims"), prepare=_divergence),
+    # kl / js take ``weight``: a term's weight, folded into the division of their mean (one tensor op less)
+    "divergence": Rule(extra=("mode", "dims", "weight"), prepare=_divergence),
     "ce": Rule(extra=("soft",), prepare=_ce),  # labels, or the teacher's distribution
     "transpose": Rule(finish=_remember_transposed),
     "correlation": Rule(extra=("dim", "mean"), prepare=_correlation),
@@ -170,14 +171,16 @@ def keyword(param) -> str:
     return "dims" if param.type == "axis" else param.name
 
 
-@lru_cache(maxsize=None)
+@cache
 def binding(name: str) -> Binding:
     """The binding of op ``name`` (a LookupError naming what is missing when the registry names no code)."""
     op = OPS[name]
     home = modules if op.module else teachers if op.per_teacher else kernels
     fn = getattr(home, op.impl_name, None)
-    if not callable(fn):
+    if fn is None:
         raise LookupError(f"op `{name}` names {op.impl.kind} `{op.impl_name}`, which {home.__name__} does not define")
+    if not callable(fn):
+        raise TypeError(f"op `{name}` names {op.impl.kind} `{op.impl_name}`, which is not callable in {home.__name__}")
     if op.impl.rule not in RULES:
         raise LookupError(f"op `{name}` names argument rule `{op.impl.rule}`, which the bindings do not define")
     return Binding(op, fn, RULES[op.impl.rule])

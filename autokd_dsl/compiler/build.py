@@ -15,7 +15,9 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import torch
 from torch import fx, nn
+from torch.nn.modules import module as _module
 
 from ..errors import KDError
 from ..lang import ir
@@ -48,6 +50,12 @@ def pick_distiller(program: ir.Program, name: str | None, where: str) -> ir.Bloc
                   + ", ".join(b.name for b in distillers))
 
 
+# every module's hooks (registered with torch.nn.modules.module.register_module_forward_hook and the like; the
+# dicts are updated in place)
+_GLOBAL_HOOKS = (_module._global_forward_pre_hooks, _module._global_forward_hooks,
+                 _module._global_backward_pre_hooks, _module._global_backward_hooks)
+
+
 class DistillerLoss(fx.GraphModule):
     """The compiled loss: ``forward(<student taps>, <teacher taps>, labels=None, epoch=0)`` → dict of terms."""
 
@@ -58,6 +66,20 @@ class DistillerLoss(fx.GraphModule):
         """Placeholder name → tap spec: the student's, and every teacher's together (the names of several
         teachers' taps start `t1_`, `t2_`, …; ``teachers_taps`` holds them per teacher)."""
         return {"student": dict(self.student_taps), "teacher": dict(self.teacher_taps)}
+
+    def recompile(self):
+        code = super().recompile()
+        type(self).__call__ = DistillerLoss._call  # the class of this instance alone (GraphModule makes one each)
+        return code
+
+    def _call(self, *args, **kwargs):
+        """``forward``, called directly where nothing observes the call (no hooks, no tracing, not compiled):
+        the generic path of a module call (GraphModule's error-reporting wrapper, then nn.Module's hook
+        dispatch) costs about as much as one kernel of a small loss. Otherwise, a module call as usual."""
+        if (self._forward_hooks or self._forward_pre_hooks or self._backward_hooks or self._backward_pre_hooks
+                or any(_GLOBAL_HOOKS) or self._compiled_call_impl is not None or torch._C._get_tracing_state()):
+            return nn.Module.__call__(self, *args, **kwargs)
+        return self.forward(*args, **kwargs)
 
     def __deepcopy__(self, memo):
         # GraphModule copies its graph and submodules only; the compile results ride along here

@@ -45,7 +45,7 @@ class Lowering:
     :class:`Model` or a list (several teachers, numbered from 1 in order; ``self.teacher`` is the one a term's
     pipeline is being built against)."""
 
-    def __init__(self, block: ir.Block, teacher: "Model | list[Model]", student: Model, input_size, batch: int = 2):
+    def __init__(self, block: ir.Block, teacher: Model | list[Model], student: Model, input_size, batch: int = 2):
         self.teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
         self.block, self.teacher, self.student = block, self.teachers[0], student
         self.graph = fx.Graph()
@@ -125,12 +125,18 @@ class Lowering:
         groups = [term.taps] if any(OPS[call.op].across for call in term.transforms) else [[t] for t in term.taps]
         weight = self.numbers.weight(term.weight, name)
         unweighted = isinstance(weight, (int, float)) and weight == 1
-        alone = unweighted and len(term.taps) == 1  # the distance is the term's value
+        # one tap, and a distance that takes the term's weight (`weight`): the distance node is the term's value
+        folded = (not unweighted and len(term.taps) == 1 and not OPS[term.distance.op].module
+                  and "weight" in binding(term.distance.op).keywords)
+        alone = (unweighted or folded) and len(term.taps) == 1  # the distance is the term's value
+        factor = (weight if isinstance(weight, fx.Node) else float(f"{weight:.12g}")) if folded else None
         k = 1 if term.taps[0].teacher_point.is_labels else (term.taps[0].teacher_point.teacher_number or 1)
         self.teacher, tag = self.teachers[k - 1], (f"@t{k}" if len(self.teachers) > 1 else "")
-        parts = [self.distance(term.distance, c, name, alone)
+        parts = [self.distance(term.distance, c, name, alone, factor)
                  for taps in groups for c in self.pipeline(term, taps, tag)]
         self.teacher = self.teachers[0]
+        if folded:  # one tap: one chain
+            return parts[0]
         value = parts[0]
         for i, part in enumerate(parts[1:], start=2):
             last = i == len(parts) and unweighted
@@ -260,8 +266,9 @@ class Lowering:
                 for i, ex in enumerate(examples)]
 
     # ---- distances ---------------------------------------------------------------------------------------
-    def distance(self, call: ir.Call, chain: Chain, term: str, alone: bool) -> fx.Node:
-        """The distance node of one chain (named after the term when it is the term's value)."""
+    def distance(self, call: ir.Call, chain: Chain, term: str, alone: bool, weight=None) -> fx.Node:
+        """The distance node of one chain (named after the term when it is the term's value), times ``weight``
+        where given (a distance taking the term's weight)."""
         op, s, t = OPS[call.op], chain.s, chain.t
         name = term if alone else f"{term}_{call.op}"
         _check_distance_fits(call, s, t, chain.tap, self.student.name, self.teacher.name)
@@ -270,6 +277,7 @@ class Lowering:
             site = Site(call, s, t, chain.tap, self.teacher, self.x)
             return self.module_val(site, term, inputs, Kind("scalar"), node_name=name).node
         s, t, kwargs = distance_call(call, s, t, self.numbers.value)
+        kwargs = kwargs if weight is None else {**kwargs, "weight": weight}
         out = self.kernel_val(call, binding(call.op).fn, [s, t], kwargs, name, Kind("scalar"))
         if not torch.is_tensor(out.example) or out.example.dim() != 0:
             raise KDError(f"`{call.op}` did not give a scalar", span=call.span)

@@ -164,7 +164,7 @@ def minmax(x):
 # ---- element-wise -------------------------------------------------------------------------------------------
 
 
-def abs(x):  # noqa: A001 - the op's name
+def abs(x):  # shadows the builtin: the op's name
     return x.abs()
 
 
@@ -172,7 +172,7 @@ def square(x):
     return x * x
 
 
-def pow(x, e):  # noqa: A001 - the op's name
+def pow(x, e):  # shadows the builtin: the op's name
     return x.sign() * x.abs().pow(e)
 
 
@@ -256,26 +256,26 @@ def pairwise(s, t):
     return (s - t).flatten(1).norm(dim=1).mean()
 
 
-def kl(s, target, mode="p", dims=(1,), t=1.0, reduce="batch"):
+def kl(s, target, mode="p", dims=(1,), t=1.0, reduce="batch", weight=1.0):
     """KL(target ‖ s) summed over ``dims``, averaged over the rest (reduce "all": over every entry), on "p", "logp",
-    or "logits" (an exact log-softmax of x / t first)."""
+    or "logits" (an exact log-softmax of x / t first); times ``weight`` (a term's weight, folded into the mean's
+    division)."""
     if mode == "p":
         total = (target * (torch.log(target + EPS) - torch.log(s + EPS))).sum()
     else:
         if mode == "logits":
             s, target = log_softmax(s, t, dims), log_softmax(target, t, dims)
-        if reduce != "all" and s.dim() == 2:  # one fused op (the batch mean included)
-            return F.kl_div(s, target, reduction="batchmean", log_target=True)
         total = F.kl_div(s, target, reduction="sum", log_target=True)
-    return total / (s.numel() if reduce == "all" else s.numel() // math.prod(s.shape[d] for d in dims))
+    return total * (weight / (s.numel() if reduce == "all" else s.numel() // math.prod(s.shape[d] for d in dims)))
 
 
-def js(s, target, mode="p", dims=(1,), t=1.0):
+def js(s, target, mode="p", dims=(1,), t=1.0, weight=1.0):
+    """Jensen-Shannon divergence, summed over ``dims`` and averaged over the rest, times ``weight``."""
     if mode == "logits":
         s, target = softmax(s, t, dims), softmax(target, t, dims)
     log_m = torch.log(0.5 * (s + target) + EPS)
     per = s * (torch.log(s + EPS) - log_m) + target * (torch.log(target + EPS) - log_m)
-    return 0.5 * per.sum() / (s.numel() // math.prod(s.shape[d] for d in dims))
+    return per.sum() * (0.5 * weight / (s.numel() // math.prod(s.shape[d] for d in dims)))
 
 
 def cosine(s, t):
@@ -361,7 +361,7 @@ def drop_target(x, labels, value=1000.0):
 def fsp(*xs):
     """One FSP matrix per consecutive pair of maps: (N, C_b, C_a), the larger map average-pooled first."""
     out = []
-    for a, b in zip(xs[:-1], xs[1:]):
+    for a, b in zip(xs[:-1], xs[1:]):  # noqa: RUF007 - compiled files import no itertools
         if a.shape[2] > b.shape[2]:
             a = F.adaptive_avg_pool2d(a, b.shape[2:])
         elif a.shape[2] < b.shape[2]:

@@ -33,18 +33,17 @@ def log_softmax(x, t=1.0, dims=(1,)):
         return x.flatten(dims[0], dims[-1]).log_softmax(dims[0]).view(x.shape)
     return x.log_softmax(dims[0])
 
-def kl(s, target, mode="p", dims=(1,), t=1.0, reduce="batch"):
+def kl(s, target, mode="p", dims=(1,), t=1.0, reduce="batch", weight=1.0):
     """KL(target ‖ s) summed over ``dims``, averaged over the rest (reduce "all": over every entry), on "p", "logp",
-    or "logits" (an exact log-softmax of x / t first)."""
+    or "logits" (an exact log-softmax of x / t first); times ``weight`` (a term's weight, folded into the mean's
+    division)."""
     if mode == "p":
         total = (target * (torch.log(target + EPS) - torch.log(s + EPS))).sum()
     else:
         if mode == "logits":
             s, target = log_softmax(s, t, dims), log_softmax(target, t, dims)
-        if reduce != "all" and s.dim() == 2:  # one fused op (the batch mean included)
-            return F.kl_div(s, target, reduction="batchmean", log_target=True)
         total = F.kl_div(s, target, reduction="sum", log_target=True)
-    return total / (s.numel() if reduce == "all" else s.numel() // math.prod(s.shape[d] for d in dims))
+    return total * (weight / (s.numel() if reduce == "all" else s.numel() // math.prod(s.shape[d] for d in dims)))
 
 def ce(s, target, soft=False, t=1.0):
     """Cross-entropy of the logits ``s`` / t against class labels, or a distribution (``soft``)."""
@@ -129,8 +128,7 @@ class DistillerLoss(nn.Module):
         t = self.t
         hard_weight = self.hard_weight
         t_logits_detached = t_logits.detach();  t_logits = None
-        soft_kl = kernels.kl(s_logits, t_logits_detached, t = t, mode = 'logits', dims = (1,));  t_logits_detached = t = None
-        soft = soft_kl * soft_weight;  soft_kl = soft_weight = None
+        soft = kernels.kl(s_logits, t_logits_detached, t = t, mode = 'logits', dims = (1,), weight = soft_weight);  t_logits_detached = t = soft_weight = None
         hard_ce = kernels.ce(s_logits, labels, t = 1, soft = False);  s_logits = labels = None
         hard = hard_ce * hard_weight;  hard_ce = hard_weight = None
         total = soft + hard
