@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def to(self, device: torch.device | str) -> "Split":
+    def to(self, device: torch.device | str) -> Split:
         return Split(
             self.images.to(device),
             self.labels.to(device),
@@ -48,11 +49,17 @@ class Split:
         )
 
 
+S = TypeVar("S")
+
+
 @dataclass
-class DataBundle:
-    train: Split
-    val: Split
-    test: Split
+class Bundle(Generic[S]):
+    """A dataset's train, validation and test splits, with what describes them: the classes, the normalisation
+    (per channel of the inputs), the data configuration and whether training augments."""
+
+    train: S
+    val: S
+    test: S
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -63,6 +70,11 @@ class DataBundle:
     @property
     def input_size(self) -> tuple[int, int, int]:
         return self.config.input_size
+
+
+@dataclass
+class DataBundle(Bundle[Split]):
+    """The splits held in memory (:class:`Split`)."""
 
 
 # ------------------------------------------------------------------------------------------- splitting

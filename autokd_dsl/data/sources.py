@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import gzip
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,17 +84,26 @@ def read_digits() -> RawData:
     bunch = load_digits()
     images = torch.from_numpy(np.asarray(bunch.images, dtype=np.float32)).unsqueeze(1)  # values 0..16
     labels = torch.from_numpy(np.asarray(bunch.target, dtype=np.int64))
+    return _numbered((images, labels), None, 10, scale=16.0)
+
+
+def _numbered(train: tuple, test: tuple | None, num_classes: int, *, scale: float, stats: tuple = (None, None),
+              augment: bool = False) -> RawData:
+    """The :class:`RawData` of a dataset whose classes are named by their numbers (``"0"`` … ``"K-1"``):
+    ``train`` and ``test`` are (images, labels), ``test`` None without an official test split; ``stats`` the
+    published (mean, std), or None to compute them."""
+    test_images, test_labels = (None, None) if test is None else test
     return RawData(
-        train_images=images,
-        train_labels=labels,
-        test_images=None,
-        test_labels=None,
-        num_classes=10,
-        class_names=tuple(str(i) for i in range(10)),
-        scale=16.0,
-        mean=None,
-        std=None,
-        default_augment=False,
+        train_images=train[0],
+        train_labels=train[1],
+        test_images=test_images,
+        test_labels=test_labels,
+        num_classes=num_classes,
+        class_names=tuple(str(i) for i in range(num_classes)),
+        scale=scale,
+        mean=stats[0],
+        std=stats[1],
+        default_augment=augment,
     )
 
 
@@ -192,18 +202,11 @@ def read_mnist_like(name: str, root: Path | None) -> RawData:
         if labels.size and int(labels.max()) >= 10:
             raise KDError(f"{name} {split} labels go up to {int(labels.max())}, expected 0..9", hint="the label file is corrupt")
     mean, std = (FASHION_MEAN, FASHION_STD) if name == "fashion-mnist" else (MNIST_MEAN, MNIST_STD)
-    return RawData(
-        train_images=torch.from_numpy(arrays["train_images"].copy()).unsqueeze(1),
-        train_labels=torch.from_numpy(arrays["train_labels"].astype(np.int64)),
-        test_images=torch.from_numpy(arrays["test_images"].copy()).unsqueeze(1),
-        test_labels=torch.from_numpy(arrays["test_labels"].astype(np.int64)),
-        num_classes=10,
-        class_names=tuple(str(i) for i in range(10)),
-        scale=255.0,
-        mean=mean,
-        std=std,
-        default_augment=False,
-    )
+    def split(which: str) -> tuple:
+        return (torch.from_numpy(arrays[f"{which}_images"].copy()).unsqueeze(1),
+                torch.from_numpy(arrays[f"{which}_labels"].astype(np.int64)))
+
+    return _numbered(split("train"), split("test"), 10, scale=255.0, stats=(mean, std))
 
 
 # ----------------------------------------------------------------------------------------------- CIFAR
@@ -247,7 +250,7 @@ def _load_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndar
     try:
         with open(path, "rb") as f:
             obj = _SafeUnpickler(f, encoding="bytes").load()
-    except Exception as exc:  # a broken pickle can raise almost anything
+    except Exception as exc:  # noqa: BLE001 - a broken pickle can raise almost anything
         raise KDError(
             f"cannot read CIFAR batch {path}: {type(exc).__name__}: {exc}",
             hint="the file is truncated or corrupt; delete it and unpack the archive again",
@@ -300,18 +303,7 @@ def read_cifar(name: str, root: Path | None) -> RawData:
     train_x, train_y = load(train_files)
     test_x, test_y = load(test_files)
     mean, std = (CIFAR10_MEAN, CIFAR10_STD) if name == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
-    return RawData(
-        train_images=train_x,
-        train_labels=train_y,
-        test_images=test_x,
-        test_labels=test_y,
-        num_classes=num_classes,
-        class_names=tuple(str(i) for i in range(num_classes)),
-        scale=255.0,
-        mean=mean,
-        std=std,
-        default_augment=True,
-    )
+    return _numbered((train_x, train_y), (test_x, test_y), num_classes, scale=255.0, stats=(mean, std), augment=True)
 
 
 # ----------------------------------------------------------------------------------------- imagefolder

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .augment import crop_flip, resized_crop_params, stream_key, uniforms
 from .config import IMAGEFOLDER_PREFIX, DataConfig
-from .core import LUMINANCE, DataBundle, Split, _matched, _stats, split_positions
+from .core import LUMINANCE, Bundle, DataBundle, Split, _matched, _stats, split_positions
 from .sources import IMAGENET_MEAN, IMAGENET_STD, decode_image, list_imagefolder, read_raw, resize_image
 
 _GREY = torch.tensor(LUMINANCE).view(3, 1, 1)
@@ -67,12 +67,12 @@ class ImageSet(Dataset):
     def images_at(self, sel: torch.Tensor) -> torch.Tensor:  # pragma: no cover - every subclass has one
         raise NotImplementedError
 
-    def without_augmentation(self) -> "ImageSet":
+    def without_augmentation(self) -> ImageSet:
         other = copy.copy(self)
         other.augment = False
         return other
 
-    def take(self, rows: torch.Tensor) -> "ImageSet":
+    def take(self, rows: torch.Tensor) -> ImageSet:
         """The samples at ``rows`` of this split, as a split of their own (positions renumbered 0..)."""
         other = copy.copy(self)
         other.labels, other.origin = self.labels[rows].clone(), self.origin[rows].clone()
@@ -151,24 +151,11 @@ class FolderImages(ImageSet):
 
 
 @dataclass
-class SetBundle:
+class SetBundle(Bundle[ImageSet]):
     """Train, validation and test :class:`ImageSet` s of one dataset (the streamed :class:`DataBundle`)."""
 
-    train: ImageSet
-    val: ImageSet
-    test: ImageSet
-    num_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    config: DataConfig
-    augment: bool
-    class_names: tuple[str, ...] = field(default=())
     #: decoded by worker processes by default (everything but the tiny embedded digits)
     streamed: bool = False
-
-    @property
-    def input_size(self) -> tuple[int, int, int]:
-        return self.config.input_size
 
 
 def as_sets(bundle: DataBundle | SetBundle) -> SetBundle:
