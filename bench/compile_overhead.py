@@ -31,10 +31,10 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autokd_dsl.compiler.build import compile_distiller, load_distiller, pick_distiller  # noqa: E402
-from autokd_dsl.compiler.taps import probe  # noqa: E402
-from autokd_dsl.lang.check import check_text  # noqa: E402
-from autokd_dsl.models import create_model  # noqa: E402
+from autokd_dsl.compiler.build import compile_distiller, load_distiller, pick_distiller
+from autokd_dsl.compiler.taps import probe
+from autokd_dsl.lang.check import check_text
+from autokd_dsl.models import create_model
 
 SP = """distiller sp:
     ce: logits ~ labels -> ce -> 1

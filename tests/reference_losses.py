@@ -10,6 +10,7 @@ compiled loss's do while training.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -137,7 +138,7 @@ def ab(a, y, epoch, w, state, init=30, margin=1.0):
 def fsp(a, y, epoch, w, state, init=30):
     def matrices(feats):
         out = []
-        for bot, top in zip(feats[:-1], feats[1:]):
+        for bot, top in itertools.pairwise(feats):
             if bot.shape[2] > top.shape[2]:
                 bot = F.adaptive_avg_pool2d(bot, top.shape[2:])
             elif bot.shape[2] < top.shape[2]:

@@ -55,7 +55,7 @@ def test_dataset_names_and_config_key():
     assert a.key() == b.key() and len(a.key()) == 16
     assert DataConfig(seed=1).key() != a.key()
     assert DataConfig(name="CIFAR-10").name == "cifar10"
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="frozen"):
         a.seed = 3  # frozen
 
 

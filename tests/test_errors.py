@@ -245,15 +245,15 @@ def test_nesting_within_the_limit_is_fine():
 
 GROUPS = [
     ("syntax-errors-in-two-blocks",
-     "distiller a:\n    logits -> -> kl -> 1\ndistiller b:\n    logits -> mse -> 1\n"
-     "space c:\n    logits -> softmax( -> kl -> 1\n",
+     ("distiller a:\n    logits -> -> kl -> 1\ndistiller b:\n    logits -> mse -> 1\n"
+     "space c:\n    logits -> softmax( -> kl -> 1\n"),
      [("unexpected `->`", 2, 15), ("unexpected `->`", 6, 24)]),
     ("checker-errors-in-one-block",
-     "distiller a(t = 4, t = 5):\n"
+     ("distiller a(t = 4, t = 5):\n"
      "    x: logits -> sofmax -> kll -> alpah\n"
      "    x: labels -> ce -> 1\n"
      "    stage3 -> pool(2.5) -> mse -> warmup(y)\n"
-     "    stage2 -> kl -> 1\n",
+     "    stage2 -> kl -> 1\n"),
      [("parameter `t` is given twice", 1, 20), ("unknown transform `sofmax`", 2, 18),
       ("unknown distance `kll`", 2, 28), ("unknown name `alpah` in a weight", 2, 35),
       ("term label `x` is used twice", 3, 5), ("`labels` can only be the right side", 3, 8),
@@ -363,7 +363,7 @@ def test_cli_check_exits_2_for_each_bad_file(tmp_path: Path, index: int):
 
     from autokd_dsl.cli import app
 
-    path, message, line, col = _bad_files(tmp_path)[index]
+    path, message, _line, _col = _bad_files(tmp_path)[index]
     result = CliRunner().invoke(app, ["check", str(path)])
     assert result.exit_code == 2, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)

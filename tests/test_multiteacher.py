@@ -7,7 +7,7 @@ Run with ``-s`` to see the largest relative differences per library distiller.
 from __future__ import annotations
 
 import copy
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -29,7 +29,7 @@ BATCH = 8
 DIFFS: dict[str, list[float]] = {}
 
 
-@lru_cache(maxsize=None)
+@cache
 def net(name: str, classes: int = 10):
     torch.manual_seed(sum(map(ord, name)))
     return create_model(name, num_classes=classes)

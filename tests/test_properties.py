@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from hypothesis import HealthCheck, assume, given, settings
@@ -190,7 +190,7 @@ def weights(params: list[str]) -> st.SearchStrategy[ir.Expr]:
     return _weights(tuple(params))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _weights(params: tuple[str, ...]) -> st.SearchStrategy[ir.Expr]:
     leaves = [st.builds(ir.Num, st.integers(0, 100)),
               st.builds(ir.Num, st.floats(0, 1e4, allow_nan=False, allow_infinity=False))]
@@ -234,7 +234,7 @@ def _call(draw, name: str, axis: str | None, side: str | None, params: list[str]
     return ir.Call(name, tuple(args), side)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _transform_options(kinds: tuple) -> list[tuple[str, str | None, str | None]]:
     """Every (op, axis, side) whose signature takes the current kinds of all taps of the term."""
     found = []

@@ -120,51 +120,51 @@ def test_comments_keep_their_places():
 
 # (fixture, a different spelling of the same program)
 SPELLINGS = [
-    ("kd.kd", "distiller kd( t=4,alpha =0.9 ):\n  soft :  logits->softmax( t = t )->kl->alpha*t ^ 2\n"
-              "  hard: logits~labels  ->ce->1-alpha"),
-    ("kd.kd", "distiller kd(t = 4, alpha = 0.9):\n    soft: logits -> softmax(t) -> kl -> (alpha) * (t^2)\n"
-              "    hard: logits:out ~ labels -> ce() -> (1 - alpha)\n"),
-    ("kd.kd", "distiller kd(t = 4, alpha = .9):\r\n\tsoft: logits\r\n\t  -> softmax(t)\r\n\t  -> kl -> alpha * t^2\r\n"
-              "\thard: logits ~ labels -> ce -> 1 - alpha\r\n"),
-    ("kwargs.kd", "distiller kwargs(t = 4):\n"
+    ("kd.kd", ("distiller kd( t=4,alpha =0.9 ):\n  soft :  logits->softmax( t = t )->kl->alpha*t ^ 2\n"
+              "  hard: logits~labels  ->ce->1-alpha")),
+    ("kd.kd", ("distiller kd(t = 4, alpha = 0.9):\n    soft: logits -> softmax(t) -> kl -> (alpha) * (t^2)\n"
+              "    hard: logits:out ~ labels -> ce() -> (1 - alpha)\n")),
+    ("kd.kd", ("distiller kd(t = 4, alpha = .9):\r\n\tsoft: logits\r\n\t  -> softmax(t)\r\n\t  -> kl -> alpha * t^2\r\n"
+              "\thard: logits ~ labels -> ce -> 1 - alpha\r\n")),
+    ("kwargs.kd", ("distiller kwargs(t = 4):\n"
                   "    huber: stage3 -> smooth_l1(beta = .5) -> 1\n"
                   "    nst: stage3 -> mmd(c = 1, d = 3) -> 50\n"
                   "    kd: logits -> teacher.softmax(t = 4) -> ce(t = 4) -> 1\n"
                   "    kl: logits -> kl(t = t) -> t^2\n"
                   "    axes: stage2 -> softmax(axis = hw) -> normalize(axis = chw) -> l2 -> 1\n"
                   "    both: stage1 -> log_softmax(axis = c, t = t) -> kl -> 1\n"
-                  "    scaled: stage1 -> scale(factor = 0.5) -> pow(e = 2) -> mse -> 1\n"),
-    ("kwargs.kd", "distiller kwargs(t = 4):\n"
+                  "    scaled: stage1 -> scale(factor = 0.5) -> pow(e = 2) -> mse -> 1\n")),
+    ("kwargs.kd", ("distiller kwargs(t = 4):\n"
                   "    huber: stage3 -> smooth_l1(beta = 0.5) -> 1\n"
                   "    nst: stage3 -> mmd(d = 3, c = 1) -> 50\n"
                   "    kd: logits -> teacher.softmax(4) -> ce(t = 4) -> 1\n"
                   "    kl: logits -> kl(t = t) -> t^2\n"
                   "    axes: stage2 -> softmax(hw) -> normalize(chw) -> l2 -> 1\n"
                   "    both: stage1 -> log_softmax(c, t) -> kl -> 1\n"
-                  "    scaled: stage1 -> scale(0.5) -> pow(2) -> mse -> 1\n"),
-    ("schedules.kd", "distiller scheduled(alpha=0.9):\n"
+                  "    scaled: stage1 -> scale(0.5) -> pow(2) -> mse -> 1\n")),
+    ("schedules.kd", ("distiller scheduled(alpha=0.9):\n"
                      " soft: logits -> softmax(4) -> kl -> alpha*warmup(epochs = 20)\n"
                      " late: stage3 -> spatial_attention() -> mse -> after(epoch = 10) * 0.5\n"
                      " ramp: embedding -> normalize() -> mse -> linear(epochs = 30, start = 0, end = 1)\n"
-                     " mixed: stage2 -> channel_attention -> mse -> ((warmup(5) * linear(1, 0.1, 100)) + 1)\n"),
-    ("space_ops.kd", "space ops(t = 1 | 4, w = 0.5 | 1 | 2):\n"
+                     " mixed: stage2 -> channel_attention -> mse -> ((warmup(5) * linear(1, 0.1, 100)) + 1)\n")),
+    ("space_ops.kd", ("space ops(t = 1 | 4, w = 0.5 | 1 | 2):\n"
                      "    kd: logits -> (none | softmax(t = t) | log_softmax(t)) -> (kl(t = 1 | 4 | 8) | js)"
                      " -> 0.1 | 1 | 10\n"
                      "    feat: stage3\n      -> (none | pool(size = 2 | 4))\n"
                      "      -> (mse | l1)\n      -> w * (1 | 2)\n"
-                     "    fixed: stage2 -> spatial_attention -> mse -> w\n"),
-    ("one_sided.kd", "distiller connectors:\n"
+                     "    fixed: stage2 -> spatial_attention -> mse -> w\n")),
+    ("one_sided.kd", ("distiller connectors:\n"
                      "    fit: student.layer2 ~ teacher.layer3 -> student.adapt -> mse -> 1\n"
                      "    bare: stage3 -> student.adapt() -> normalize(axis = c) -> mse -> 1\n"
                      "    soft: logits -> student.softmax(t = 4) -> teacher.softmax(2) -> kl -> 1\n"
-                     "    feat: embedding -> teacher.normalize() -> student.normalize(n) -> pairwise -> 1\n"),
-    ("pairs.kd", "distiller pairs:\n"
+                     "    feat: embedding -> teacher.normalize() -> student.normalize(n) -> pairwise -> 1\n")),
+    ("pairs.kd", ("distiller pairs:\n"
                  "    a: student.layer1.0:in@2 ~ teacher.layer2:out -> adapt -> mse -> 1\n"
                  "    b: student.blocks.11:out ~ teacher.blocks.23:in -> adapt() -> cosine -> 0.5\n"
                  "    c: features.3 @ 1 -> l1 -> 2\n"
                  "    d: student.fc : in ~ teacher.head.fc:in -> adapt -> mse -> 1\n"
                  "    e: logits ~ labels -> ce -> 1\n"
-                 "    f: student.logits ~ teacher.logits -> softmax(t = 4) -> kl -> 16\n"),
+                 "    f: student.logits ~ teacher.logits -> softmax(t = 4) -> kl -> 16\n")),
 ]
 
 

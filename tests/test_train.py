@@ -49,7 +49,10 @@ def bundle():
     return subset_train(load_data(DataConfig(name="digits", input_size=SIZE)), 200, seed=0)
 
 
-def run(teacher_file, bundle, out, cfg=TrainConfig(epochs=2, seed=0), file=KD, resume=False):
+TWO_EPOCHS = TrainConfig(epochs=2, seed=0)
+
+
+def run(teacher_file, bundle, out, cfg=TWO_EPOCHS, file=KD, resume=False):
     teacher = load_teacher(teacher_file, "resnet8", 10, SIZE)
     student = make_student("resnet8", 10, 1, cfg.seed)
     return train(load_distiller(file), teacher, student, bundle, cfg, out, resume, quiet(),
@@ -153,20 +156,20 @@ def test_sigkill_then_resume_equals_uninterrupted(teacher_file, tmp_path) -> Non
     assert 1 <= len(done) < epochs, (done, proc.stderr.read().decode())
     assert not (tmp_path / "killed" / "result.json").exists()
 
-    resumed = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True)
+    resumed = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stdout
     assert epochs_in(tmp_path / "killed") == list(range(1, epochs + 1))
 
     straight = [sys.executable, "-m", "autokd_dsl", *cli_args(teacher_file, tmp_path / "straight", epochs)]
-    assert subprocess.run(straight, cwd=ROOT, env=env, capture_output=True).returncode == 0
+    assert subprocess.run(straight, cwd=ROOT, env=env, capture_output=True, check=False).returncode == 0
     a = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
     b = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
     # Same seed, same batches, same thread count, same CPU kernels: bit-identical weights and metrics.
     for part in ("student", "connectors"):
         for name, value in b[part].items():
             assert torch.equal(a[part][name], value), name
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
     assert strip(a["history"]) == strip(b["history"])
     ra = json.loads((tmp_path / "killed" / "result.json").read_text())
     rb = json.loads((tmp_path / "straight" / "result.json").read_text())
@@ -222,7 +225,7 @@ def test_cli_truncated_weights_in_a_real_process(teacher_file, tmp_path) -> None
     truncated = tmp_path / "t.pt"
     truncated.write_bytes(teacher_file.read_bytes()[:-100])
     cmd = [sys.executable, "-m", "autokd_dsl", *cli_args(truncated, tmp_path / "run", 1)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, AUTOKD_CACHE=str(tmp_path), OMP_NUM_THREADS="1"))
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, AUTOKD_CACHE=str(tmp_path), OMP_NUM_THREADS="1"), check=False)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: cannot read teacher weights") and "Traceback" not in proc.stderr
 

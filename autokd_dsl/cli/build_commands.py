@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -47,10 +46,9 @@ def compile_cmd(
 
     import torch
 
+    from ..api import require_teachers
     from ..compiler.build import compile_distiller
     from ..compiler.emit import emit
-
-    from ..api import require_teachers
 
     require_teachers(block, list(teacher), file)
     torch.manual_seed(0)
@@ -72,16 +70,16 @@ def compile_cmd(
 @command(source="file")
 def expand(
     file: Path = typer.Argument(..., help="The .kd file holding the distiller (e.g. a search's best.kd)."),
-    layers_: Optional[str] = typer.Option(None, "--layers", help="Comma-separated tap points, e.g. "
-                                                                  "stage1,stage2,stage3."),
-    teachers_: Optional[str] = typer.Option(None, "--teachers", help="Comma-separated teachers to apply the term "
-                                                                     "to, e.g. resnet56,wrn_40_2 (the first is "
-                                                                     "the one the term was found with)."),
-    teacher: Optional[Teacher] = None,
+    layers_: str | None = typer.Option(None, "--layers", help="Comma-separated tap points, e.g. "
+                                                              "stage1,stage2,stage3."),
+    teachers_: str | None = typer.Option(None, "--teachers", help="Comma-separated teachers to apply the term "
+                                                                 "to, e.g. resnet56,wrn_40_2 (the first is "
+                                                                 "the one the term was found with)."),
+    teacher: Teacher | None = None,
     student: Student = ...,
     teacher_weights: TeacherWeights = None,
-    term: Optional[str] = typer.Option(None, "--term", help="Which term to expand (default: the first one "
-                                                            "tapped at a single feature point)."),
+    term: str | None = typer.Option(None, "--term", help="Which term to expand (default: the first one "
+                                                        "tapped at a single feature point)."),
     distiller: DistillerName = None,
     data: Data = "digits",
     data_root: DataRoot = None,

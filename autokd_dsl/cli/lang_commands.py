@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -20,7 +19,7 @@ def load_checked(path: Path):
 
 
 @command()
-def check(files: List[Path] = typer.Argument(..., help=".kd files to check.")) -> None:
+def check(files: list[Path] = typer.Argument(..., help=".kd files to check.")) -> None:
     """Parse and kind-check .kd files; exit 2 on any error."""
     counts = {"distiller": 0, "space": 0}
 
@@ -36,7 +35,7 @@ def check(files: List[Path] = typer.Argument(..., help=".kd files to check.")) -
 
 @command()
 def fmt(
-    files: List[Path] = typer.Argument(..., help=".kd files to rewrite in canonical form."),
+    files: list[Path] = typer.Argument(..., help=".kd files to rewrite in canonical form."),
     check_only: bool = typer.Option(False, "--check", help="Change nothing; exit 1 if a file would change."),
 ) -> None:
     """Rewrite .kd files in canonical form (comments kept)."""
@@ -63,7 +62,7 @@ def fmt(
 
 
 @command()
-def ops(role: Optional[str] = typer.Argument(None, help="transform, distance or weight")) -> None:
+def ops(role: str | None = typer.Argument(None, help="transform, distance or weight")) -> None:
     """List the ops of the language with their arguments and the kinds they take."""
     from rich.table import Table
 
@@ -86,7 +85,7 @@ def ops(role: Optional[str] = typer.Argument(None, help="transform, distance or 
 
 
 @command("library")
-def library_cmd(name: Optional[str] = typer.Argument(None, help="A library distiller to print, e.g. `dkd`.")) -> None:
+def library_cmd(name: str | None = typer.Argument(None, help="A library distiller to print, e.g. `dkd`.")) -> None:
     """List the published distillers that ship with autokd-dsl, or print one (`autokd-dsl library dkd`)."""
     from ..lang.library import library_entries, library_file
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 import inspect
-from functools import lru_cache
+from functools import cache
 
 from ..lang import ir
 from ..lang.printer import print_block
@@ -21,7 +21,7 @@ SOURCES = (kernels, connectors, teachers, attach)  # in this order in the file
 _PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2, "neg": 3, "^": 4}
 
 
-@lru_cache(maxsize=None)
+@cache
 def definitions() -> dict[str, tuple[int, str, frozenset[str]]]:
     """Every top-level definition of the standalone modules: name → (position, source text, names it uses)."""
     out: dict[str, tuple[int, str, frozenset[str]]] = {}
@@ -162,7 +162,7 @@ def emit(loss, *, teacher: str | list[str], student: str, input_size, num_classe
         + ("  # one dict per teacher, in order" if several else "") + "\n"
         f"TAP_SHAPES = {shapes!r}  # per sample, as compiled\n",
         "class DistillerLoss(nn.Module):\n"
-        f'    """forward(<student taps>, <teacher taps>, labels=None, epoch=0) -> dict of terms and "total"."""\n\n'
+        '    """forward(<student taps>, <teacher taps>, labels=None, epoch=0) -> dict of terms and "total"."""\n\n'
         + _init(loss) + "\n" + _forward(loss),
         ("def attach(teachers, student, loss=None):\n"
          '    """A module whose forward(x, labels=None, epoch=0) returns (student_output, losses); `teachers` is '

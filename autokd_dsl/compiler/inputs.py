@@ -20,7 +20,7 @@ class Chain:
     """One tap's pipeline inside a term: its current student and teacher values and their memo keys (the content
     keys of the tap's points, then of each transform applied)."""
 
-    __slots__ = ("s", "t", "key", "tap")
+    __slots__ = ("key", "s", "t", "tap")
 
     def __init__(self, s: Val, t: Val, key: tuple, tap: ir.Tap):
         self.s, self.t, self.key, self.tap = s, t, key, tap

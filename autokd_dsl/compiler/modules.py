@@ -109,7 +109,7 @@ def margin(site) -> nn.Module:
     return module
 
 
-_EVENTS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_EVENTS: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
 def teacher_head(site) -> nn.Module:

@@ -37,11 +37,9 @@ def resolve_point(model: nn.Module, point: ir.Point, model_name: str) -> str:
     modules = dict(model.named_modules())
     if point.path in names and point.io == "out" and point.call is None:
         return names[point.path]
-    if point.path in names:
-        path, io, call = parse_spec(names[point.path])
-        if point.io == "in" or point.call is not None:
-            raise KDError(f"`{point.path}` is an alias; `:in` and `@N` apply to module paths", span=point.span,
-                          hint=f"on {model_name}, `{point.path}` is `{names[point.path]}`")
+    if point.path in names:  # with `:in` or `@N`
+        raise KDError(f"`{point.path}` is an alias; `:in` and `@N` apply to module paths", span=point.span,
+                      hint=f"on {model_name}, `{point.path}` is `{names[point.path]}`")
     if point.path not in modules or point.path == "":
         hint = did_you_mean(point.path, list(names) + [n for n in modules if n])
         raise KDError(f"`{point.path}` is not a tap point of {model_name}", span=point.span,
@@ -139,7 +137,7 @@ def probe(model: nn.Module, taps: dict[str, str], x: torch.Tensor, model_name: s
         model.eval()
         with torch.no_grad():
             model(x)
-    except Exception as err:  # a user model that cannot run at this input size
+    except Exception as err:  # noqa: BLE001 - a user model that cannot run at this input size
         raise KDError(f"{model_name} does not run on inputs of shape {tuple(x.shape[1:])}: {err}",
                       hint="pass the input size the model expects with --input-size") from None
     finally:
@@ -147,7 +145,7 @@ def probe(model: nn.Module, taps: dict[str, str], x: torch.Tensor, model_name: s
         capture.remove()
     missing = [spec for name, spec in taps.items() if name not in capture.values]
     if missing:
-        path, _, call = parse_spec(missing[0])
+        _, _, call = parse_spec(missing[0])
         raise TapNotReached(f"`{missing[0]}` was not reached in a forward pass of {model_name}",
                             hint=f"the module runs fewer than {call} time(s); {_hint(model_name)}", spec=missing[0])
     bad = {n: v for n, v in capture.values.items() if not isinstance(v, torch.Tensor)}
@@ -157,7 +155,7 @@ def probe(model: nn.Module, taps: dict[str, str], x: torch.Tensor, model_name: s
     return capture.values
 
 
-_EXAMPLES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_EXAMPLES: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
 def probe_examples(model: nn.Module, taps: dict[str, str], x: torch.Tensor, model_name: str) -> dict[str, torch.Tensor]:

@@ -95,15 +95,15 @@ def resized_crop_params(height: int, width: int, u: torch.Tensor) -> tuple[int, 
         a, r, y, x = (float(v) for v in u[4 * t:4 * t + 4])
         target = area * (RRC_SCALE[0] + a * (RRC_SCALE[1] - RRC_SCALE[0]))
         ratio = math.exp(lo + r * (hi - lo))
-        w = int(round(math.sqrt(target * ratio)))
-        h = int(round(math.sqrt(target / ratio)))
+        w = round(math.sqrt(target * ratio))
+        h = round(math.sqrt(target / ratio))
         if 0 < w <= width and 0 < h <= height:
             return int(y * (height - h + 1)), int(x * (width - w + 1)), h, w
     in_ratio = width / height
     if in_ratio < RRC_RATIO[0]:
-        w, h = width, int(round(width / RRC_RATIO[0]))
+        w, h = width, round(width / RRC_RATIO[0])
     elif in_ratio > RRC_RATIO[1]:
-        h, w = height, int(round(height * RRC_RATIO[1]))
+        h, w = height, round(height * RRC_RATIO[1])
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w

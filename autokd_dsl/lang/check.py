@@ -15,8 +15,8 @@ autokd_dsl.errors.KDError: <string>:2:15: error: `kl` does not take a feature ma
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ..errors import KDError, SourceText, Span, did_you_mean, raise_all
 from . import ir, weights

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterator, Union
 
 from ..errors import Span
 
-_META = dict(default=None, compare=False, hash=False, repr=False)
+_META = {"default": None, "compare": False, "hash": False, "repr": False}
 
 
 def _structure(value: object) -> str:
@@ -69,14 +69,14 @@ class Name(Node):
 @dataclass(frozen=True)
 class BinOp(Node):
     op: str  # one of + - * / ^
-    left: "Expr"
-    right: "Expr"
+    left: Expr
+    right: Expr
     span: Span | None = field(**_META)
 
 
 @dataclass(frozen=True)
 class Neg(Node):
-    operand: "Expr"
+    operand: Expr
     span: Span | None = field(**_META)
 
 
@@ -85,7 +85,7 @@ class Arg(Node):
     """One call argument; ``name`` is None for a positional argument before checking."""
 
     name: str | None
-    value: "Expr"
+    value: Expr
     span: Span | None = field(**_META)
 
 
@@ -98,7 +98,7 @@ class Call(Node):
     side: str | None = None
     span: Span | None = field(**_META)
 
-    def arg(self, name: str) -> "Expr | None":
+    def arg(self, name: str) -> Expr | None:
         return next((a.value for a in self.args if a.name == name), None)
 
 
@@ -106,11 +106,11 @@ class Call(Node):
 class Choice(Node):
     """Alternatives: only legal inside a `space`."""
 
-    options: tuple["Expr", ...]
+    options: tuple[Expr, ...]
     span: Span | None = field(**_META)
 
 
-Expr = Union[Num, Name, BinOp, Neg, Call, Choice]
+Expr = Num | Name | BinOp | Neg | Call | Choice
 
 # ---- taps, terms, blocks ----------------------------------------------------------------------------
 
@@ -179,16 +179,16 @@ class TapGroup(Node):
 
 @dataclass(frozen=True)
 class TapChoice(Node):
-    options: tuple[Union[Tap, TapGroup], ...]
+    options: tuple[Tap | TapGroup, ...]
     span: Span | None = field(**_META)
 
 
-def option_taps(option: "Tap | TapGroup") -> tuple[Tap, ...]:
+def option_taps(option: Tap | TapGroup) -> tuple[Tap, ...]:
     """The taps one option of a tap choice stands for."""
     return option.taps if isinstance(option, TapGroup) else (option,)
 
 
-TapSlot = Union[Tap, TapChoice]
+TapSlot = Tap | TapChoice
 
 
 @dataclass(frozen=True)
@@ -215,14 +215,14 @@ class Term(Node):
         return self.steps[-1]
 
 
-def term_taps(term: "Term") -> Iterator[Tap]:
+def term_taps(term: Term) -> Iterator[Tap]:
     """Every tap of a term, the options of a tap choice included."""
     for slot in term.taps:
         for option in slot.options if isinstance(slot, TapChoice) else (slot,):
             yield from option.taps if isinstance(option, TapGroup) else (option,)
 
 
-def teachers_used(block: "Block") -> tuple[int, bool]:
+def teachers_used(block: Block) -> tuple[int, bool]:
     """(the highest teacher number a tap names, whether a term is applied to each teacher): what a distiller
     needs of the command's teachers.
 

@@ -56,7 +56,7 @@ class Kind:
     def unknown(self) -> bool:
         return self.form == "any"
 
-    def raw(self) -> "Kind":
+    def raw(self) -> Kind:
         return Kind(self.form)
 
 

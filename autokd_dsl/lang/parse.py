@@ -153,7 +153,7 @@ class _ToIR(Transformer):
     def choice(self, meta, children):
         return ir.Choice(tuple(children), span=_span(meta))
 
-    def _bin(op):  # noqa: N805 - helper building one method per operator
+    def _bin(op):
         def method(self, meta, children):
             return ir.BinOp(op, children[0], children[1], span=_span(meta))
 
@@ -372,7 +372,7 @@ def _replace(node, **changes):
 
 # ---- entry point ------------------------------------------------------------------------------------
 
-_BLOCK_START = re.compile(r"^(distiller|space)\b", re.M)
+_BLOCK_START = re.compile(r"^(distiller|space)\b", re.MULTILINE)
 
 
 # Limits on the shape of an expression. Nesting (parentheses, calls, a `^` tower, alternating operators) is

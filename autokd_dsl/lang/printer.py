@@ -83,7 +83,7 @@ def print_step(expr: ir.Expr) -> str:
     return print_expr(expr)
 
 
-def print_number(value: int | float) -> str:
+def print_number(value: float) -> str:
     return str(value) if isinstance(value, int) else repr(float(value))
 
 

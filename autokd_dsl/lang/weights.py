@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from ..errors import KDError, Span
 from . import ir
@@ -139,7 +139,7 @@ def check_weight(expr: ir.Expr, params: Mapping[str, Number]) -> None:
         return
     for end, when in ((0, "start"), (1, "end")):
         try:
-            evaluate(expr, params, lambda call: schedule_range(call, params)[end])
+            evaluate(expr, params, lambda call, end=end: schedule_range(call, params)[end])
         except KDError as err:
             err.message += f" (with the schedules at their {when})"
             raise

@@ -215,7 +215,7 @@ class ReviewFusion(Part):
 
     def __init__(self, student_shapes, teacher_shapes):
         super().__init__(tuple(tuple(s) for s in student_shapes), tuple(tuple(t) for t in teacher_shapes))
-        s_shapes, t_shapes = self.args
+        s_shapes = self.args[0]
         mid = min(512, s_shapes[-1][0])
         last = len(s_shapes) - 1
         self.abfs = nn.ModuleList(_ABF(s[0], mid, t[0], i < last) for i, (s, t) in enumerate(zip(*self.args)))

@@ -65,7 +65,7 @@ class SGDSettings(pydantic.BaseModel):
 
 def milestone_epochs(s: SGDSettings) -> list[int]:
     """The epochs after which the step schedule decays (``[150, 180, 210]`` for 240 epochs)."""
-    return [int(round(m * s.epochs)) for m in s.milestones]
+    return [round(m * s.epochs) for m in s.milestones]
 
 
 def lr_factor(s: SGDSettings, epoch: int) -> float:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 import pydantic
 import torch
@@ -36,13 +36,13 @@ class Runtime(pydantic.BaseModel):
 
     device: str = "auto"
     amp: Literal["off", "bf16", "fp16"] = "off"
-    channels_last: Optional[bool] = None
-    workers: Optional[int] = None
+    channels_last: bool | None = None
+    workers: int | None = None
     tensorboard: bool = True
 
     @pydantic.field_validator("workers")
     @classmethod
-    def _workers(cls, value: Optional[int]) -> Optional[int]:
+    def _workers(cls, value: int | None) -> int | None:
         if value is not None and value < 0:
             raise KDError(f"workers {value} must be 0 or more", hint="0 loads data in the training process")
         return value
@@ -142,7 +142,7 @@ class Dist:
         return self.rank == 0
 
     @classmethod
-    def from_env(cls, env=None) -> "Dist":
+    def from_env(cls, env=None) -> Dist:
         """The ranks ``torchrun`` sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``); one process otherwise."""
         env = os.environ if env is None else env
         return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))

@@ -18,8 +18,8 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -107,7 +107,7 @@ class TeacherCache:
     # ------------------------------------------------------------------------------------ opening
 
     @classmethod
-    def load(cls, folder: str | Path) -> "TeacherCache":
+    def load(cls, folder: str | Path) -> TeacherCache:
         """Open a complete cache folder; a :class:`KDError` when it is missing or damaged."""
         folder = Path(folder)
         try:
@@ -126,7 +126,7 @@ class TeacherCache:
 
     @classmethod
     def open(cls, teacher: nn.Module, split: Split, specs: Iterable[str], root: str | Path, *, data_key: str,
-             augment: bool = False, batch_size: int = 256, console: Console | None = None) -> "TeacherCache":
+             augment: bool = False, batch_size: int = 256, console: Console | None = None) -> TeacherCache:
         """Load the cache for these arguments if it exists, else build it."""
         specs = list(specs)
         folder = cache_folder(root, cache_fields(teacher, split, specs, data_key, augment))
@@ -137,7 +137,7 @@ class TeacherCache:
 
     @classmethod
     def build(cls, teacher: nn.Module, split: Split, specs: Iterable[str], root: str | Path, *, data_key: str,
-              augment: bool = False, batch_size: int = 256, console: Console | None = None) -> "TeacherCache":
+              augment: bool = False, batch_size: int = 256, console: Console | None = None) -> TeacherCache:
         """Run the teacher once over ``split`` (in order, eval mode) and write its tapped outputs."""
         if augment:
             raise KDError("teacher outputs can only be cached for un-augmented data",

@@ -17,9 +17,10 @@ import platform
 import shlex
 import subprocess
 import sys
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..files import write_text
 
@@ -87,11 +88,11 @@ def git_commit(folder: Path | None = None) -> dict | None:
     folder = folder or Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10)
+                             timeout=10, check=False)
         if sha.returncode != 0:
             return None
         status = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=10)
+                                capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return {"commit": sha.stdout.strip(), "dirty": bool(status.stdout.strip())}
