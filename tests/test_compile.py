@@ -412,6 +412,46 @@ def test_a_map_onto_vit_tokens_matches_each_patch_with_its_place_on_the_map():
     assert small.shape == (3, 198, 2)
 
 
+def _vit_tokens(side: int, leading: list[list[float]]) -> torch.Tensor:
+    """Tokens of one sample: ``leading`` first, then a side × side grid whose tokens hold (row, column)."""
+    rows, cols = torch.meshgrid(torch.arange(float(side)), torch.arange(float(side)), indexing="ij")
+    grid = torch.stack([rows.flatten(), cols.flatten()], 1)
+    return torch.cat([torch.tensor(leading).view(-1, 2), grid])[None]
+
+
+def _identity(connector: Connector) -> Connector:
+    with torch.no_grad():
+        connector.linear.weight.copy_(torch.eye(2))
+        connector.linear.bias.zero_()
+    return connector
+
+
+def test_vit_tokens_onto_another_token_count_resize_the_grid_and_keep_the_class_token_apart():
+    """197 tokens (class + 14×14) onto 50 (class + 7×7) and back: the class token passes through, untouched by
+    the patches, and each patch lands where its place on the grid says."""
+    down = _identity(Connector((197, 2), (50, 2)))(_vit_tokens(14, [[-100.0, 100.0]]))[0]
+    assert down[0].tolist() == [-100.0, 100.0]
+    centres = 2 * torch.arange(7.0) + 0.5  # each 7×7 patch averages a 2×2 block of the 14×14 grid
+    assert torch.allclose(down[1:].view(7, 7, 2), torch.stack(torch.meshgrid(centres, centres, indexing="ij"), 2))
+    assert down[1 + 6].tolist() == pytest.approx([0.5, 12.5])  # patch (0, 6): the top right
+    up = _identity(Connector((50, 2), (197, 2)))(_vit_tokens(7, [[-100.0, 100.0]]))[0]
+    assert up[0].tolist() == [-100.0, 100.0]
+    # bilinear (half-pixel centres): output i samples the 7-grid at i/2 - 1/4, clamped to the grid
+    where = (torch.arange(14.0) / 2 - 0.25).clamp(0, 6)
+    assert torch.allclose(up[1:].view(14, 14, 2), torch.stack(torch.meshgrid(where, where, indexing="ij"), 2))
+
+
+def test_leading_tokens_are_averaged_when_the_counts_differ():
+    """DeiT's class and distillation tokens onto one class token: their average; no leading tokens at all on
+    the student: the grid's average, as from a CNN map."""
+    deit = _identity(Connector((198, 2), (50, 2)))(_vit_tokens(14, [[-100.0, 0.0], [100.0, 40.0]]))[0]
+    assert deit[0].tolist() == [0.0, 20.0]
+    assert deit[1:].view(7, 7, 2)[3, 5].tolist() == pytest.approx([6.5, 10.5])
+    plain = _identity(Connector((196, 2), (50, 2)))(_vit_tokens(14, []))[0]
+    assert plain[0].tolist() == pytest.approx([6.5, 6.5])
+    assert torch.allclose(plain[1:], deit[1:])
+
+
 def test_gram_kernels_have_the_gradients_of_the_plain_products():
     x = torch.randn(3, 4, 2, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(kernels.batch_gram, (x,)) and torch.autograd.gradcheck(kernels.channel_gram, (x,))

@@ -414,6 +414,34 @@ def test_tree_export(tmp_path):
     assert dot.count("->") == graph.number_of_edges()
 
 
+def test_tree_labels_read_as_the_candidates_do(tmp_path):
+    # `kl(t = 1 | 4 | 8)` after `softmax(c)` works on distributions, where `t` changes nothing: the candidate reads
+    # `kl`, and so must the tree node (not `kl(t = 1)`); on logits each temperature is its own option
+    from autokd_dsl.lang.check import check_text
+    from autokd_dsl.lang.printer import print_block
+    from autokd_dsl.search.space import SearchSpace
+
+    block = check_text("space s:\n    logits -> (none | softmax(c)) -> kl(t = 1 | 4 | 8) -> (1 | 10)\n").blocks[0]
+    space = SearchSpace(block)
+    mcts = MCTS(space, seed=0)
+    results = run_search(mcts, lambda ps: [fake_reward(space.key(p)) for p in ps], budget=100)
+    assert len(results) == 8
+    graph = mcts.tree_graph()
+    texts = {r.path: print_block(space.candidate(r.path)).splitlines()[1].strip() + " ->" for r in results}
+    checked = 0
+    for node, attrs in graph.nodes(data=True):
+        if len(node) == 2:  # the distance level
+            below = [t for p, t in texts.items() if p[:2] == node]
+            assert below and all(f"-> {attrs['label']} ->" in t for t in below), (attrs["label"], below)
+            checked += 1
+    assert checked >= 2
+    assert graph.nodes[(1, 0)]["label"] == "kl" and graph.nodes[(0, 1)]["label"] == "kl(t = 4)"
+    export_dot(graph, tmp_path / "tree.dot")
+    dot = (tmp_path / "tree.dot").read_text()
+    assert '"n1_0" [label="kl\\n' in dot and "kl(t = 1)\\n" in dot
+    assert "kl(t = 1)" not in dot.split('"n1_0" [label=')[1].split("]")[0]
+
+
 # --------------------------------------------------------------------------------------------------------
 # determinism across processes and resume by replay
 # --------------------------------------------------------------------------------------------------------

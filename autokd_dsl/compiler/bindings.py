@@ -25,8 +25,10 @@ from torch import fx
 
 from ..errors import KDError
 from ..lang import ir
+from ..lang.check import apply_transform
 from ..lang.kinds import Kind
 from ..lang.ops import OPS, Op
+from ..lang.printer import print_call
 from ..standalone import kernels, teachers
 from . import modules
 from .taps import Model
@@ -237,6 +239,57 @@ def arguments(op: Op, call: ir.Call, value: Callable[[ir.Expr, bool], object], n
             number = value(expr, live) if expr is not None else param.default
             kwargs[param.name] = int(number) if param.type == "int" else number
     return kwargs
+
+
+def transform_call(call: ir.Call, v: Val, value: Callable, labels: Val) -> tuple[list[Val], dict]:
+    """The inputs and keywords of a kernel transform applied to ``v``: ``v`` (and the labels where the op
+    needs them), and the call's arguments with what the op's rule adds."""
+    b = binding(call.op)
+    kwargs = arguments(b.op, call, value, v.example.dim())
+    kwargs = b.rule.prepare(call, v, kwargs) if b.rule.prepare else kwargs
+    return ([v, labels] if "labels" in b.op.needs else [v]), kwargs
+
+
+def finish_transform(call: ir.Call, out: Val, v: Val, kwargs: dict) -> None:
+    """Annotate a kernel transform's output: the rule's notes, and where its probabilities live."""
+    rule = binding(call.op).rule
+    if rule.finish:
+        rule.finish(out, v, kwargs)
+    if out.kind.prob and out.pdims is None:
+        out.pdims = v.pdims or (1,)
+
+
+def distance_call(call: ir.Call, s: Val, t: Val, value: Callable) -> tuple[Val, Val, dict]:
+    """The two inputs and the keywords of a kernel distance (the rule may pick other inputs, e.g. logits)."""
+    b = binding(call.op)
+    kwargs = arguments(b.op, call, value, s.example.dim())
+    return b.rule.prepare(s, t, kwargs) if b.rule.prepare else (s, t, kwargs)
+
+
+def transform_kinds(call: ir.Call, s: Val, t: Val, student: str, teacher: str) -> tuple[Kind, Kind]:
+    """The kinds a transform gives on both sides; a located error where it does not take these."""
+    kinds = apply_transform(call, (s.kind, t.kind))
+    if kinds is None:
+        raise KDError(f"`{print_call(call)}` does not take {s.kind.describe()} (student {student}) "
+                      f"and {t.kind.describe()} (teacher {teacher})", span=call.span,
+                      hint=f"`{call.op}` takes {OPS[call.op].accepts()}")
+    return kinds
+
+
+def run_example(call: ir.Call, fn: Callable, args: tuple, kwargs: dict, examples: dict):
+    """Run an implementation on example inputs (keywords that are nodes read from ``examples``, their
+    compile-time values); a located error where it cannot run on them."""
+    try:
+        with torch.no_grad():
+            return fn(*args, **{k: examples.get(v, v) if isinstance(v, fx.Node) else v for k, v in kwargs.items()})
+    except (RuntimeError, ValueError, IndexError) as err:
+        shapes = " and ".join(shape_text(tuple(a.shape[1:])) for a in args)
+        raise KDError(f"`{print_call(call)}` cannot run on {shapes}: {str(err).splitlines()[0]}",
+                      span=call.span) from None
+
+
+def shape_text(shape: tuple) -> str:
+    return "×".join(str(d) for d in shape) or "scalar"
 
 
 def check_module_input(site: Site) -> None:

@@ -1,40 +1,43 @@
 """Lower a checked distiller onto real models: a `torch.fx` graph of the loss with readable node names.
 
-`Lowering` builds the graph only: the taps are named by :mod:`.taps`, each op's implementation and keywords come
-from :mod:`.bindings`, and modules from :mod:`.modules`. Every value is computed once per (side, tap, transform
-prefix), keyed by the IR's content keys, so a transform shared by several terms appears once in the graph. The
-compiler runs each kernel on example activations as it builds the graph: that gives the real shapes and kinds,
-and a located error as soon as something does not fit.
+`Lowering` builds the graph only: the taps' placeholders and where a pipeline starts come from :mod:`.inputs`
+(names and shapes from :mod:`.taps`), each op's implementation and the marshalling of its arguments from
+:mod:`.bindings`, number arguments and weights from :mod:`.numbers`, and modules from :mod:`.modules`. Every
+value is computed once per (side, tap, transform prefix), keyed by the IR's content keys, so a transform shared
+by several terms appears once in the graph. The compiler runs each kernel on example activations as it builds
+the graph: that gives the real shapes and kinds, and a located error as soon as something does not fit.
 """
 
 from __future__ import annotations
 
 import copy
 import operator
-from dataclasses import dataclass, field
 
 import torch
 from torch import fx, nn
 
 from ..errors import KDError
-from ..lang import ir, weights
-from ..lang.check import apply_transform, distance_fits, distance_hint
+from ..lang import ir
+from ..lang.check import distance_fits, distance_hint
 from ..lang.kinds import Kind
 from ..lang.ops import OPS
-from ..lang.printer import print_call, print_point
-from ..standalone import kernels
-from .bindings import Site, Val, arguments, binding, check_module_input
-from .taps import Model, collect_taps, example_input, ident, probe_examples, resolve_point
-
-
-class Chain:
-    """One tap's pipeline inside a term: its current student and teacher values and their memo keys (the content
-    keys of the tap's points, then of each transform applied)."""
-
-    __slots__ = ("s", "t", "key", "tap")
-
-    def __init__(self, s: Val, t: Val, key: tuple, tap: ir.Tap):
-        self.s, self.t, self.key, self.tap = s, t, key, tap
+from . import inputs as tap_inputs
+from .bindings import (
+    Site,
+    Val,
+    arguments,
+    binding,
+    check_module_input,
+    distance_call,
+    finish_transform,
+    run_example,
+    shape_text,
+    transform_call,
+    transform_kinds,
+)
+from .inputs import Chain
+from .numbers import Numbers
+from .taps import Model, example_input, ident
 
 
 class Lowering:
@@ -48,39 +51,25 @@ class Lowering:
         self.graph = fx.Graph()
         self.root = nn.Module()
         self.memo: dict[tuple, object] = {}
-        self.params = {p.name: _constant(p.value, {}) for p in block.params}
-        self.use = ParamUse(dict(self.params))
         self.examples: dict[fx.Node, object] = {}  # compile-time values of the number nodes (parameters)
+        self.numbers = Numbers(block, self)
+        self.use = self.numbers.use
         self.x = example_input(input_size, batch)
         self.labels = torch.arange(batch) % 2
         self.index = torch.arange(batch)  # example dataset positions of the batch's samples
 
     # ---- graph inputs and output ---------------------------------------------------------------------
     def build(self) -> fx.GraphModule:
-        from .teachers import check_classes, require_teachers
+        from .teachers import require_teachers
 
         require_teachers(self.block, [model.name for model in self.teachers])
-        collect_taps(self.block, self.teachers, self.student)
-        if len(self.teachers) > 1:
-            check_classes(self)
-        s_ex = probe_examples(self.student.net, self.student.taps, self.x, self.student.name)
-        t_ex = {}
-        for model in self.teachers:
-            t_ex.update(probe_examples(model.net, model.taps, self.x, model.name))
-        t_names = [name for model in self.teachers for name in model.taps]
-        self.labels = self.labels.to(next(iter(s_ex.values())).device) if s_ex else self.labels
-        self.inputs = {name: (self.graph.placeholder(name), s_ex[name]) for name in self.student.taps}
-        self.inputs.update({name: (self.graph.placeholder(name), t_ex[name]) for name in t_names})
+        t_names = tap_inputs.add_taps(self)
         self.labels_node = self.graph.placeholder("labels", default_value=None)
         self.epoch_node = self.graph.placeholder("epoch", default_value=0)
         self.index_node = self.graph.placeholder("index", default_value=None) if self.uses("index") else None
         self.last_input = self.index_node or self.epoch_node
-        self.root.tap_shapes = {name: tuple(ex.shape[1:]) for name, (_, ex) in self.inputs.items()}
-        check = self.check_taps()
-        for name in t_names:  # the teacher side never carries gradients
-            node, ex = self.inputs[name]
-            detached = self.graph.create_node("call_method", "detach", (node,), {}, name=f"{name}_detached")
-            self.inputs[name] = (detached, ex)
+        check = tap_inputs.check_taps(self)
+        tap_inputs.detach(self, t_names)
         terms = {name: self.term(term, name) for term, name in zip(self.block.terms, term_names(self.block))}
         total, *rest = terms.values()
         for i, value in enumerate(rest, start=1):
@@ -93,15 +82,6 @@ class Lowering:
         gm.recompile()
         return gm
 
-    def check_taps(self) -> fx.Node | None:
-        """A node failing early, naming the tap, where a map or tokens tap is not the shape compiled for (an input
-        of another size). Vectors and logits do not depend on the input size; they are not checked, which keeps
-        a distiller on logits free of the cost."""
-        taps = {name: node for name, (node, ex) in self.inputs.items() if ex.dim() > 2}
-        if not taps:
-            return None
-        return self.fn(kernels.check_taps, (self.attr("tap_shapes", self.root.tap_shapes),), taps, name="check_taps")
-
     def uses(self, graph_input: str) -> bool:
         """Does an op of the distiller take this graph input (`index`)?"""
         return any(graph_input in OPS[c.op].needs for term in self.block.terms for c in term.steps
@@ -111,53 +91,27 @@ class Lowering:
         """A call_function node named ``name`` (made unique)."""
         return self.graph.create_node("call_function", target, tuple(args), kwargs or {}, name=name)
 
-    def value(self, expr: ir.Expr, live: bool = False):
-        """A number argument: nodes reading the loss's parameters where ``live`` and it names one (so that
-        ``DistillerLoss(t=2)`` takes effect), otherwise folded with the parameters' values (which then stay fixed
-        in a compiled file)."""
-        names = {e.id for e in ir.walk(expr) if isinstance(e, ir.Name)}
-        if live and names:
-            return self.number(expr)
-        self.use.fixed.update(names)
-        return _constant(expr, self.params)
-
-    def param(self, name: str) -> fx.Node:
-        """The node reading parameter ``name`` from the loss (an attribute of the same name, or ``p_<name>``)."""
-        if name not in self.use.attrs:
-            attr = name if not hasattr(nn.Module(), name) and name not in ("tap_shapes",) else f"p_{name}"
-            setattr(self.root, attr, self.params[name])
-            self.use.attrs[name] = attr
-        return self.attr(self.use.attrs[name], self.params[name])
-
     def attr(self, attr: str, example) -> fx.Node:
+        """The node reading attribute ``attr`` of the loss (added with the graph's inputs, in the order first
+        read); ``example`` is its value when compiling."""
         node = next((n for n in self.graph.nodes if n.op == "get_attr" and n.target == attr), None)
-        if node is None:  # with the graph's inputs, in the order first read
+        if node is None:
             with self.graph.inserting_after(self.last_input):
                 node = self.last_input = self.graph.get_attr(attr)
             self.examples[node] = example
         return node
 
-    def number(self, expr: ir.Expr):
-        """A number expression as the graph computes it: parameters read from the loss, schedules from the
-        epoch, constant parts folded."""
-        if isinstance(expr, ir.Call):  # a schedule
-            b = binding(expr.op)
-            kwargs = arguments(b.op, expr, self.value, 0)
-            node = self.fn(b.fn, (self.epoch_node,), kwargs, name=expr.op)
-            self.examples[node] = self.run(expr, b.fn, (0,), kwargs)  # its value at epoch 0
-            return node
-        if isinstance(expr, ir.Name):
-            return self.param(expr.id)
-        if isinstance(expr, (ir.BinOp, ir.Neg)):
-            parts = (expr.left, expr.right) if isinstance(expr, ir.BinOp) else (expr.operand,)
-            args = [self.number(e) for e in parts]
-            if not any(isinstance(a, fx.Node) for a in args):
-                return weights.apply(expr.op, *args, expr.span) if isinstance(expr, ir.BinOp) else -args[0]
-            fn = _ARITHMETIC[expr.op] if isinstance(expr, ir.BinOp) else operator.neg
-            node = self.graph.call_function(fn, tuple(args))
-            self.examples[node] = fn(*(self.examples.get(a, a) for a in args))
-            return node
-        return _constant(expr, self.params)
+    def prefix(self, k: int) -> str:
+        """Teacher k's graph-input prefix: `t` with one teacher, `t1`, `t2`, … with several."""
+        return tap_inputs.prefix(k, len(self.teachers))
+
+    def kernel_val(self, call: ir.Call, fn, args: list, kwargs: dict, name: str, kind: Kind) -> Val:
+        """A call of kernel ``fn`` on the values ``args`` (a node named ``name``), run on their examples."""
+        node = self.fn(fn, tuple(v.node for v in args), kwargs, name=name)
+        return Val(node, self.run(call, fn, tuple(v.example for v in args), kwargs), kind)
+
+    def run(self, call: ir.Call, fn, args, kwargs):
+        return run_example(call, fn, args, kwargs, self.examples)
 
     # ---- terms -----------------------------------------------------------------------------------------
     def term(self, term: ir.Term, name: str) -> fx.Node:
@@ -169,7 +123,7 @@ class Lowering:
 
             return each_teacher(self, term, name)
         groups = [term.taps] if any(OPS[call.op].across for call in term.transforms) else [[t] for t in term.taps]
-        weight = self.weight(term.weight, name)
+        weight = self.numbers.weight(term.weight, name)
         unweighted = isinstance(weight, (int, float)) and weight == 1
         alone = unweighted and len(term.taps) == 1  # the distance is the term's value
         k = 1 if term.taps[0].teacher_point.is_labels else (term.taps[0].teacher_point.teacher_number or 1)
@@ -190,7 +144,7 @@ class Lowering:
         """The pipelines of ``taps`` against the current teacher; ``tag`` keeps the values that depend on the
         teacher (its side; student-side modules sized for it, random draws made with it) apart from another
         teacher's."""
-        chains = [self.start(tap, tag) for tap in taps]
+        chains = [tap_inputs.start(self, tap, tag) for tap in taps]
         for call in term.transforms:
             if OPS[call.op].across:
                 chains = self.across(call, chains)
@@ -198,27 +152,10 @@ class Lowering:
                 chains = [self.transform(call, c, tag) for c in chains]
         return chains
 
-    def prefix(self, k: int) -> str:
-        """Teacher k's graph-input prefix: `t` with one teacher, `t1`, `t2`, … with several."""
-        return "t" if len(self.teachers) == 1 else f"t{k}"
-
-    def source_val(self, model: Model, point: ir.Point, prefix: str) -> Val:
-        node, ex = self.inputs[model.tap_name(point, prefix)]
-        return Val(node, ex, _base_kind(model, point, ex))
-
-    def start(self, tap: ir.Tap, tag: str = "") -> Chain:
-        s = self.source_val(self.student, tap.student, "s")
-        if tap.teacher_point.is_labels:
-            t = Val(self.labels_node, self.labels, Kind("labels"))
-        else:
-            t = self.source_val(self.teacher, tap.teacher_point, self.prefix(self.teachers.index(self.teacher) + 1))
-        return Chain(s, t, ((tap.student.key,), (tag, tap.teacher_point.key) if tag else (tap.teacher_point.key,)),
-                     tap)
-
     # ---- transforms --------------------------------------------------------------------------------------
     def transform(self, call: ir.Call, chain: Chain, tag: str = "") -> Chain:
         op, s, t = OPS[call.op], chain.s, chain.t
-        kinds = self.transform_kinds(call, s, t)
+        kinds = transform_kinds(call, s, t, self.student.name, self.teacher.name)
         side = call.side or (op.side if op.side != "both" else None)
         step = (call.key, tag) if tag and (op.module or op.random) else call.key  # sized for / drawn with it
         key = (chain.key[0] + (step,) if side != "teacher" else chain.key[0],
@@ -233,23 +170,16 @@ class Lowering:
     def one_side(self, call: ir.Call, v: Val, kind: Kind, key: tuple, other: Val, tap: ir.Tap) -> Val:
         if key in self.memo:
             return self.memo[key]
-        op, b = OPS[call.op], binding(call.op)
+        op = OPS[call.op]
         base = v.node.name.removesuffix("_detached")
         if op.module:
             site = Site(call, v, other, tap, self.teacher, self.x)
             out = self.module_val(site, base, [v], kind, other.pdims if op.learnable else None)
         else:
-            kwargs = arguments(op, call, self.value, v.example.dim())
-            kwargs = b.rule.prepare(call, v, kwargs) if b.rule.prepare else kwargs
-            args, examples = (v.node,), (v.example,)
-            if "labels" in op.needs:
-                args, examples = (v.node, self.labels_node), (v.example, self.labels)
-            node = self.fn(b.fn, args, kwargs, name=f"{base}_{call.op}")
-            out = Val(node, self.run(call, b.fn, examples, kwargs), kind)
-            if b.rule.finish:
-                b.rule.finish(out, v, kwargs)
-            if kind.prob and out.pdims is None:
-                out.pdims = v.pdims or (1,)
+            labels = Val(self.labels_node, self.labels, Kind("labels"))
+            args, kwargs = transform_call(call, v, self.numbers.value, labels)
+            out = self.kernel_val(call, binding(call.op).fn, args, kwargs, f"{base}_{call.op}", kind)
+            finish_transform(call, out, v, kwargs)
         out.batch_sized = v.batch_sized or op.batch_sized or kind.form == "relation"
         self.memo[key] = out
         return out
@@ -260,7 +190,7 @@ class Lowering:
         if memo_key in self.memo:
             return self.memo[memo_key]
         b = binding(call.op)
-        kwargs = arguments(b.op, call, self.value, s.example.dim())
+        kwargs = arguments(b.op, call, self.numbers.value, s.example.dim())
         pair = self.fn(b.fn, (s.node, t.node), kwargs, name=f"{call.op}_{s.node.name}")
         s_ex, t_ex = self.run(call, b.fn, (s.example, t.example), kwargs)
         outs = []
@@ -279,7 +209,7 @@ class Lowering:
         call, op = site.call, OPS[site.call.op]
         check_module_input(site)
         ndim = inputs[0].example.dim()
-        module = binding(call.op).fn(site, **arguments(op, call, self.value, ndim))
+        module = binding(call.op).fn(site, **arguments(op, call, self.numbers.value, ndim))
         stem = base.removeprefix({"student": "s_", "teacher": "t_"}.get(op.side, "&"))
         name, k = f"{call.op}_{stem}", 2
         while hasattr(self.root, name):
@@ -301,7 +231,7 @@ class Lowering:
         if op.across == "pairs" and len(chains) < 2:
             raise KDError(f"`{call.op}` relates consecutive taps, and this term has one", span=call.span,
                           hint=f"list two or more taps before it, e.g. `stage1, stage2, stage3 -> {call.op}`")
-        kinds = [self.transform_kinds(call, c.s, c.t) for c in chains]
+        kinds = [transform_kinds(call, c.s, c.t, self.student.name, self.teacher.name) for c in chains]
         # an output depends on every tap (memo keys name them all), so no value is shared with another term
         joined = [(tuple(c.key[side] for c in chains), call.key) for side in (0, 1)]
         if op.module:  # student side, learnable (ReviewKD's fusion)
@@ -329,25 +259,6 @@ class Lowering:
         return [Val(self.fn(operator.getitem, (group, i), name=f"{base}_{call.op}_{i}"), ex, kinds[i])
                 for i, ex in enumerate(examples)]
 
-    def transform_kinds(self, call: ir.Call, s: Val, t: Val) -> tuple[Kind, Kind]:
-        kinds = apply_transform(call, (s.kind, t.kind))
-        if kinds is None:
-            raise KDError(f"`{print_call(call)}` does not take {s.kind.describe()} (student {self.student.name}) "
-                          f"and {t.kind.describe()} (teacher {self.teacher.name})", span=call.span,
-                          hint=f"`{call.op}` takes {OPS[call.op].accepts()}")
-        return kinds
-
-    def run(self, call: ir.Call, fn, args, kwargs):
-        """Run an implementation on example inputs; a located error where it cannot run on them."""
-        try:
-            with torch.no_grad():
-                return fn(*args, **{k: self.examples.get(v, v) if isinstance(v, fx.Node) else v
-                                    for k, v in kwargs.items()})
-        except (RuntimeError, ValueError, IndexError) as err:
-            shapes = " and ".join(_shape(tuple(a.shape[1:])) for a in args)
-            raise KDError(f"`{print_call(call)}` cannot run on {shapes}: {str(err).splitlines()[0]}",
-                          span=call.span) from None
-
     # ---- distances ---------------------------------------------------------------------------------------
     def distance(self, call: ir.Call, chain: Chain, term: str, alone: bool) -> fx.Node:
         """The distance node of one chain (named after the term when it is the term's value)."""
@@ -358,42 +269,11 @@ class Lowering:
             inputs = [s, t] + ([Val(self.index_node, self.index, Kind("labels"))] if self.index_node else [])
             site = Site(call, s, t, chain.tap, self.teacher, self.x)
             return self.module_val(site, term, inputs, Kind("scalar"), node_name=name).node
-        b = binding(call.op)
-        kwargs = arguments(op, call, self.value, s.example.dim())
-        s, t, kwargs = b.rule.prepare(s, t, kwargs) if b.rule.prepare else (s, t, kwargs)
-        node = self.fn(b.fn, (s.node, t.node), kwargs, name=name)
-        example = self.run(call, b.fn, (s.example, t.example), kwargs)
-        if not torch.is_tensor(example) or example.dim() != 0:
+        s, t, kwargs = distance_call(call, s, t, self.numbers.value)
+        out = self.kernel_val(call, binding(call.op).fn, [s, t], kwargs, name, Kind("scalar"))
+        if not torch.is_tensor(out.example) or out.example.dim() != 0:
             raise KDError(f"`{call.op}` did not give a scalar", span=call.span)
-        return node
-
-    # ---- weights -----------------------------------------------------------------------------------------
-    def weight(self, expr: ir.Expr, term: str):
-        """A term's weight: a number, an attribute ``<term>_weight`` computed from the parameters when the loss
-        is built, or nodes (with a schedule over the epoch)."""
-        names = {e.id for e in ir.walk(expr) if isinstance(e, ir.Name)}
-        if any(isinstance(e, ir.Call) for e in ir.walk(expr)) or not names:
-            return self.number(expr)
-        attr = f"{term}_weight"
-        value = _constant(expr, self.params)
-        setattr(self.root, attr, value)
-        self.use.derived[attr] = expr
-        return self.attr(attr, value)
-
-
-@dataclass
-class ParamUse:
-    """How a compiled loss uses the distiller's parameters: ``values`` (as compiled), ``attrs`` (parameters the
-    graph reads, by attribute name), ``derived`` (attributes computed from them: term weights), ``fixed``
-    (parameters that shaped the graph or its modules, so a compiled file accepts no other value)."""
-
-    values: dict[str, float]
-    attrs: dict[str, str] = field(default_factory=dict)
-    derived: dict[str, ir.Expr] = field(default_factory=dict)
-    fixed: set[str] = field(default_factory=set)
-
-
-_ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "^": operator.pow}
+        return out.node
 
 
 def term_names(block: ir.Block) -> list[str]:
@@ -424,8 +304,8 @@ def _check_distance_fits(call: ir.Call, s: Val, t: Val, tap: ir.Tap, student: st
                       hint=distance_hint(call, (s.kind, t.kind)))
     if t.kind.form != "labels" and not _shapes_fit(OPS[call.op].shapes, s.example.shape, t.example.shape):
         raise KDError(
-            f"`{call.op}` compares {_shape(tuple(s.example.shape[1:]))} from {student} with "
-            f"{_shape(tuple(t.example.shape[1:]))} from {teacher} (tap `{_tap_text(tap)}`): "
+            f"`{call.op}` compares {shape_text(tuple(s.example.shape[1:]))} from {student} with "
+            f"{shape_text(tuple(t.example.shape[1:]))} from {teacher} (tap `{_tap_text(tap)}`): "
             "the shapes differ", span=call.span,
             hint="add a student-side connector before the distance: `-> adapt ->`")
 
@@ -433,8 +313,8 @@ def _check_distance_fits(call: ir.Call, s: Val, t: Val, tap: ir.Tap, student: st
 def _check_same_shape(call: ir.Call, c: Chain, student: str, teacher: str) -> None:
     if c.s.example.shape != c.t.example.shape:
         raise KDError(f"`{call.op}` needs equal channel counts on both networks: it gives "
-                      f"{_shape(tuple(c.s.example.shape[1:]))} for {student} and "
-                      f"{_shape(tuple(c.t.example.shape[1:]))} for {teacher} at "
+                      f"{shape_text(tuple(c.s.example.shape[1:]))} for {student} and "
+                      f"{shape_text(tuple(c.t.example.shape[1:]))} for {teacher} at "
                       f"`{_tap_text(c.tap)}`", span=call.span,
                       hint=f"`{call.op}` compares C×C matrices, which only match when the channels do")
 
@@ -446,28 +326,6 @@ def _shapes_fit(rule: str, s: torch.Size, t: torch.Size) -> bool:
     if rule == "positions":
         return len(s) == len(t) and s[0] == t[0] and s[2:] == t[2:]
     return s == t
-
-
-def _constant(expr: ir.Expr, params: dict) -> float:
-    """Fold a number expression with the distiller's parameter values (faults are located errors)."""
-    return weights.evaluate(expr, params)
-
-
-def _base_kind(model: Model, point: ir.Point, example: torch.Tensor) -> Kind:
-    if example.dim() == 4:
-        return Kind("map")
-    if example.dim() == 3:
-        return Kind("tokens")
-    if example.dim() == 2:
-        logits_spec = getattr(model.net, "kd_aliases", {}).get("logits")
-        spec = resolve_point(model.net, point, model.name)
-        return Kind("logits") if point.path == "logits" or spec == logits_spec else Kind("vector")
-    raise KDError(f"tap `{print_point(point)}` of {model.name} has shape {tuple(example.shape)}; "
-                  "taps must be maps, tokens or vectors", span=point.span)
-
-
-def _shape(shape: tuple) -> str:
-    return "×".join(str(d) for d in shape) or "scalar"
 
 
 def _tap_text(tap: ir.Tap) -> str:

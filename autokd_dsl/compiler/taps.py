@@ -18,6 +18,8 @@ from torch import nn
 
 from ..errors import KDError, did_you_mean
 from ..lang import ir
+from ..lang.kinds import Kind
+from ..lang.printer import print_point
 from ..standalone.attach import TapCapture, parse_spec
 
 
@@ -93,6 +95,20 @@ def collect_taps(block: ir.Block, teacher: Model | list[Model], student: Model) 
         if any(isinstance(e, ir.Call) and e.op == "confidence" for e in ir.walk(term.weight)):
             for model, name in zip(teachers, prefix):  # CA-MKD's weights read every teacher's logits
                 model.tap_name(ir.Point("logits"), name)
+
+
+def base_kind(model: Model, point: ir.Point, example: torch.Tensor) -> Kind:
+    """The kind of a tap from its example: a map (N,C,H,W), tokens (N,L,D), or logits / a vector (N,D)."""
+    if example.dim() == 4:
+        return Kind("map")
+    if example.dim() == 3:
+        return Kind("tokens")
+    if example.dim() == 2:
+        logits_spec = aliases(model.net).get("logits")
+        spec = resolve_point(model.net, point, model.name)
+        return Kind("logits") if point.path == "logits" or spec == logits_spec else Kind("vector")
+    raise KDError(f"tap `{print_point(point)}` of {model.name} has shape {tuple(example.shape)}; "
+                  "taps must be maps, tokens or vectors", span=point.span)
 
 
 def ident(text: str) -> str:

@@ -197,5 +197,5 @@ def _weight(lw, expr: ir.Expr, k: int, nodes: dict):
     if isinstance(expr, ir.Neg):
         inner = _weight(lw, expr.operand, k, nodes)
         return -inner if not isinstance(inner, fx.Node) else lw.graph.call_function(operator.neg, (inner,))
-    return lw.number(expr)
+    return lw.numbers.number(expr)
 

@@ -193,10 +193,18 @@ class MCTS(_StrategyBase):
     # -- tree operations -----------------------------------------------------------------------------
 
     def _add_child(self, parent: Path, option: int) -> Path:
-        child = Node(parent + (option,), str(self.space.label(len(parent), option)))
+        child = Node(parent + (option,), self._label(parent, option))
         self.nodes[parent].children[option] = child
         self.nodes[child.prefix] = child
         return child.prefix
+
+    def _label(self, prefix: Path, option: int) -> str:
+        """The option's text for the tree: in context (``option_label(prefix, option)``, as the candidate prints it)
+        when the space offers that, else ``label(level, option)``."""
+        in_context = getattr(self.space, "option_label", None)
+        if in_context is not None:
+            return str(in_context(prefix, option))
+        return str(self.space.label(len(prefix), option))
 
     def _in_tree(self, path: Path) -> list[Node]:
         """The tree nodes on ``path``, from the root down."""

@@ -3,11 +3,13 @@
 Copied verbatim into compiled files (torch only). Sized from the real shapes (without the batch axis):
 
 * map → map: resize to the teacher's H×W (average pooling down, bilinear up), 1×1 conv, BatchNorm;
-* tokens → tokens: resample the token count, Linear on the feature axis;
 * tokens → map (ViT → CNN): drop leading class/distillation tokens, fold the rest into a square grid, then as
   map → map; map → tokens (CNN → ViT): resize the map to the token grid (side × side, the largest square in the
   token count), its positions in raster order as the patch tokens; the leading tokens the grid leaves over
   (class, distillation, register tokens) are matched with the map's average over positions;
+* tokens → tokens: the same count as it is; otherwise the patch grid is resized as a map (as map → tokens) and
+  the leading tokens are kept apart from it: passed through where both have as many, else their average for
+  each of the teacher's (the grid's average where the student has none); then Linear on the feature axis;
 * vector → vector: Linear; map or tokens → vector: average, then Linear.
 
 The modules behind the other module-backed ops follow `Connector` (see `autokd_dsl.compiler.modules` for how they
@@ -68,11 +70,17 @@ class Connector(Part):
         side = math.isqrt(length)
         return x[:, length - side * side:].transpose(1, 2).reshape(n, dim, side, side)
 
-    def _tokens(self, x, length):
+    def _tokens(self, grid, length, leading=None):
+        """A map (N, D, H, W) onto ``length`` tokens: the map resized to the largest square in the count, in
+        raster order, after the leading tokens the square leaves over. ``leading`` (N, K, D), a student's own
+        leading tokens, is kept where K is that many, otherwise averaged; without any, the map's average."""
         side = math.isqrt(length)
-        grid = _resize(x, (side, side)).flatten(2).transpose(1, 2)
-        prefix = x.mean((2, 3))[:, None].expand(-1, length - side * side, -1)
-        return torch.cat([prefix, grid], dim=1)
+        count = length - side * side
+        cells = _resize(grid, (side, side)).flatten(2).transpose(1, 2)
+        if leading is None or leading.shape[1] != count:
+            none = leading is None or leading.shape[1] == 0
+            leading = (grid.mean((2, 3))[:, None] if none else leading.mean(1, keepdim=True)).expand(-1, count, -1)
+        return torch.cat([leading, cells], dim=1)
 
     def forward(self, x):
         s, t = self.student_shape, self.teacher_shape
@@ -83,8 +91,8 @@ class Connector(Part):
         if len(t) == 2:
             if len(s) == 3:
                 x = self._tokens(x, t[0])
-            if x.shape[1] != t[0]:
-                x = F.interpolate(x.transpose(1, 2), size=t[0], mode="linear", align_corners=False).transpose(1, 2)
+            elif x.shape[1] != t[0]:
+                x = self._tokens(self._grid(x), t[0], x[:, :x.shape[1] - math.isqrt(x.shape[1]) ** 2])
             return self.linear(x)
         if x.dim() == 4:
             x = x.mean((2, 3))
