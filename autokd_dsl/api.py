@@ -229,6 +229,26 @@ def require_teachers(block, teachers: str | list[str], file) -> None:
         raise err.located(SourceText(str(file), Path(file).read_text(encoding="utf-8"))) from None
 
 
+def fit_check(block, teachers: str | list[str], student: str, num_classes: int, input_size, file) -> None:
+    """Compile the distiller onto untrained copies of the networks: a distiller that does not fit the pair (a
+    missing tap, a connector after a batch relation, ...) is a located error before any teacher trains."""
+    import torch
+
+    from .compiler.build import compile_distiller
+    from .errors import SourceText
+    from .models import create_model
+
+    names = names_of(teachers)
+    with torch.random.fork_rng(devices=[]):  # building the networks draws from torch's global generator
+        nets = [create_model(name, num_classes=num_classes, in_chans=input_size[0]) for name in names]
+        student_net = create_model(student, num_classes=num_classes, in_chans=input_size[0])
+        try:
+            compile_distiller(block, nets if len(nets) > 1 else nets[0], student_net, input_size,
+                              teacher_name=names if len(names) > 1 else names[0], student_name=student)
+        except KDError as err:
+            raise err.located(SourceText(str(file), Path(file).read_text(encoding="utf-8"))) if err.span else err
+
+
 def _command(command: str | None, what: str, settings) -> str:
     return command or f"autokd_dsl.{what}({settings!r})"
 
@@ -300,6 +320,7 @@ def train(settings: TrainSettings | None = None, /, *, console=None, command: st
     sets = open_data(data_cfg)
     if s.train_subset is not None:
         sets = subset_train(sets, s.train_subset, s.seed)
+    fit_check(block, s.teacher, s.student, sets.num_classes, data_cfg.input_size, s.file)
     # the teacher trains with its dataset's default augmentation, whatever this run's --augment says
     teacher_cfg = data_cfg.model_copy(update={"augment": None})
     teacher_net = obtain_teachers(s.teacher, s.teacher_weights, teacher_cfg, sets.num_classes, console,
