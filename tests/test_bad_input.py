@@ -367,6 +367,8 @@ ROWS = [
         "--layers: `stage9` is not a tap point of resnet8", CLI),
     Row("connector-on-batch-relation", "shapes", compile_of("bg.kd"), 2, "sized from a batch relation", "bg.kd:2:29",
         files={"bg.kd": one_term("stage3 -> batch_gram -> adapt -> mse -> 1")}),
+    Row("train-connector-on-batch-relation", "shapes", train_of("bg.kd"), 2, "sized from a batch relation",
+        "bg.kd:2:29", files={"bg.kd": one_term("stage3 -> batch_gram -> adapt -> mse -> 1")}),
     Row("tap-not-reached", "locations", compile_of("at.kd"), 2, "`layer1.0.relu@9` was not reached", "at.kd:2:5",
         files={"at.kd": one_term("layer1.0.relu@9 -> mse -> 1")}),
     Row("compile-unknown-tap", "locations", compile_of("t9.kd"), 2, "`stage9` is not a tap point", "t9.kd:2:5",

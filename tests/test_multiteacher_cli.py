@@ -163,11 +163,3 @@ def test_cli_errors_are_located_and_exit_2(ckpts, cli, tmp_path):
     finally:
         sys.path.remove(str(ROOT / "tests" / "fixtures"))
 
-
-def test_search_with_several_teachers_is_refused_before_any_work(cli, tmp_path):
-    out = tmp_path / "search"
-    code, text = cli("search", ROOT / "examples" / "multi_teacher_space.kd", "--teacher", "resnet8", "--teacher",
-                     "resnet14", "--student", "resnet8", "--input-size", "3x8x8", "--out", out)
-    assert code == 2, text
-    assert "one teacher" in text and "command-line value" in text and "Traceback" not in text
-    assert not out.exists()
