@@ -22,6 +22,7 @@ from autokd_dsl.errors import KDError
 from autokd_dsl.lang.check import check_text
 from autokd_dsl.models import create_model
 from autokd_dsl.search.evaluate import ProxyContext, ProxySettings, evaluate
+from autokd_dsl.search.ray_executor import pack_context, unpack_context
 from autokd_dsl.search.space import SearchSpace
 from autokd_dsl.training.teacher import Recipe, train_teacher
 
@@ -90,6 +91,10 @@ def test_each_teacher_runs_once_and_its_taps_are_cached():
     outcome = evaluate(space.candidate((2,)), ctx)  # agreement weighting
     assert outcome.status == "ok" and math.isfinite(outcome.reward), outcome.reason
     assert calls == runs and ctx.teacher_runs == 1  # candidates never run the teachers
+    # the context as a Ray worker gets it (through the object store): the same teachers' cache, the same result
+    again = unpack_context(pack_context(ctx))
+    assert len(again.teachers) == 2 and again.teacher_name == list(TEACHERS)
+    assert evaluate(space.candidate((2,)), again).reward == pytest.approx(outcome.reward, abs=1e-6)
 
 
 def test_two_teacher_search_on_a_weighting_rule_space_and_resume(ckpts, cli, tmp_path):
