@@ -19,7 +19,7 @@ from .store import Store
 
 REWARD_TEXT = ("reward = -(0.5 × validation cross-entropy + 0.5 × representation gap), larger is better; "
                "gap = MSE(P·student embedding, teacher embedding) / Var(teacher embedding), P a fixed random "
-               "projection where widths differ")
+               "projection where widths differ (with several teachers, the mean of each teacher's gap)")
 
 
 def teachers_text(names) -> str:
