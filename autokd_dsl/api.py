@@ -129,6 +129,7 @@ class SearchSettings(_Settings):
     seed: Annotated[int, _in(AT_LEAST_0)] = 0
     device: str = "cpu"
     amp: Literal["off", "bf16", "fp16"] = "off"  # candidates' training precision
+    reward: str = "ce+gap"  # a name of autokd_dsl.search.evaluate.REWARDS
     out: Path = Path("runs/search")
     resume: bool = False
     final_epochs: Annotated[int, _in(AT_LEAST_0)] = 0
@@ -358,7 +359,7 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
     data, and every candidate compiles against all of them."""
     from .data import DataConfig, load_data
     from .errors import SourceText
-    from .search.evaluate import ProxySettings
+    from .search.evaluate import REWARDS, ProxySettings
     from .search.executor import check_executor
     from .search.run import SearchConfig, check_amp, check_identity, check_search_folder, check_teacher_classes
     from .search.run import load_baselines, load_space, parse_rungs
@@ -382,8 +383,11 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
     out = Path(s.out)
     check_search_folder(out, s.resume)  # so does a foreign --out folder, before anything is written
     require_teachers(space_block, teacher, s.space_file)
+    if s.reward not in REWARDS:
+        raise KDError(f"unknown reward `{s.reward}`", hint=f"choose one of: {', '.join(REWARDS)}")
     proxy = ProxySettings(epochs=s.epochs, subset=s.subset, entropy_sampling=s.entropy,
-                          offline_teacher=s.offline_teacher, sparse_density=s.sparse, seed=s.seed)
+                          offline_teacher=s.offline_teacher, sparse_density=s.sparse, seed=s.seed,
+                          reward=s.reward)
     cfg = SearchConfig(space_file=str(s.space_file), space_name=s.space, teacher=teacher, student=s.student,
                        teacher_weights=weights, data=s.data,
                        data_root=str(s.data_root) if s.data_root else None, input_size=s.input_size,

@@ -62,16 +62,9 @@ from autokd_dsl.training.teacher import default_recipe, load_teacher, teacher_fo
 ROOT = Path(__file__).resolve().parents[1]
 SCRATCH = "distiller scratch:\n    ce: logits ~ labels -> ce -> 1\n"
 LIBRARY = "kd,fitnet,at,sp,pkt,nst,cwd,dist,dkd,rkd,vid,pkd"
-# reward variants: name → function of one proxy run's parts (larger is better)
-VARIANTS = {
-    "0.5 CE + 0.5 gap (today)": lambda p: -(0.5 * p["ce"] + 0.5 * p["gap"]),
-    "CE": lambda p: -p["ce"],
-    "gap": lambda p: -p["gap"],
-    "val accuracy": lambda p: p["acc"],
-    "KL(teacher‖student)": lambda p: -p["tkl"],
-    "CE + 0.1 gap": lambda p: -(p["ce"] + 0.1 * p["gap"]),
-    "acc − CE": lambda p: p["acc"] - p["ce"],
-}
+# reward variants: the product's rewards (`autokd-dsl search --reward NAME`), by name; the default first
+VARIANTS = {name: proxy.REWARDS[name].value for name in
+            [proxy.DEFAULT_REWARD, *(n for n in proxy.REWARDS if n != proxy.DEFAULT_REWARD)]}
 
 
 # ---- results cache ----------------------------------------------------------------------------------------
@@ -155,7 +148,7 @@ class _AllTaps:
 # ---- one proxy run, with every reward's parts --------------------------------------------------------------
 
 
-def proxy_run(block: ir.Block, ctx, ctx_logits_t: torch.Tensor) -> dict:
+def proxy_run(block: ir.Block, ctx) -> dict:
     """The product's proxy (compile, probe, train) and a validation pass keeping CE, gap, accuracy and KL."""
     start = time.perf_counter()
     torch.manual_seed(ctx.settings.seed)
@@ -167,13 +160,8 @@ def proxy_run(block: ir.Block, ctx, ctx_logits_t: torch.Tensor) -> dict:
     if reason or runner.train() is None:
         return {"status": "rejected", "reason": reason or "non-finite during training",
                 "seconds": time.perf_counter() - start}
-    ce, gap = runner.score()[:2]
-    with torch.no_grad():
-        student.eval()
-        logits = torch.cat([student(ctx.val_x[b:b + 500]) for b in range(0, len(ctx.val_x), 500)])
-    acc = float((logits.argmax(1) == ctx.val_y).float().mean())
-    tkl = float(F.kl_div(logits.log_softmax(1), ctx_logits_t.log_softmax(1), reduction="batchmean", log_target=True))
-    return {"status": "ok", "ce": ce, "gap": gap, "acc": acc, "tkl": tkl, "seconds": time.perf_counter() - start}
+    parts = runner.score()  # validation CE, gap, accuracy and KL(teacher ‖ student), as the product computes them
+    return {"status": "ok", **parts, "seconds": time.perf_counter() - start}
 
 
 # ---- statistics ------------------------------------------------------------------------------------------
@@ -368,7 +356,7 @@ def main() -> None:
             for rung in rungs:
                 if res.get("proxy", cid, seed, rung) is None:
                     ctx = context(seed, rung)
-                    parts = proxy_run(blocks[cid], ctx, ctx.val_acts["__logits__"])
+                    parts = proxy_run(blocks[cid], ctx)
                     res.put(parts, "proxy", cid, seed, rung)
                     log.print(f"proxy seed {seed} {rung:2d} ep {cid:16s} {parts.get('ce', float('nan')):.4f} CE "
                               f"{parts.get('acc', float('nan')):.3f} acc ({parts['seconds']:.0f}s, "

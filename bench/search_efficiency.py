@@ -101,7 +101,8 @@ def run(
 
 
 GATED_COUNTS = (2, 6, 6, 5, 4, 4)
-EARLIER_MCTS = {"c": 0.15, "fpu": 0.0, "max_weight": 0.0, "rollout": "random", "tail_z": None, "mast_context": 0}
+EARLIER_MCTS = {"c": 0.15, "fpu": 0.0, "max_weight": 0.0, "rollout": "random", "tail_z": None, "mast_context": 0,
+                "expand": "random"}
 """The first product defaults (mean-value UCT, uniform rollouts), shown for comparison."""
 
 

@@ -252,6 +252,7 @@ ROWS = [
     Row("teacher-unknown-model", "options", ("teacher", "resnet9", *TEACHER[2:]), 2, "unknown model `resnet9`", CLI),
     Row("search-sparse-1.5", "options", (*SEARCH, "--sparse", "1.5"), 2, "expected a number in (0, 1)", CLI),
     Row("search-sparse-0", "options", (*SEARCH, "--sparse", "0"), 2, "expected a number in (0, 1)", CLI),
+    Row("search-unknown-reward", "options", (*SEARCH, "--reward", "ce+gapp"), 2, "unknown reward `ce+gapp`", CLI),
     Row("search-budget-0", "options", (*SEARCH, "--budget", "0"), 2, "'--budget'", CLI),
     Row("search-epochs-0", "options", (*SEARCH, "--epochs", "0"), 2, "'--epochs'", CLI),
     Row("search-subset-0", "options", (*SEARCH, "--subset", "0"), 2, "expected a number in (0, 1]", CLI),

@@ -1,6 +1,6 @@
 """The proxy evaluator: compile a candidate, reject broken losses on a probe batch, train briefly, score.
 
-Reward (larger is better): ``-(0.5 × CE_val + 0.5 × gap)`` where CE_val is the student's cross-entropy on the
+Reward (larger is better; ``--reward``, one of :data:`REWARDS`): by default ``-(0.5 × CE_val + 0.5 × gap)`` where CE_val is the student's cross-entropy on the
 held-out validation split and gap is ``MSE(P·s, t) / Var(t)`` between the student's and the teacher's pooled
 last-stage features (``embedding``), through a fixed random projection P where their widths differ; with
 several teachers, the mean of each teacher's gap. The test split is never read here.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pydantic
@@ -29,6 +30,29 @@ from ..standalone.attach import TapCapture
 from ..training.runtime import Precision
 
 
+@dataclass(frozen=True)
+class Reward:
+    """A reward made of one proxy run's validation parts (larger is better)."""
+
+    text: str
+    value: "Callable[[dict], float]"
+
+
+# name → reward; the parts are ce (validation cross-entropy), gap (the embedding gap to the teacher), acc
+# (validation accuracy) and tkl (KL(teacher ‖ student) of the predictions on the validation split)
+REWARDS = {
+    "ce+gap": Reward("-(0.5 × validation cross-entropy + 0.5 × representation gap)",
+                     lambda p: -(0.5 * p["ce"] + 0.5 * p["gap"])),
+    "ce": Reward("-validation cross-entropy", lambda p: -p["ce"]),
+    "ce+0.1gap": Reward("-(validation cross-entropy + 0.1 × representation gap)",
+                        lambda p: -(p["ce"] + 0.1 * p["gap"])),
+    "kl": Reward("-KL(teacher ‖ student) on the validation split", lambda p: -p["tkl"]),
+    "acc": Reward("validation accuracy", lambda p: p["acc"]),
+    "acc-ce": Reward("validation accuracy - validation cross-entropy", lambda p: p["acc"] - p["ce"]),
+}
+DEFAULT_REWARD = "ce+gap"
+
+
 class ProxySettings(pydantic.BaseModel):
     """What one candidate's evaluation costs; stored (hashed) with every result."""
 
@@ -42,6 +66,14 @@ class ProxySettings(pydantic.BaseModel):
     offline_teacher: bool = True
     sparse_density: float | None = None  # e.g. 0.5: magnitude pruning with random regrowth
     seed: int = 0
+    reward: str = DEFAULT_REWARD  # a name of REWARDS
+
+    @pydantic.field_validator("reward")
+    @classmethod
+    def _known_reward(cls, name: str) -> str:
+        if name not in REWARDS:
+            raise ValueError(f"unknown reward `{name}`; the rewards are {', '.join(REWARDS)}")
+        return name
 
     def key(self) -> str:
         import hashlib
@@ -59,7 +91,8 @@ class Outcome:
     gap: float | None = None
     seconds: float = 0.0
     losses: dict = field(default_factory=dict)
-    acc: float | None = None  # validation accuracy (a part of the report, not of the reward)
+    acc: float | None = None  # validation accuracy
+    tkl: float | None = None  # KL(teacher ‖ student) on the validation split
 
 
 def entropy_subset(logits: torch.Tensor, size: int, seed: int, bins: int = 10) -> torch.Tensor:
@@ -207,11 +240,12 @@ def evaluate(block: ir.Block, ctx: ProxyContext, settings: ProxySettings | None 
     if terms is None:
         return Outcome(None, "rejected", "loss became NaN or infinite during training",
                        seconds=time.perf_counter() - start)
-    ce, gap, acc = runner.score()
-    reward = -(0.5 * ce + 0.5 * gap)
+    parts = runner.score()
+    ce, gap, acc = parts["ce"], parts["gap"], parts["acc"]
+    reward = REWARDS[s.reward].value(parts)
     if not math.isfinite(reward):
         return Outcome(None, "rejected", "non-finite validation score", seconds=time.perf_counter() - start)
-    return Outcome(reward, "ok", "", ce, gap, time.perf_counter() - start, terms, acc)
+    return Outcome(reward, "ok", "", ce, gap, time.perf_counter() - start, terms, acc, parts["tkl"])
 
 
 class _Runner:
@@ -336,7 +370,8 @@ class _Runner:
         return {k: v / max(1, steps) for k, v in sums.items()}
 
     @torch.no_grad()
-    def score(self) -> tuple[float, float, float]:
+    def score(self) -> dict[str, float]:
+        """The validation parts every reward is made of: ce, gap, acc and tkl (see :data:`REWARDS`)."""
         ctx = self.ctx
         self.student.eval()
         emb_spec = getattr(self.student, "kd_aliases", {}).get("embedding")
@@ -354,7 +389,9 @@ class _Runner:
         s_emb = torch.cat(embs).flatten(1).float()
         gaps = [_gap(s_emb, ctx.val_acts[f"__embedding_{k}__"].flatten(1).float())
                 for k in range(1, len(ctx.teacher_taps) + 1)]
-        return ce, sum(gaps) / len(gaps), acc
+        t_log = ctx.val_acts["__logits__"].float().log_softmax(1)  # the teachers' mean prediction with several
+        tkl = float(F.kl_div(logits.float().log_softmax(1), t_log, reduction="batchmean", log_target=True))
+        return {"ce": ce, "gap": sum(gaps) / len(gaps), "acc": acc, "tkl": tkl}
 
 
 def _gap(s_emb: torch.Tensor, t_emb: torch.Tensor) -> float:

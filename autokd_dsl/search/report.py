@@ -15,11 +15,11 @@ from rich.console import Console
 from rich.table import Table
 
 from .export import export_tree
+from .evaluate import REWARDS
 from .store import Store
 
-REWARD_TEXT = ("reward = -(0.5 × validation cross-entropy + 0.5 × representation gap), larger is better; "
-               "gap = MSE(P·student embedding, teacher embedding) / Var(teacher embedding), P a fixed random "
-               "projection where widths differ (with several teachers, the mean of each teacher's gap)")
+GAP_TEXT = ("gap = MSE(P·student embedding, teacher embedding) / Var(teacher embedding), P a fixed random "
+            "projection where widths differ (with several teachers, the mean of each teacher's gap)")
 
 
 def teachers_text(names) -> str:
@@ -192,7 +192,7 @@ def _report(path: Path, rows, ranked, rejected, cfg, baselines) -> None:
               "candidates are ranked by the highest rung they reached, then by reward" if len(rungs) > 1
               else f"- {rungs[0]} proxy epochs per candidate"),
              f"- proxy settings: `{json.dumps(cfg.proxy.model_dump())}`",
-             f"- {REWARD_TEXT}",
+             f"- reward `{cfg.proxy.reward}` = {REWARDS[cfg.proxy.reward].text}, larger is better; {GAP_TEXT}",
              f"- candidates {len({r['key'] for r in rows})}, trained {len(ranked)}, rejected {len(rejected)}", "",
              "## Leaderboard", "",
              "| rank | reward | val CE | gap | val acc | epochs | seconds | distiller |",
