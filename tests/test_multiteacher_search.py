@@ -5,15 +5,12 @@ epoch on digits at 1x8x8, 200 training images, one proxy epoch."""
 
 from __future__ import annotations
 
-import io
 import math
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from rich.console import Console
 from typer.testing import CliRunner
 
 from autokd_dsl.cli import app
@@ -22,11 +19,11 @@ from autokd_dsl.errors import KDError
 from autokd_dsl.lang.check import check_text
 from autokd_dsl.models import create_model
 from autokd_dsl.search.evaluate import ProxyContext, ProxySettings, evaluate
+from autokd_dsl.search.ray_executor import pack_context, unpack_context
 from autokd_dsl.search.space import SearchSpace
-from autokd_dsl.training.teacher import Recipe, train_teacher
 
-ROOT = Path(__file__).resolve().parents[1]
-TEACHERS = ("resnet8", "wrn_16_1")
+from two_teachers import TEACHERS, assert_located_errors, ckpts, cli, teacher_args  # noqa: F401 (fixtures)
+
 RULES = ("equal", "confidence", "agreement")
 RULE_SPACE = ("space rule:\n    ce: logits ~ labels -> ce -> 1\n"
               "    kd: logits ~ teachers.logits -> softmax(4) -> kl -> 4 * (equal | confidence | agreement)\n")
@@ -34,31 +31,6 @@ TINY = ["--student", "resnet8", "--data", "digits", "--input-size", "1x8x8", "--
         "--epochs", "1", "--no-tensorboard"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def ckpts(tmp_path_factory) -> list[Path]:
-    folder = tmp_path_factory.mktemp("teachers")
-    cfg = DataConfig(name="digits", input_size=(1, 8, 8))
-    return [train_teacher(name, cfg, Recipe(epochs=1, schedule="cosine"), folder / f"{name}.pt",
-                          Console(file=io.StringIO())) for name in TEACHERS]
-
-
-@pytest.fixture()
-def cli(tmp_path, monkeypatch):
-    monkeypatch.setenv("AUTOKD_CACHE", str(tmp_path / "cache"))
-    runner = CliRunner()
-
-    def invoke(*args):
-        result = runner.invoke(app, [str(a) for a in args])
-        return result.exit_code, result.output + (result.stderr if result.stderr_bytes is not None else "")
-
-    return invoke
-
-
-def teacher_args(ckpts, names=TEACHERS) -> list[str]:
-    return [*(a for name in names for a in ("--teacher", name)),
-            *(a for c in ckpts for a in ("--teacher-weights", str(c)))]
 
 
 def rows(db: Path) -> list[tuple]:
@@ -90,6 +62,10 @@ def test_each_teacher_runs_once_and_its_taps_are_cached():
     outcome = evaluate(space.candidate((2,)), ctx)  # agreement weighting
     assert outcome.status == "ok" and math.isfinite(outcome.reward), outcome.reason
     assert calls == runs and ctx.teacher_runs == 1  # candidates never run the teachers
+    # the context as a Ray worker gets it (through the object store): the same teachers' cache, the same result
+    again = unpack_context(pack_context(ctx))
+    assert len(again.teachers) == 2 and again.teacher_name == list(TEACHERS)
+    assert evaluate(space.candidate((2,)), again).reward == pytest.approx(outcome.reward, abs=1e-6)
 
 
 def test_two_teacher_search_on_a_weighting_rule_space_and_resume(ckpts, cli, tmp_path):
@@ -143,14 +119,11 @@ def test_bad_teachers_are_located_errors_before_any_work(ckpts, cli, tmp_path):
         (["search", rule, *teacher_args(ckpts), *TINY, "--amp", "fp16", "--out", out],
          "--amp fp16: candidates train on cpu", "--amp bf16"),
     ]
-    sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
-    try:
-        for args, message, hint in cases:
-            code, text = cli(*args)
-            assert code == 2 and message in text and hint in text and "Traceback" not in text, (args, text)
-            assert not out.exists(), args  # nothing written
-    finally:
-        sys.path.remove(str(ROOT / "tests" / "fixtures"))
+
+    def nothing_written(args):
+        assert not out.exists(), args
+
+    assert_located_errors(cli, cases, nothing_written)
 
 
 def test_the_api_and_a_config_file_check_the_option_ranges(tmp_path):

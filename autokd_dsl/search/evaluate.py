@@ -271,7 +271,7 @@ class _Runner:
             out = self.student(x)
             t_vals = {name: acts[key][idx] for name, key in self.t_names.items()}
             values = self.loss(**self.capture.values, **t_vals, labels=y, epoch=epoch)
-        return out, {k: v.float() for k, v in values.items()}
+        return out, {k: v.float() if torch.is_tensor(v) else v for k, v in values.items()}
 
     def probe(self) -> str:
         """Why the loss cannot train this student (empty when it can), from two different probe batches.

@@ -19,7 +19,7 @@ from .evaluate import REWARDS
 from .store import Store
 
 GAP_TEXT = ("gap = MSE(P·student embedding, teacher embedding) / Var(teacher embedding), P a fixed random "
-               "projection where widths differ")
+            "projection where widths differ (with several teachers, the mean of each teacher's gap)")
 
 
 def teachers_text(names) -> str:
