@@ -80,7 +80,12 @@ same (0.25 (0.39), 0.23 (0.31), 0.30 (0.58)). Not kept: normalising from the 25%
 gated table 5.5x / 10x random: a branch whose samples fall below the floor loses its spread and is never revisited),
 tail_z 1.5, fpu 0.1, mast_context 2, mast_prior 1, mast_tau 0.05 / 0.15, c 0.4 / 0.5 / 1.0 (all within noise or
 worse). norm_quantile 0.1 was first the default; the reported gated table then showed that lock-in (a median of
-2,892), and the default went back to 0."""
+2,892), and the default went back to 0. Also tried afterwards, with six more gated-at-a-deeper-level tables (one level
+1-5 scales and shifts the rest per option, P3 shape, seeds 1-6; 20 search seeds), against the kept defaults'
+0.26 / 0.22 / 0.31 / 0.30 (gated / structured / measured-like / deeper): a MAST choice worth mean + k sd, k 0.5 / 1 /
+2: 0.32 / 0.30 / 0.31 / 0.34, 0.28 / 0.28 / 0.34 / 0.27, 0.35 / 0.32 / 0.39 / 0.37; a MAST temperature relative to
+the spread of the option means (0.5 / 1 / 2 sd): 0.31 / 0.32 / 0.30 / 0.33, 0.31 / 0.30 / 0.32 / 0.32, 0.42 / 0.48 /
+0.36 / 0.42. None kept."""
 
 MAST_DEFAULT_TAU = 0.1
 MAST_DEFAULT_EPSILON = 0.2
