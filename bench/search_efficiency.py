@@ -28,13 +28,14 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autokd_dsl.search import TabulatedSpace, make_strategy  # noqa: E402
-from autokd_dsl.search.testing import ListedSpace  # noqa: E402
+from autokd_dsl.search import TabulatedSpace, make_strategy
+from autokd_dsl.search.testing import ListedSpace
 
 MEASURED = Path(__file__).resolve().parent / "data" / "measured_rewards.csv"
 
