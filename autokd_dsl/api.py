@@ -146,6 +146,16 @@ class SearchSettings(_Settings):
             raise KDError(f"unknown rollout policy `{value}`", hint="choose mast or random")
         return value
 
+    @pydantic.field_validator("fidelity", mode="before")
+    @classmethod
+    def _rungs(cls, value: Any) -> Any:
+        """Epochs per rung, as ``"2,6,18"`` or a sequence: increasing and at least 1."""
+        from .search.run import parse_rungs
+
+        if isinstance(value, (list, tuple)):
+            value = ",".join(map(str, value))
+        return parse_rungs(value) if isinstance(value, str) else value
+
 
 # ------------------------------------------------------------------------------------------- helpers
 
@@ -362,7 +372,7 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
     from .search.evaluate import REWARDS, ProxySettings
     from .search.executor import check_executor
     from .search.run import SearchConfig, check_amp, check_identity, check_search_folder, check_teacher_classes
-    from .search.run import load_baselines, load_space, parse_rungs
+    from .search.run import load_baselines, load_space
     from .search.run import search as run_search
     from .search.store import search_config
     from .training.runtime import resolve_device
@@ -378,7 +388,6 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
     check_amp(s.amp, device)
     check_executor(s.executor, s.ray_address, s.device, s.cpus_per_candidate, s.gpus_per_candidate)
     space_block = load_space(str(s.space_file), s.space)  # a bad space fails before any training
-    rungs = parse_rungs(",".join(map(str, s.fidelity)) if s.fidelity else None, s.eta)
     load_baselines(s.baselines, names)
     out = Path(s.out)
     check_search_folder(out, s.resume)  # so does a foreign --out folder, before anything is written
@@ -395,7 +404,7 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
                        workers=s.workers, executor=s.executor, ray_address=s.ray_address,
                        cpus_per_candidate=s.cpus_per_candidate, gpus_per_candidate=s.gpus_per_candidate,
                        seed=s.seed, proxy=proxy, device=device, amp=s.amp, final_epochs=s.final_epochs,
-                       final_seeds=s.final_seeds, baselines=tuple(s.baselines), fidelity=rungs, eta=s.eta)
+                       final_seeds=s.final_seeds, baselines=tuple(s.baselines), fidelity=s.fidelity, eta=s.eta)
     if s.resume:  # other teachers (or settings) than the stored search's fail before any teacher is trained
         check_identity(search_config(out, "identity"), cfg, out)
     data_cfg = DataConfig(name=s.data, root=s.data_root, input_size=s.input_size, seed=s.seed, augment=False,

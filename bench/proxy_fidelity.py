@@ -99,19 +99,32 @@ class Results:
 
 
 def candidates(args, teacher, bundle) -> dict[str, ir.Block]:
-    """Library distillers that compile on the pair, the CE-only baseline, and seeded draws from the space."""
+    """Library distillers that fit the pair, the CE-only baseline, and seeded draws from the space; a candidate
+    fits when it compiles and passes the product's probe (every term finite, varying, and teaching the student),
+    as a search would require before training it."""
     out = {"scratch": check_text(SCRATCH, "<scratch>").blocks[0]}
-    student = create_model(args.student, bundle.num_classes, args.input[0])
-    for name in args.library.split(","):
-        block = load_distiller(library_dir() / f"{name}.kd")
-        try:
-            compile_distiller(block, teacher, student, args.input)
-        except KDError as err:
-            print(f"skipped {name}: {err.message}", flush=True)
-            continue
-        out[name] = block
     space_file = ROOT / "examples" / "space.kd"
     space = SearchSpace(check_text(space_file.read_text(encoding="utf-8"), str(space_file)).blocks[0])
+    library = {name: load_distiller(library_dir() / f"{name}.kd") for name in args.library.split(",")}
+    probe_ctx = proxy.ProxyContext(space, teacher, args.student, subset_train(bundle, 64, 0),
+                                   proxy.ProxySettings(epochs=1), teacher_name=args.teacher,
+                                   extra_taps=list(library.values()))
+
+    def why_not(block) -> str:
+        torch.manual_seed(0)
+        student = create_model(args.student, bundle.num_classes, args.input[0])
+        try:
+            loss = compile_distiller(block, teacher, student, args.input)
+        except KDError as err:
+            return err.message
+        return proxy._Runner(student, loss, probe_ctx, block).probe()
+
+    for name, block in library.items():
+        reason = why_not(block)
+        if reason:
+            print(f"skipped {name}: {reason}", flush=True)
+            continue
+        out[name] = block
     rng, seen, tries = random.Random(args.seed), {b.key for b in out.values()}, 0
     drawn = 0
     while drawn < args.space_candidates and tries < 50 * args.space_candidates:
@@ -122,9 +135,7 @@ def candidates(args, teacher, bundle) -> dict[str, ir.Block]:
         block = space.candidate(path)
         if block.key in seen:
             continue
-        try:
-            compile_distiller(block, teacher, student, args.input)
-        except KDError:
+        if why_not(block):
             continue
         seen.add(block.key)
         out[f"space-{block.key[:8]}"] = block
@@ -155,7 +166,7 @@ def proxy_run(block: ir.Block, ctx) -> dict:
     student = create_model(ctx.student_name, num_classes=ctx.num_classes, in_chans=ctx.input_size[0])
     loss = compile_distiller(block, ctx.teacher, student, ctx.input_size, teacher_name=ctx.teacher_name,
                              student_name=ctx.student_name)
-    runner = proxy._Runner(student, loss, ctx)
+    runner = proxy._Runner(student, loss, ctx, block)  # with the block: the probe checks every term
     reason = runner.probe()
     if reason or runner.train() is None:
         return {"status": "rejected", "reason": reason or "non-finite during training",

@@ -138,6 +138,10 @@ def test_the_api_and_a_config_file_check_the_option_ranges(tmp_path):
                               **{field: value})
     with pytest.raises(KDError, match="unknown rollout policy `bogus`"):
         autokd_dsl.search(space_file=rule, teacher="resnet8", student="resnet8", rollout="bogus")
+    with pytest.raises(KDError, match="epochs per rung must be increasing"):
+        autokd_dsl.search(space_file=rule, teacher="resnet8", student="resnet8", fidelity=(6, 2))
+    code, text = _run_cli(["search", rule, "--teacher", "resnet8", "--student", "resnet8", "--fidelity", "2,x"])
+    assert code == 2 and "--fidelity `2,x` is not a list of epoch counts (command-line value)" in text, text
     config = tmp_path / "run.toml"
     config.write_text("final-seeds = 0\n")
     code, text = _run_cli(["search", rule, "--teacher", "resnet8", "--student", "resnet8", "--config", config])

@@ -116,16 +116,14 @@ def search(
     from ..search.driver import STRATEGIES
     from ..search.evaluate import REWARDS
     from ..search.executor import check_executor
-    from ..search.run import check_amp, check_search_folder, load_baselines, load_space, parse_rungs
+    from ..search.run import check_amp, check_search_folder, load_baselines, load_space
     from ..training.runtime import resolve_device
     from ..search.space import SearchSpace
     from ..training.tracking import command_line
 
     values.input_size(input_size)  # a bad value fails as a command-line value, before the settings are built
     options.update(teacher=values.one_or_list(teacher), teacher_weights=values.one_or_list(teacher_weights))
-    with option_value("--fidelity"):
-        options.update(fidelity=parse_rungs(fidelity, eta),
-                       baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()))
+    options.update(baselines=tuple(b.strip() for b in baselines.split(",") if b.strip()))
     s = settings(SearchSettings, "search", ctx, config, options)
     values.data_config(name=s.data, root=s.data_root, input_size=s.input_size, seed=s.seed, augment=False,
                        train_subset=s.train_subset)

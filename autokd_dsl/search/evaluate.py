@@ -277,7 +277,8 @@ class _Runner:
         """Why the loss cannot train this student (empty when it can), from two different probe batches.
 
         The total must be finite and not explode, and every distillation term (a term that does not read the
-        labels) must be finite on both batches, differ between them, and give the student a gradient.
+        labels) must be finite on both batches, differ between them, and give the student a gradient, at the first,
+        the middle or the last epoch of the proxy run (a scheduled weight such as `warmup(20)` is 0 at the first).
         """
         n = min(32, len(self.ctx.train_x) // 2) or 1
         first, second = torch.arange(n), torch.arange(n, min(2 * n, len(self.ctx.train_x)))
@@ -292,33 +293,55 @@ class _Runner:
         distill = [v for k, v in values.items() if k != "total" and v.requires_grad]
         if not distill:
             return "no loss term depends on the student"
-        others = {}
-        if len(second):
-            with torch.no_grad():
-                _, others = self.losses(self.ctx.train_x[second], self.ctx.train_y[second], self.ctx.train_acts,
-                                        second, 0)
         params = [p for p in self.student.parameters()]
+        # a term's weight may follow a schedule (`warmup(20)` is 0 at epoch 0), so a term that fails at the first
+        # epoch is looked at again at the middle and the last epoch of the proxy run; it must teach at one of them
+        epochs = sorted({0, self.settings.epochs // 2, max(0, self.settings.epochs - 1)})
+        at = {0: values}
+        seconds = {}
+
+        def batches(epoch):
+            if epoch not in at:
+                at[epoch] = self.losses(self.ctx.train_x[first], self.ctx.train_y[first], self.ctx.train_acts,
+                                        first, epoch)[1]
+            if epoch not in seconds:
+                seconds[epoch] = {}
+                if len(second):
+                    with torch.no_grad():
+                        seconds[epoch] = self.losses(self.ctx.train_x[second], self.ctx.train_y[second],
+                                                     self.ctx.train_acts, second, epoch)[1]
+            return at[epoch], seconds[epoch]
+
         for term, name in self._distillation_terms():
-            value = values[name]
-            if not torch.isfinite(value) or (name in others and not torch.isfinite(others[name])):
-                return f"term `{name}` is NaN or infinite on the probe batches"
-            a = float(value.detach())
-            if name in others:
-                b = float(others[name])
-                if abs(a - b) <= 1e-7 * max(1.0, abs(a)):
-                    why = _why_constant(term, self._tap_shape(term, shapes))
-                    return f"term `{name}` is constant {a:.3g} on two different probe batches" + (
-                        f": {why}" if why else "")
-            grads = torch.autograd.grad(value, params, allow_unused=True, retain_graph=True) \
-                if value.requires_grad else []
-            if sum(float(g.abs().sum()) for g in grads if g is not None) == 0.0:
-                return f"term `{name}` gives the student no gradient"
+            faults = []
+            for epoch in epochs:
+                faults.append(self._term_fault(term, name, *batches(epoch), shapes, params))
+                if not faults[-1]:
+                    break
+            else:
+                return faults[0]
         grads = torch.autograd.grad(total, params, allow_unused=True)
         norm = sum(float(g.abs().sum()) for g in grads if g is not None)
         if not math.isfinite(norm):
             return "gradient is NaN or infinite on the probe batch"
         if norm == 0.0:
             return "no gradient reaches the student"
+        return ""
+
+    def _term_fault(self, term: ir.Term, name: str, values: dict, others: dict, shapes: dict, params) -> str:
+        """Why one distillation term cannot teach, on the two probe batches at one epoch (empty when it can)."""
+        value = values[name]
+        if not torch.isfinite(value) or (name in others and not torch.isfinite(others[name])):
+            return f"term `{name}` is NaN or infinite on the probe batches"
+        a = float(value.detach())
+        if name in others:
+            b = float(others[name])
+            if abs(a - b) <= 1e-7 * max(1.0, abs(a)):
+                why = _why_constant(term, self._tap_shape(term, shapes))
+                return f"term `{name}` is constant {a:.3g} on two different probe batches" + (f": {why}" if why else "")
+        grads = torch.autograd.grad(value, params, allow_unused=True, retain_graph=True) if value.requires_grad else []
+        if sum(float(g.abs().sum()) for g in grads if g is not None) == 0.0:
+            return f"term `{name}` gives the student no gradient"
         return ""
 
     def _distillation_terms(self):
