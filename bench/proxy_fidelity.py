@@ -107,7 +107,8 @@ def candidates(args, teacher, bundle) -> dict[str, ir.Block]:
     space = SearchSpace(check_text(space_file.read_text(encoding="utf-8"), str(space_file)).blocks[0])
     library = {name: load_distiller(library_dir() / f"{name}.kd") for name in args.library.split(",")}
     probe_ctx = proxy.ProxyContext(space, teacher, args.student, subset_train(bundle, 64, 0),
-                                   proxy.ProxySettings(epochs=1), teacher_name=args.teacher,
+                                   proxy.ProxySettings(epochs=min(int(r) for r in args.rungs.split(","))),
+                                   teacher_name=args.teacher,
                                    extra_taps=list(library.values()))
 
     def why_not(block) -> str:
