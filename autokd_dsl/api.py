@@ -19,11 +19,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import pydantic
 
 from .errors import KDError
+from .options import AT_LEAST_0, AT_LEAST_1, AT_LEAST_2, DENSITY, FRACTION, NON_NEGATIVE, Number
 
 __all__ = ["SearchSettings", "TeacherSettings", "TrainSettings", "search", "teacher", "train"]
 
@@ -55,11 +56,14 @@ class _Runtime(_Settings):
                        tensorboard=self.tensorboard)
 
 
-class TeacherSettings(_Runtime):
-    """``autokd-dsl teacher``: train a teacher with cross-entropy (``out`` None: into the teacher cache); a list
-    of models trains each in turn (into the cache)."""
+def _in(number: Number):
+    """A settings field checked against the range its command-line option parses with."""
+    return pydantic.AfterValidator(number)
 
-    model: str | list[str]
+
+class _Training(_Runtime):
+    """What a training run (a teacher's or a student's) reads: the data, the recipe's overrides, the output."""
+
     data: str
     data_root: Optional[Path] = None
     input_size: tuple[int, int, int] = (3, 32, 32)
@@ -71,31 +75,33 @@ class TeacherSettings(_Runtime):
     out: Optional[Path] = None
 
 
-class TrainSettings(_Runtime):
+class TeacherSettings(_Training):
+    """``autokd-dsl teacher``: train a teacher with cross-entropy (``out`` None: into the teacher cache); a list
+    of models trains each in turn (into the cache)."""
+
+    model: str | list[str]
+
+
+class TrainSettings(_Training):
     """``autokd-dsl train``: distil ``teacher`` into ``student`` with the distiller in ``file``; several teachers
     are a list (teacher1 first), with ``teacher_weights`` then one checkpoint per teacher, or None."""
 
     file: Path
     teacher: str | list[str]
     student: str
-    data: str
     distiller: Optional[str] = None
     teacher_weights: Path | list[Path] | None = None
-    data_root: Optional[Path] = None
-    input_size: tuple[int, int, int] = (3, 32, 32)
-    augment: Optional[bool] = None
-    epochs: Optional[int] = None
-    lr: Optional[float] = None
-    batch_size: Optional[int] = None
     train_subset: Optional[int] = None
-    seed: int = 0
-    out: Optional[Path] = None
     resume: bool = False
     offline_teacher: bool = False
 
 
 class SearchSettings(_Settings):
-    """``autokd-dsl search``: search the space in ``space_file`` (see :class:`~autokd_dsl.search.run.SearchConfig`)."""
+    """``autokd-dsl search``: search the space in ``space_file`` (see :class:`~autokd_dsl.search.run.SearchConfig`).
+
+    Several teachers are a list (teacher1 first), ``teacher_weights`` then one checkpoint per teacher, or None.
+    Numbers are checked against the ranges of the command's options (a config file's or a keyword's value too).
+    """
 
     space_file: Path
     teacher: str | list[str]
@@ -105,42 +111,65 @@ class SearchSettings(_Settings):
     data: str = "digits"
     data_root: Optional[Path] = None
     input_size: tuple[int, int, int] = (3, 16, 16)
-    train_subset: Optional[int] = None
-    budget: int = 48
-    epochs: int = 6
-    subset: float = 1.0
+    train_subset: Optional[Annotated[int, _in(AT_LEAST_1)]] = None
+    budget: Annotated[int, _in(AT_LEAST_1)] = 48
+    epochs: Annotated[int, _in(AT_LEAST_1)] = 6
+    subset: Annotated[float, _in(FRACTION)] = 1.0
     entropy: bool = True
     offline_teacher: bool = True
-    sparse: Optional[float] = None
+    sparse: Optional[Annotated[float, _in(DENSITY)]] = None
     strategy: str = "mcts"
-    c: float = 0.7
+    c: Annotated[float, _in(NON_NEGATIVE)] = 0.7
     rollout: str = "mast"
-    workers: int = 1
+    workers: Annotated[int, _in(AT_LEAST_1)] = 1
     executor: str = "local"  # or "ray" (the `ray` extra): see README, Searching on a Ray cluster
     ray_address: Optional[str] = None
-    cpus_per_candidate: float = 1.0
-    gpus_per_candidate: float = 0.0
-    seed: int = 0
+    cpus_per_candidate: Annotated[float, _in(NON_NEGATIVE)] = 1.0
+    gpus_per_candidate: Annotated[float, _in(NON_NEGATIVE)] = 0.0
+    seed: Annotated[int, _in(AT_LEAST_0)] = 0
     device: str = "cpu"
+    amp: Literal["off", "bf16", "fp16"] = "off"  # candidates' training precision
+    reward: str = "ce+gap"  # a name of autokd_dsl.search.evaluate.REWARDS
     out: Path = Path("runs/search")
     resume: bool = False
-    final_epochs: int = 0
-    final_seeds: int = 3
+    final_epochs: Annotated[int, _in(AT_LEAST_0)] = 0
+    final_seeds: Annotated[int, _in(AT_LEAST_1)] = 3
     baselines: tuple[str, ...] = ("kd", "fitnet")
     fidelity: Optional[tuple[int, ...]] = None
-    eta: int = 3
+    eta: Annotated[int, _in(AT_LEAST_2)] = 3
     tensorboard: bool = True
+
+    @pydantic.field_validator("rollout")
+    @classmethod
+    def _rollout(cls, value: str) -> str:
+        if value not in ("mast", "random"):
+            raise KDError(f"unknown rollout policy `{value}`", hint="choose mast or random")
+        return value
+
+    @pydantic.field_validator("fidelity", mode="before")
+    @classmethod
+    def _rungs(cls, value: Any) -> Any:
+        """Epochs per rung, as ``"2,6,18"`` or a sequence: increasing and at least 1."""
+        from .search.run import parse_rungs
+
+        if isinstance(value, (list, tuple)):
+            value = ",".join(map(str, value))
+        return parse_rungs(value) if isinstance(value, str) else value
 
 
 # ------------------------------------------------------------------------------------------- helpers
 
 
 def _settings(model, settings, fields: dict):
-    if settings is None:
-        return model(**fields)
-    if not isinstance(settings, model):
+    """``settings`` with ``fields`` over it, checked by ``model`` (a bad value is a KDError naming the field)."""
+    from .config_file import settings_from
+
+    if settings is not None and not isinstance(settings, model):
         raise KDError(f"expected {model.__name__}, got {type(settings).__name__}")
-    return model(**(settings.model_dump() | fields)) if fields else settings
+    if settings is not None and not fields:
+        return settings
+    base = settings.model_dump() if settings is not None else {}
+    return settings_from(model, model.__name__.removesuffix("Settings").lower(), None, base | fields)
 
 
 def plain_console(stderr: bool = False, quiet: bool = False):
@@ -209,6 +238,26 @@ def require_teachers(block, teachers: str | list[str], file) -> None:
         check(block, names_of(teachers))
     except KDError as err:
         raise err.located(SourceText(str(file), Path(file).read_text(encoding="utf-8"))) from None
+
+
+def fit_check(block, teachers: str | list[str], student: str, num_classes: int, input_size, file) -> None:
+    """Compile the distiller onto untrained copies of the networks: a distiller that does not fit the pair (a
+    missing tap, a connector after a batch relation, ...) is a located error before any teacher trains."""
+    import torch
+
+    from .compiler.build import compile_distiller
+    from .errors import SourceText
+    from .models import create_model
+
+    names = names_of(teachers)
+    with torch.random.fork_rng(devices=[]):  # building the networks draws from torch's global generator
+        nets = [create_model(name, num_classes=num_classes, in_chans=input_size[0]) for name in names]
+        student_net = create_model(student, num_classes=num_classes, in_chans=input_size[0])
+        try:
+            compile_distiller(block, nets if len(nets) > 1 else nets[0], student_net, input_size,
+                              teacher_name=names if len(names) > 1 else names[0], student_name=student)
+        except KDError as err:
+            raise err.located(SourceText(str(file), Path(file).read_text(encoding="utf-8"))) if err.span else err
 
 
 def _command(command: str | None, what: str, settings) -> str:
@@ -282,6 +331,7 @@ def train(settings: TrainSettings | None = None, /, *, console=None, command: st
     sets = open_data(data_cfg)
     if s.train_subset is not None:
         sets = subset_train(sets, s.train_subset, s.seed)
+    fit_check(block, s.teacher, s.student, sets.num_classes, data_cfg.input_size, s.file)
     # the teacher trains with its dataset's default augmentation, whatever this run's --augment says
     teacher_cfg = data_cfg.model_copy(update={"augment": None})
     teacher_net = obtain_teachers(s.teacher, s.teacher_weights, teacher_cfg, sets.num_classes, console,
@@ -312,68 +362,64 @@ def train(settings: TrainSettings | None = None, /, *, console=None, command: st
 
 def search(settings: SearchSettings | None = None, /, *, console=None, command: str | None = None,
            **fields) -> dict:
-    """Search a space of distillers; returns the search's summary (``best`` is None when nothing worked)."""
-    from rich.console import Console
+    """Search a space of distillers; returns the search's summary (``best`` is None when nothing worked).
 
+    Several teachers are a list (teacher1 first), ``teacher_weights`` then one checkpoint per teacher or None;
+    each teacher is obtained (trained and cached on first use) as ``train`` does and runs once over the proxy
+    data, and every candidate compiles against all of them."""
     from .data import DataConfig, load_data
-    from .search.evaluate import ProxySettings
-    from .search.run import SearchConfig, check_search_folder, load_baselines, load_space, parse_rungs
+    from .errors import SourceText
+    from .search.evaluate import REWARDS, ProxySettings
+    from .search.executor import check_executor
+    from .search.run import SearchConfig, check_amp, check_identity, check_search_folder, check_teacher_classes
+    from .search.run import load_baselines, load_space
     from .search.run import search as run_search
+    from .search.store import search_config
     from .training.runtime import resolve_device
     from .training.tracking import TENSORBOARD, Tracker, write_run_info
 
     s = _settings(SearchSettings, settings, fields)
-    console = console or Console(stderr=True)
-    if (s.budget < 1 or s.epochs < 1 or not 0 < s.subset <= 1 or s.workers < 1 or s.final_epochs < 0
-            or s.final_seeds < 1):
-        raise KDError("--budget, --epochs, --workers and --final-seeds must be at least 1, --final-epochs at least 0, "
-                      "and --subset in (0, 1]")
-    if s.rollout not in ("mast", "random"):
-        raise KDError(f"unknown rollout policy `{s.rollout}`", hint="choose mast or random")
-    if isinstance(s.teacher, list):
-        if len(s.teacher) > 1:
-            raise KDError("--teacher: the search takes one teacher for now (command-line value)",
-                          hint="search with one teacher, then `autokd-dsl expand best.kd --teachers A,B` applies "
-                               "the found term to several; `compile` and `train` take several teachers")
-        s = s.model_copy(update={"teacher": s.teacher[0]})
-    if isinstance(s.teacher_weights, list):
-        if len(s.teacher_weights) > 1:
-            raise KDError("--teacher-weights: the search takes one teacher for now (command-line value)")
-        s = s.model_copy(update={"teacher_weights": s.teacher_weights[0] if s.teacher_weights else None})
+    console = console or plain_console(stderr=True)
+    names = names_of(s.teacher)
+    teacher = names[0] if len(names) == 1 else names  # one teacher keeps the identity of earlier stores
+    paths = names_of(s.teacher_weights) if s.teacher_weights is not None else []
+    weights = None if not paths else str(paths[0]) if len(paths) == 1 else [str(w) for w in paths]
     device = str(resolve_device(s.device))
-    from .search.executor import check_executor
-
+    check_amp(s.amp, device)
     check_executor(s.executor, s.ray_address, s.device, s.cpus_per_candidate, s.gpus_per_candidate)
     space_block = load_space(str(s.space_file), s.space)  # a bad space fails before any training
-    rungs = parse_rungs(",".join(map(str, s.fidelity)) if s.fidelity else None, s.eta)
-    load_baselines(s.baselines)
-    check_search_folder(Path(s.out), s.resume)  # so does a foreign --out folder, before anything is written
-    require_teachers(space_block, s.teacher, s.space_file)
-    weights = s.teacher_weights
-    weights = ([str(w) for w in weights] if isinstance(weights, list) else str(weights)) if weights else None
+    load_baselines(s.baselines, names)
+    out = Path(s.out)
+    check_search_folder(out, s.resume)  # so does a foreign --out folder, before anything is written
+    require_teachers(space_block, teacher, s.space_file)
+    if s.reward not in REWARDS:
+        raise KDError(f"unknown reward `{s.reward}`", hint=f"choose one of: {', '.join(REWARDS)}")
     proxy = ProxySettings(epochs=s.epochs, subset=s.subset, entropy_sampling=s.entropy,
-                          offline_teacher=s.offline_teacher, sparse_density=s.sparse, seed=s.seed)
-    cfg = SearchConfig(space_file=str(s.space_file), space_name=s.space, teacher=s.teacher, student=s.student,
+                          offline_teacher=s.offline_teacher, sparse_density=s.sparse, seed=s.seed,
+                          reward=s.reward)
+    cfg = SearchConfig(space_file=str(s.space_file), space_name=s.space, teacher=teacher, student=s.student,
                        teacher_weights=weights, data=s.data,
                        data_root=str(s.data_root) if s.data_root else None, input_size=s.input_size,
                        budget=s.budget, train_subset=s.train_subset, strategy=s.strategy, c=s.c, rollout=s.rollout,
                        workers=s.workers, executor=s.executor, ray_address=s.ray_address,
                        cpus_per_candidate=s.cpus_per_candidate, gpus_per_candidate=s.gpus_per_candidate,
-                       seed=s.seed, proxy=proxy, device=device, final_epochs=s.final_epochs,
-                       final_seeds=s.final_seeds, baselines=tuple(s.baselines), fidelity=rungs, eta=s.eta)
+                       seed=s.seed, proxy=proxy, device=device, amp=s.amp, final_epochs=s.final_epochs,
+                       final_seeds=s.final_seeds, baselines=tuple(s.baselines), fidelity=s.fidelity, eta=s.eta)
+    if s.resume:  # other teachers (or settings) than the stored search's fail before any teacher is trained
+        check_identity(search_config(out, "identity"), cfg, out)
     data_cfg = DataConfig(name=s.data, root=s.data_root, input_size=s.input_size, seed=s.seed, augment=False,
                           train_subset=s.train_subset)
     bundle = load_data(data_cfg)
     # the teacher's data setting is the one `train` and `teacher` use, so they share the cached teacher
     teacher_cfg = DataConfig(name=s.data, root=s.data_root, input_size=s.input_size)
-    teacher_net = obtain_teachers(s.teacher, s.teacher_weights, teacher_cfg, bundle.num_classes, console,
-                                  device=device)
-    out = Path(s.out)
-    if (out / "search.sqlite").exists() and not s.resume:
-        raise KDError(f"{out} already holds a search", hint="pass --resume to continue it, or choose another --out")
+    teacher_net = obtain_teachers(teacher, paths or None, teacher_cfg, bundle.num_classes, console, device=device)
+    text = Path(s.space_file).read_text(encoding="utf-8")
+    try:
+        check_teacher_classes(space_block, teacher_net, names, s.input_size)
+    except KDError as err:
+        raise err.located(SourceText(str(s.space_file), text)) if err.span else err
     write_run_info(out, cfg.model_dump(mode="json"), command=_command(command, "search", s), resumed=s.resume,
-                   sources={"space.kd": Path(s.space_file).read_text(encoding="utf-8")},
-                   extra={"options": s.model_dump(mode="json")})
+                   sources={"space.kd": text}, extra={"options": s.model_dump(mode="json")})
     tracker = Tracker(out / TENSORBOARD, s.tensorboard, purge_step=1)
     try:
         return run_search(cfg, out, s.resume, teacher_net, bundle, console, on_row=_candidate_logger(tracker))

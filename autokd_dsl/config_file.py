@@ -72,8 +72,10 @@ def _spelled(text: str, key: str) -> str:
     return key if _key_span(text, key) or "_" not in key else key.replace("_", "-")
 
 
-def settings_from(model: type[pydantic.BaseModel], command: str, path: Path | None, flags: dict[str, Any]):
-    """``model`` from the config file at ``path`` (if any) overridden by ``flags``; errors located in the file."""
+def settings_from(model: type[pydantic.BaseModel], command: str, path: Path | None, flags: dict[str, Any],
+                  origin: str | None = None):
+    """``model`` from the config file at ``path`` (if any) overridden by ``flags``; errors located in the file,
+    or, for a flag's value, naming the option and ``origin`` (``command-line value``)."""
     values = read_config(path) if path is not None else {}
     text = Path(path).read_text(encoding="utf-8") if path is not None else ""
     fields = model.model_fields
@@ -88,6 +90,8 @@ def settings_from(model: type[pydantic.BaseModel], command: str, path: Path | No
         bad = _offending_key(err.message, values, flags)
         if bad is not None:
             raise _at(path, text, _spelled(text, bad), err.message, err.hint) from None
+        if origin and err.span is None and f"({origin})" not in err.message:
+            err.message = f"{err.message} ({origin})"
         raise
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
@@ -96,9 +100,12 @@ def settings_from(model: type[pydantic.BaseModel], command: str, path: Path | No
             where = f"{key.upper()} argument" if key in POSITIONAL else f"--{key.replace('_', '-')}"
             raise KDError(f"`{command}` needs {where}",
                           hint=f"give it on the command line, or as `{key} = …` in a --config file") from None
-        message = f"setting `{key}`: {first['msg']}" if key else first["msg"]
+        reason = str(first["msg"]).removeprefix("Value error, ")
+        message = f"setting `{key}`: {reason}" if key else reason
         if key is not None and key in values and key not in flags:
             raise _at(path, text, _spelled(text, key), message) from None
+        if origin and key in flags:
+            message = f"--{key.replace('_', '-')}: {reason} ({origin})"
         raise KDError(message) from None
 
 

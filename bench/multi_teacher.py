@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from kd_gain import fixed_val  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from autokd_dsl.cli import cache_dir  # noqa: E402
+from autokd_dsl.api import cache_dir  # noqa: E402
 from autokd_dsl.compiler.build import load_distiller  # noqa: E402
 from autokd_dsl.data import DataConfig, load_data  # noqa: E402
 from autokd_dsl.lang.check import check_text  # noqa: E402

@@ -62,16 +62,9 @@ from autokd_dsl.training.teacher import default_recipe, load_teacher, teacher_fo
 ROOT = Path(__file__).resolve().parents[1]
 SCRATCH = "distiller scratch:\n    ce: logits ~ labels -> ce -> 1\n"
 LIBRARY = "kd,fitnet,at,sp,pkt,nst,cwd,dist,dkd,rkd,vid,pkd"
-# reward variants: name → function of one proxy run's parts (larger is better)
-VARIANTS = {
-    "0.5 CE + 0.5 gap (today)": lambda p: -(0.5 * p["ce"] + 0.5 * p["gap"]),
-    "CE": lambda p: -p["ce"],
-    "gap": lambda p: -p["gap"],
-    "val accuracy": lambda p: p["acc"],
-    "KL(teacher‖student)": lambda p: -p["tkl"],
-    "CE + 0.1 gap": lambda p: -(p["ce"] + 0.1 * p["gap"]),
-    "acc − CE": lambda p: p["acc"] - p["ce"],
-}
+# reward variants: the product's rewards (`autokd-dsl search --reward NAME`), by name; the default first
+VARIANTS = {name: proxy.REWARDS[name].value for name in
+            [proxy.DEFAULT_REWARD, *(n for n in proxy.REWARDS if n != proxy.DEFAULT_REWARD)]}
 
 
 # ---- results cache ----------------------------------------------------------------------------------------
@@ -106,19 +99,33 @@ class Results:
 
 
 def candidates(args, teacher, bundle) -> dict[str, ir.Block]:
-    """Library distillers that compile on the pair, the CE-only baseline, and seeded draws from the space."""
+    """Library distillers that fit the pair, the CE-only baseline, and seeded draws from the space; a candidate
+    fits when it compiles and passes the product's probe (every term finite, varying, and teaching the student),
+    as a search would require before training it."""
     out = {"scratch": check_text(SCRATCH, "<scratch>").blocks[0]}
-    student = create_model(args.student, bundle.num_classes, args.input[0])
-    for name in args.library.split(","):
-        block = load_distiller(library_dir() / f"{name}.kd")
-        try:
-            compile_distiller(block, teacher, student, args.input)
-        except KDError as err:
-            print(f"skipped {name}: {err.message}", flush=True)
-            continue
-        out[name] = block
     space_file = ROOT / "examples" / "space.kd"
     space = SearchSpace(check_text(space_file.read_text(encoding="utf-8"), str(space_file)).blocks[0])
+    library = {name: load_distiller(library_dir() / f"{name}.kd") for name in args.library.split(",")}
+    probe_ctx = proxy.ProxyContext(space, teacher, args.student, subset_train(bundle, 64, 0),
+                                   proxy.ProxySettings(epochs=min(int(r) for r in args.rungs.split(","))),
+                                   teacher_name=args.teacher,
+                                   extra_taps=list(library.values()))
+
+    def why_not(block) -> str:
+        torch.manual_seed(0)
+        student = create_model(args.student, bundle.num_classes, args.input[0])
+        try:
+            loss = compile_distiller(block, teacher, student, args.input)
+        except KDError as err:
+            return err.message
+        return proxy._Runner(student, loss, probe_ctx, block).probe()
+
+    for name, block in library.items():
+        reason = why_not(block)
+        if reason:
+            print(f"skipped {name}: {reason}", flush=True)
+            continue
+        out[name] = block
     rng, seen, tries = random.Random(args.seed), {b.key for b in out.values()}, 0
     drawn = 0
     while drawn < args.space_candidates and tries < 50 * args.space_candidates:
@@ -129,9 +136,7 @@ def candidates(args, teacher, bundle) -> dict[str, ir.Block]:
         block = space.candidate(path)
         if block.key in seen:
             continue
-        try:
-            compile_distiller(block, teacher, student, args.input)
-        except KDError:
+        if why_not(block):
             continue
         seen.add(block.key)
         out[f"space-{block.key[:8]}"] = block
@@ -155,25 +160,20 @@ class _AllTaps:
 # ---- one proxy run, with every reward's parts --------------------------------------------------------------
 
 
-def proxy_run(block: ir.Block, ctx, ctx_logits_t: torch.Tensor) -> dict:
+def proxy_run(block: ir.Block, ctx) -> dict:
     """The product's proxy (compile, probe, train) and a validation pass keeping CE, gap, accuracy and KL."""
     start = time.perf_counter()
     torch.manual_seed(ctx.settings.seed)
     student = create_model(ctx.student_name, num_classes=ctx.num_classes, in_chans=ctx.input_size[0])
     loss = compile_distiller(block, ctx.teacher, student, ctx.input_size, teacher_name=ctx.teacher_name,
                              student_name=ctx.student_name)
-    runner = proxy._Runner(student, loss, ctx)
+    runner = proxy._Runner(student, loss, ctx, block)  # with the block: the probe checks every term
     reason = runner.probe()
     if reason or runner.train() is None:
         return {"status": "rejected", "reason": reason or "non-finite during training",
                 "seconds": time.perf_counter() - start}
-    ce, gap = runner.score()[:2]
-    with torch.no_grad():
-        student.eval()
-        logits = torch.cat([student(ctx.val_x[b:b + 500]) for b in range(0, len(ctx.val_x), 500)])
-    acc = float((logits.argmax(1) == ctx.val_y).float().mean())
-    tkl = float(F.kl_div(logits.log_softmax(1), ctx_logits_t.log_softmax(1), reduction="batchmean", log_target=True))
-    return {"status": "ok", "ce": ce, "gap": gap, "acc": acc, "tkl": tkl, "seconds": time.perf_counter() - start}
+    parts = runner.score()  # validation CE, gap, accuracy and KL(teacher ‖ student), as the product computes them
+    return {"status": "ok", **parts, "seconds": time.perf_counter() - start}
 
 
 # ---- statistics ------------------------------------------------------------------------------------------
@@ -368,7 +368,7 @@ def main() -> None:
             for rung in rungs:
                 if res.get("proxy", cid, seed, rung) is None:
                     ctx = context(seed, rung)
-                    parts = proxy_run(blocks[cid], ctx, ctx.val_acts["__logits__"])
+                    parts = proxy_run(blocks[cid], ctx)
                     res.put(parts, "proxy", cid, seed, rung)
                     log.print(f"proxy seed {seed} {rung:2d} ep {cid:16s} {parts.get('ce', float('nan')):.4f} CE "
                               f"{parts.get('acc', float('nan')):.3f} acc ({parts['seconds']:.0f}s, "

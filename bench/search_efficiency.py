@@ -28,13 +28,14 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autokd_dsl.search import TabulatedSpace, make_strategy  # noqa: E402
-from autokd_dsl.search.testing import ListedSpace  # noqa: E402
+from autokd_dsl.search import TabulatedSpace, make_strategy
+from autokd_dsl.search.testing import ListedSpace
 
 MEASURED = Path(__file__).resolve().parent / "data" / "measured_rewards.csv"
 
@@ -101,7 +102,8 @@ def run(
 
 
 GATED_COUNTS = (2, 6, 6, 5, 4, 4)
-EARLIER_MCTS = {"c": 0.15, "fpu": 0.0, "max_weight": 0.0, "rollout": "random", "tail_z": None, "mast_context": 0}
+EARLIER_MCTS = {"c": 0.15, "fpu": 0.0, "max_weight": 0.0, "rollout": "random", "tail_z": None, "mast_context": 0,
+                "expand": "random"}
 """The first product defaults (mean-value UCT, uniform rollouts), shown for comparison."""
 
 

@@ -5,7 +5,6 @@ wrn_16_1 teachers trained for one epoch on digits at 1x8x8."""
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import os
 import signal
@@ -16,16 +15,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from rich.console import Console
-from typer.testing import CliRunner
 
-from autokd_dsl.cli import app
-from autokd_dsl.data import DataConfig
 from autokd_dsl.models import create_model
-from autokd_dsl.training.teacher import Recipe, train_teacher
+
+from two_teachers import TEACHERS, assert_located_errors, ckpts, cli, teacher_args  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
-TEACHERS = ("resnet8", "wrn_16_1")
 FEATURES = """distiller feat:
     ce: logits ~ labels -> ce -> 1
     kd: logits ~ teachers.logits -> softmax(4) -> kl -> 16 * confidence
@@ -33,31 +28,6 @@ FEATURES = """distiller feat:
 """
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def ckpts(tmp_path_factory) -> list[Path]:
-    folder = tmp_path_factory.mktemp("teachers")
-    cfg = DataConfig(name="digits", input_size=(1, 8, 8))
-    return [train_teacher(name, cfg, Recipe(epochs=1, schedule="cosine"), folder / f"{name}.pt",
-                          Console(file=io.StringIO())) for name in TEACHERS]
-
-
-@pytest.fixture()
-def cli(tmp_path, monkeypatch):
-    monkeypatch.setenv("AUTOKD_CACHE", str(tmp_path / "cache"))
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        result = runner.invoke(app, [str(a) for a in args])
-        return result.exit_code, result.output + (result.stderr if result.stderr_bytes is not None else "")
-
-    return invoke
-
-
-def teacher_args(ckpts) -> list[str]:
-    return [*(a for name in TEACHERS for a in ("--teacher", name)),
-            *(a for c in ckpts for a in ("--teacher-weights", str(c)))]
 
 
 @pytest.mark.parametrize("source", ["library/ca_mkd.kd", "features"])
@@ -155,19 +125,5 @@ def test_cli_errors_are_located_and_exit_2(ckpts, cli, tmp_path):
         (["train", ROOT / "library" / "aver.kd", *teacher_args(ckpts)[:4], "--teacher-weights", ckpts[0], *digits],
          "--teacher-weights is given 1 time(s) for 2 teacher(s)", "one checkpoint per --teacher"),
     ]
-    sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
-    try:
-        for args, message, hint in cases:
-            code, text = cli(*args)
-            assert code == 2 and message in text and hint in text and "Traceback" not in text, (args, text)
-    finally:
-        sys.path.remove(str(ROOT / "tests" / "fixtures"))
+    assert_located_errors(cli, cases)
 
-
-def test_search_with_several_teachers_is_refused_before_any_work(cli, tmp_path):
-    out = tmp_path / "search"
-    code, text = cli("search", ROOT / "examples" / "multi_teacher_space.kd", "--teacher", "resnet8", "--teacher",
-                     "resnet14", "--student", "resnet8", "--input-size", "3x8x8", "--out", out)
-    assert code == 2, text
-    assert "one teacher" in text and "command-line value" in text and "Traceback" not in text
-    assert not out.exists()

@@ -303,7 +303,7 @@ def test_mcts_duplicate_rollouts_back_up_known_rewards():
 
 def test_mcts_selection_rule_is_pluggable():
     space = TabulatedSpace.synthetic((6,) * 5, seed=1)
-    evaluate = lambda ps: [space.reward(p) for p in ps]  # noqa: E731
+    evaluate = lambda ps: [space.reward(p) for p in ps]
     a = run_search(MCTS(space, seed=0, selection=greedy), evaluate, budget=40)
     b = run_search(MCTS(space, seed=0), evaluate, budget=40)
     assert [r.path for r in a] != [r.path for r in b]
@@ -324,16 +324,17 @@ def _additive_space(levels: int = 6, options: int = 5) -> TabulatedSpace:
 
 def test_mast_rollouts_favour_choices_with_high_mean_reward():
     space = _additive_space()
-    evaluate = lambda ps: [space.reward(p) for p in ps]  # noqa: E731
+    evaluate = lambda ps: [space.reward(p) for p in ps]
 
     def share_of_best_last_choice(rollout: str) -> float:
         shares = []
         for seed in range(5):
-            results = run_search(MCTS(space, seed=seed, rollout=rollout), evaluate, budget=60)
+            results = run_search(MCTS(space, seed=seed, rollout=rollout, expand="random"), evaluate, budget=60)
             shares.append(sum(r.path[-1] == 0 for r in results[20:]) / 40)
         return sum(shares) / len(shares)
 
-    # the last level is rarely inside the tree after 60 asks: its choice comes from the rollout policy
+    # the last level is rarely inside the tree after 60 asks: its choice comes from the rollout policy (expansion
+    # is uniform in both arms, so only the rollouts differ)
     uniform, mast = share_of_best_last_choice("random"), share_of_best_last_choice("mast")
     assert uniform < 0.4  # about 1/5, except where the tree reached the last level
     assert mast > uniform + 0.15
@@ -394,6 +395,61 @@ def test_max_values_keep_a_branch_with_a_poor_mean_but_the_best_candidates():
         MCTS(space, max_weight=1.5)
 
 
+def test_mcts_avoids_a_rejected_branch():
+    # every candidate under first option 0 is rejected; the others score below zero, so a rejection that backs up
+    # a fixed 0.0 (the first one comes before any reward) would look like the best branch
+    space = TabulatedSpace((2, 4, 4, 4))
+
+    def evaluate(paths):
+        return [None if p[0] == 0 else fake_reward(space.key(p)) - 5.0 for p in paths]
+
+    def share_in_rejected_branch(make) -> float:
+        shares = []
+        for seed in range(6):
+            strategy = make(seed)
+            strategy.tell((0, 0, 0, 0), None)
+            results = run_search(strategy, evaluate, budget=40)
+            shares.append(sum(r.path[0] == 0 for r in results) / len(results))
+        return statistics.mean(shares)
+
+    mcts = share_in_rejected_branch(lambda seed: MCTS(space, seed=seed))
+    rand = share_in_rejected_branch(lambda seed: RandomSearch(space, seed=seed))
+    assert rand > 0.35  # about half
+    assert mcts < 0.2 and mcts < 0.5 * rand, (mcts, rand)
+
+
+def test_mcts_statistics_follow_the_floor_and_retells():
+    # each node's and each MAST entry's sums are those of the rewards below it raised to the floor (the
+    # norm_quantile of the told rewards, a rejection at the floor), also after rewards are told again
+    space = TabulatedSpace.synthetic((3, 4, 4, 3), seed=5)
+    mcts = MCTS(space, seed=1, norm_quantile=0.25)
+    told: dict = {}
+    evaluate = lambda ps: [None if space.reward(p) < -2.5 else space.reward(p) for p in ps]
+    for r in run_search(mcts, evaluate, budget=50):
+        told[r.path] = r.reward
+    for path in list(told)[::7]:
+        told[path] = None if told[path] is not None and told[path] > 1.0 else space.reward(path) + 0.5
+        mcts.retell(path, told[path])
+    rewards = sorted(v for v in told.values() if v is not None)
+    assert any(v is None for v in told.values())
+    floor = rewards[int(0.25 * (len(rewards) - 1))]
+    assert mcts._lo == floor and mcts.rmax == rewards[-1]
+    for prefix, node in mcts.nodes.items():
+        below = [max(floor, v if v is not None else -np.inf) for p, v in told.items() if p[: len(prefix)] == prefix]
+        if len(node.values) == len(below):  # in the tree since before its first candidate was told
+            assert node.clip_sum == pytest.approx(sum(below))
+            assert node.clip_sq == pytest.approx(sum(v * v for v in below))
+    for level in range(space.num_levels()):
+        for option in range(space.option_counts[level]):
+            below = [max(floor, v if v is not None else -np.inf) for p, v in told.items() if p[level] == option]
+            if below:
+                assert mcts._move_clip[(level, option)] == pytest.approx(sum(below))
+    with pytest.raises(ValueError, match="norm_quantile"):
+        MCTS(space, norm_quantile=1.0)
+    with pytest.raises(ValueError, match="expand"):
+        MCTS(space, expand="widest")
+
+
 def test_tree_export(tmp_path):
     space = small_space()
     mcts = MCTS(space, seed=0)
@@ -412,6 +468,34 @@ def test_tree_export(tmp_path):
     dot = (tmp_path / "tree.dot").read_text()
     assert dot.startswith("digraph") and dot.rstrip().endswith("}")
     assert dot.count("->") == graph.number_of_edges()
+
+
+def test_tree_labels_read_as_the_candidates_do(tmp_path):
+    # `kl(t = 1 | 4 | 8)` after `softmax(c)` works on distributions, where `t` changes nothing: the candidate reads
+    # `kl`, and so must the tree node (not `kl(t = 1)`); on logits each temperature is its own option
+    from autokd_dsl.lang.check import check_text
+    from autokd_dsl.lang.printer import print_block
+    from autokd_dsl.search.space import SearchSpace
+
+    block = check_text("space s:\n    logits -> (none | softmax(c)) -> kl(t = 1 | 4 | 8) -> (1 | 10)\n").blocks[0]
+    space = SearchSpace(block)
+    mcts = MCTS(space, seed=0)
+    results = run_search(mcts, lambda ps: [fake_reward(space.key(p)) for p in ps], budget=100)
+    assert len(results) == 8
+    graph = mcts.tree_graph()
+    texts = {r.path: print_block(space.candidate(r.path)).splitlines()[1].strip() + " ->" for r in results}
+    checked = 0
+    for node, attrs in graph.nodes(data=True):
+        if len(node) == 2:  # the distance level
+            below = [t for p, t in texts.items() if p[:2] == node]
+            assert below and all(f"-> {attrs['label']} ->" in t for t in below), (attrs["label"], below)
+            checked += 1
+    assert checked >= 2
+    assert graph.nodes[(1, 0)]["label"] == "kl" and graph.nodes[(0, 1)]["label"] == "kl(t = 4)"
+    export_dot(graph, tmp_path / "tree.dot")
+    dot = (tmp_path / "tree.dot").read_text()
+    assert '"n1_0" [label="kl\\n' in dot and "kl(t = 1)\\n" in dot
+    assert "kl(t = 1)" not in dot.split('"n1_0" [label=')[1].split("]")[0]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -491,7 +575,8 @@ def _golden_tree() -> dict:
         "space": "TabulatedSpace((3, 4, 3, 3), forbid=((1,0),(2,2)), ((0,1),(3,0))), reward = fake_reward(key)",
         "strategy": f"MCTS(seed=0, c={mcts.c}, fpu={mcts.fpu}, max_weight={mcts.max_weight}, "
                     f"rollout={mcts.rollout}, tau={mcts.mast_tau}, epsilon={mcts.mast_epsilon}, tail_z={mcts.tail_z}, "
-                    f"mast_context={mcts.mast_context}, mast_prior={mcts.mast_prior})",
+                    f"mast_context={mcts.mast_context}, mast_prior={mcts.mast_prior}, expand={mcts.expand}, "
+                    f"norm_quantile={mcts.norm_quantile})",
         "evaluations": [r.key for r in results],
         "nodes": nodes,
     }
@@ -535,3 +620,25 @@ def test_mcts_beats_random_on_structured_space():
     mcts = [_evals_to(MCTS(space, seed=s), space, threshold) for s in seeds]
     rand = [_evals_to(RandomSearch(space, seed=s), space, threshold) for s in seeds]
     assert statistics.median(mcts) / statistics.median(rand) < 1.0, (mcts, rand)
+
+
+def _evals_to_best(strategy, space: TabulatedSpace) -> int:
+    best = space.rewards.max()
+    for count in range(1, space.size() + 1):
+        path = strategy.ask()
+        if space.reward(path) >= best:
+            return count
+        strategy.tell(path, space.reward(path))
+    raise AssertionError("exhausted without finding the best candidate")
+
+
+def test_mcts_finds_the_best_of_gated_tables_sooner_than_random():
+    # 2x5x5x4x4 = 800 candidates; the first level gates two scaled, shifted subtables. Counting evaluations
+    # until the single best candidate: random search needs about (800 + 1) / 2 on average
+    mcts, rand = [], []
+    for table_seed in (20, 21, 22):
+        space = TabulatedSpace.gated((2, 5, 5, 4, 4), seed=table_seed)
+        mcts += [_evals_to_best(MCTS(space, seed=s), space) for s in range(6)]
+        rand += [_evals_to_best(RandomSearch(space, seed=s), space) for s in range(6)]
+    assert statistics.mean(rand) > 250
+    assert statistics.mean(mcts) < 0.5 * statistics.mean(rand), (mcts, rand)

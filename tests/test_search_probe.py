@@ -25,9 +25,9 @@ def ctx():
     return ProxyContext(space, teacher, "resnet8", bundle, ProxySettings(epochs=1, subset=1.0), teacher_name="resnet8")
 
 
-def _outcome(ctx, kd_term, ce="logits ~ labels -> ce -> 1"):
+def _outcome(ctx, kd_term, ce="logits ~ labels -> ce -> 1", settings=None):
     block = check_text(f"distiller d:\n    ce: {ce}\n    kd: {kd_term}\n").blocks[0]
-    return evaluate(block, ctx)
+    return evaluate(block, ctx, settings)
 
 
 def test_a_constant_term_is_rejected_with_the_reason(ctx):
@@ -50,3 +50,26 @@ def test_a_term_without_student_gradient_is_rejected(ctx):
     # the student's side multiplied by 0: the term varies with the teacher's features but never reaches the student
     out = _outcome(ctx, "stage3 -> student.scale(0) -> mse -> 1")
     assert out.status == "rejected" and out.reason == "term `kd` gives the student no gradient"
+
+
+def test_a_term_that_starts_at_weight_zero_passes(ctx):
+    # DKD's terms ramp up (`warmup`): weight 0 at the first epoch, so the probe looks at later epochs too
+    out = _outcome(ctx, "logits -> softmax(4) -> kl -> 2 * warmup(20)", settings=ProxySettings(epochs=3))
+    assert out.status == "ok", out.reason
+    # in a 1-epoch proxy run the ramp never leaves 0: the term cannot teach there
+    out = _outcome(ctx, "logits -> softmax(4) -> kl -> 2 * warmup(20)", settings=ProxySettings(epochs=1))
+    assert out.status == "rejected" and out.reason.startswith("term `kd` is constant 0")
+
+
+def test_a_term_that_never_starts_within_the_proxy_is_rejected(ctx):
+    # `after(50)` keeps the weight at 0 through the whole 3-epoch proxy run
+    out = _outcome(ctx, "logits -> softmax(4) -> kl -> after(50)", settings=ProxySettings(epochs=3))
+    assert out.status == "rejected" and out.reason.startswith("term `kd` is constant 0")
+
+
+def test_the_library_dkd_passes_the_probe(ctx):
+    from autokd_dsl.compiler.build import load_distiller
+    from autokd_dsl.lang.library import library_dir
+
+    out = evaluate(load_distiller(library_dir() / "dkd.kd"), ctx, ProxySettings(epochs=3))
+    assert out.status == "ok", out.reason

@@ -42,14 +42,21 @@ def run_search(
         if len(rewards) != len(paths):
             raise ValueError(f"evaluate returned {len(rewards)} rewards for {len(paths)} paths")
         for path, reward in zip(paths, rewards):
-            strategy.tell(path, reward)
-            result = Evaluation(tuple(path), strategy.space.key(path), None if reward is None else float(reward))
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
+            record(strategy, results, path, reward, on_result)
         if len(paths) < want:
             break  # the strategy ran dry mid-batch
     return results
+
+
+def record(strategy: Strategy, results: list[Evaluation], path, reward: float | None,
+           on_result: Callable[[Evaluation], None] | None = None) -> None:
+    """Tell the strategy a result, append it to ``results`` as an :class:`Evaluation`, and show it to
+    ``on_result``."""
+    strategy.tell(path, reward)
+    result = Evaluation(tuple(path), strategy.space.key(path), None if reward is None else float(reward))
+    results.append(result)
+    if on_result is not None:
+        on_result(result)
 
 
 STRATEGIES: dict[str, type] = {"mcts": MCTS, "random": RandomSearch, "evolution": RegularizedEvolution}

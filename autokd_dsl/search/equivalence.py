@@ -26,16 +26,18 @@ PROBE_SEED = 20231
 class CompilesOn:
     """Shape check for :class:`SearchSpace`: does a distiller compile on this teacher and a fresh student?
 
-    Also the function a one-term distiller computes (:meth:`values`).
+    Also the function a one-term distiller computes (:meth:`values`). ``teacher`` may be a list of teachers
+    (``teacher_name`` then a list too): a distiller compiles against all of them.
     """
 
-    def __init__(self, teacher, teacher_name: str, student_name: str, bundle):
+    def __init__(self, teacher, teacher_name: str | list[str], student_name: str, bundle):
         from ..models import create_model
 
         self.teacher, self.teacher_name, self.student_name = teacher, teacher_name, student_name
+        self.teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
         self.input_size = tuple(bundle.train.images.shape[1:])
         self.num_classes = bundle.num_classes
-        self.device = next(teacher.parameters()).device
+        self.device = next(self.teachers[0].parameters()).device
         torch.manual_seed(PROBE_SEED)
         self.student = create_model(student_name, num_classes=bundle.num_classes, in_chans=self.input_size[0])
         self.student.to(self.device)
@@ -77,7 +79,9 @@ class CompilesOn:
             return None
         loss = loss.double().train()
         s_acts = self._activations("s", self.student, dict(loss.student_taps))
-        t_acts = self._activations("t", self.teacher, dict(loss.teacher_taps))
+        t_acts = {}
+        for k, (net, taps) in enumerate(zip(self.teachers, loss.teachers_taps), 1):
+            t_acts |= self._activations(f"t{k}", net, dict(taps))
         out = []
         with torch.no_grad():
             for b in range(PROBE_BATCHES):

@@ -1,18 +1,20 @@
 """The proxy evaluator: compile a candidate, reject broken losses on a probe batch, train briefly, score.
 
-Reward (larger is better): ``-(0.5 × CE_val + 0.5 × gap)`` where CE_val is the student's cross-entropy on the
+Reward (larger is better; ``--reward``, one of :data:`REWARDS`): by default ``-(0.5 × CE_val + 0.5 × gap)`` where CE_val is the student's cross-entropy on the
 held-out validation split and gap is ``MSE(P·s, t) / Var(t)`` between the student's and the teacher's pooled
-last-stage features (``embedding``), through a fixed random projection P where their widths differ. The test
-split is never read here.
+last-stage features (``embedding``), through a fixed random projection P where their widths differ; with
+several teachers, the mean of each teacher's gap. The test split is never read here.
 
-The teacher runs once, before the search (:class:`ProxyContext`): its tapped activations for the proxy subset
-and the validation split are kept, and candidates train the student against them (``offline_teacher``).
+The teachers run once, before the search (:class:`ProxyContext`): each one's tapped activations for the proxy
+subset and the validation split are kept, and candidates train the student against them (``offline_teacher``).
+Candidates train in ``--amp`` precision (autocast, and a gradient scaler for fp16); they are scored in fp32.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pydantic
@@ -25,6 +27,30 @@ from ..errors import KDError
 from ..lang import ir
 from ..models import create_model
 from ..standalone.attach import TapCapture
+from ..training.runtime import Precision
+
+
+@dataclass(frozen=True)
+class Reward:
+    """A reward made of one proxy run's validation parts (larger is better)."""
+
+    text: str
+    value: "Callable[[dict], float]"
+
+
+# name → reward; the parts are ce (validation cross-entropy), gap (the embedding gap to the teacher), acc
+# (validation accuracy) and tkl (KL(teacher ‖ student) of the predictions on the validation split)
+REWARDS = {
+    "ce+gap": Reward("-(0.5 × validation cross-entropy + 0.5 × representation gap)",
+                     lambda p: -(0.5 * p["ce"] + 0.5 * p["gap"])),
+    "ce": Reward("-validation cross-entropy", lambda p: -p["ce"]),
+    "ce+0.1gap": Reward("-(validation cross-entropy + 0.1 × representation gap)",
+                        lambda p: -(p["ce"] + 0.1 * p["gap"])),
+    "kl": Reward("-KL(teacher ‖ student) on the validation split", lambda p: -p["tkl"]),
+    "acc": Reward("validation accuracy", lambda p: p["acc"]),
+    "acc-ce": Reward("validation accuracy - validation cross-entropy", lambda p: p["acc"] - p["ce"]),
+}
+DEFAULT_REWARD = "ce+gap"
 
 
 class ProxySettings(pydantic.BaseModel):
@@ -40,6 +66,14 @@ class ProxySettings(pydantic.BaseModel):
     offline_teacher: bool = True
     sparse_density: float | None = None  # e.g. 0.5: magnitude pruning with random regrowth
     seed: int = 0
+    reward: str = DEFAULT_REWARD  # a name of REWARDS
+
+    @pydantic.field_validator("reward")
+    @classmethod
+    def _known_reward(cls, name: str) -> str:
+        if name not in REWARDS:
+            raise ValueError(f"unknown reward `{name}`; the rewards are {', '.join(REWARDS)}")
+        return name
 
     def key(self) -> str:
         import hashlib
@@ -57,7 +91,8 @@ class Outcome:
     gap: float | None = None
     seconds: float = 0.0
     losses: dict = field(default_factory=dict)
-    acc: float | None = None  # validation accuracy (a part of the report, not of the reward)
+    acc: float | None = None  # validation accuracy
+    tkl: float | None = None  # KL(teacher ‖ student) on the validation split
 
 
 def entropy_subset(logits: torch.Tensor, size: int, seed: int, bins: int = 10) -> torch.Tensor:
@@ -79,74 +114,106 @@ def entropy_subset(logits: torch.Tensor, size: int, seed: int, bins: int = 10) -
 
 
 class ProxyContext:
-    """Everything shared by all candidates: data, the teacher's cached outputs, and the settings."""
+    """Everything shared by all candidates: data, the teachers' cached outputs, and the settings.
 
-    def __init__(self, space, teacher: nn.Module, student_name: str, bundle, settings: ProxySettings,
-                 teacher_name: str = "teacher", device: str = "cpu", extra_taps=()):
+    ``teacher`` is one network or a list (several teachers, teacher1 first; ``teacher_name`` then a list too).
+    Each teacher runs once here, in inference mode, over the proxy data; its taps are cached under
+    ``"K|spec"`` (K counted from 1). ``amp`` (``off``, ``bf16``, ``fp16``) is the candidates' training precision.
+    """
+
+    def __init__(self, space, teacher: nn.Module | list[nn.Module], student_name: str, bundle,
+                 settings: ProxySettings, teacher_name: str | list[str] = "teacher", device: str = "cpu",
+                 extra_taps=(), amp: str = "off"):
         self.device = torch.device(device)
-        teacher = teacher.to(self.device)
-        self.teacher, self.student_name, self.bundle, self.settings = teacher, student_name, bundle, settings
-        self.teacher_name = teacher_name
+        nets = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
+        self.teachers = nn.ModuleList(nets).to(self.device).eval()
+        self.teacher_names = list(teacher_name) if isinstance(teacher_name, (list, tuple)) else [teacher_name]
+        self.student_name, self.bundle, self.settings, self.amp = student_name, bundle, settings, amp
         self.input_size = tuple(bundle.train.images.shape[1:])
         self.num_classes = bundle.num_classes
-        teacher.eval()
         self.train_x, self.train_y = bundle.train.images.to(self.device), bundle.train.labels.to(self.device)
         self.val_x, self.val_y = bundle.val.images.to(self.device), bundle.val.labels.to(self.device)
         self.teacher_taps = self._teacher_taps(space, extra_taps)
-        self.train_acts = self._run_teacher(self.train_x)
+        self.train_acts = self._run_teachers(self.train_x)
         if settings.subset < 1.0:
             size = max(self.num_classes, int(round(settings.subset * len(self.train_x))))
             if settings.entropy_sampling:
-                idx = entropy_subset(self.train_acts["__logits__"].cpu(), size, settings.seed)
+                idx = entropy_subset(self.train_acts["__logits__"].float().cpu(), size, settings.seed)
             else:
                 idx = torch.randperm(len(self.train_x), generator=torch.Generator().manual_seed(settings.seed))[:size]
             self.train_x, self.train_y = self.train_x[idx], self.train_y[idx]
             self.train_acts = {k: v[idx] for k, v in self.train_acts.items()}
-        self.val_acts = self._run_teacher(self.val_x)
-        self.teacher_runs = 1  # the teacher's forward passes happen here, never per candidate
+        self.val_acts = self._run_teachers(self.val_x)
+        self.teacher_runs = 1  # the teachers' forward passes happen here, never per candidate
 
-    def _teacher_taps(self, space, extra_taps=()) -> dict[str, str]:
-        """Every teacher tap any candidate (or a distiller of ``extra_taps``, e.g. the baselines) may use, plus the
-        logits and embedding the reward needs."""
+    @property
+    def teacher(self) -> nn.Module | list[nn.Module]:
+        """The network compiled against: the teacher, or the list of teachers."""
+        return self.teachers[0] if len(self.teachers) == 1 else list(self.teachers)
+
+    @property
+    def teacher_name(self) -> str | list[str]:
+        return self.teacher_names[0] if len(self.teacher_names) == 1 else list(self.teacher_names)
+
+    def _teacher_taps(self, space, extra_taps=()) -> list[dict[str, str]]:
+        """Per teacher, every tap any candidate (or a distiller of ``extra_taps``, e.g. the baselines) may read
+        of it, plus the logits and embedding the reward needs."""
         from ..compiler.taps import resolve_point
 
-        points = [(tap.teacher_point, True) for slots in space.slots for slot in slots if slot.role == "tap"
+        points = [(tap, True) for slots in space.slots for slot in slots if slot.role == "tap"
                   for option in slot.options for tap in ir.option_taps(option)]
-        points += [(tap.teacher_point, False) for block in extra_taps for term in block.terms for tap in term.taps
+        points += [(tap, False) for block in extra_taps for term in block.terms for tap in term.taps
                    if isinstance(tap, ir.Tap)]
-        taps = {}
-        for point, needed in points:
-            if not point.is_labels:
+        found: list[dict[str, None]] = [{} for _ in self.teachers]
+        for tap, needed in points:
+            point = tap.teacher_point
+            if point.is_labels:
+                continue
+            numbers = (range(1, len(self.teachers) + 1) if tap.each_teacher
+                       else [point.teacher_number or 1])
+            for k in numbers:
+                if k > len(self.teachers):
+                    continue  # a baseline over more teachers than given: it does not apply
                 try:
-                    taps[resolve_point(self.teacher, point, self.teacher_name)] = None
+                    found[k - 1][resolve_point(self.teachers[k - 1], point, self.teacher_names[k - 1])] = None
                 except KDError:  # a baseline's layer this teacher lacks: that baseline does not apply
                     if needed:
                         raise
-        aliases = getattr(self.teacher, "kd_aliases", {})
-        taps[aliases.get("logits", "")] = None
-        taps[aliases.get("embedding", "")] = None
-        return {spec: spec for spec in taps if spec}
+        for net, taps in zip(self.teachers, found):
+            aliases = getattr(net, "kd_aliases", {})
+            taps[aliases.get("logits", "")] = None
+            taps[aliases.get("embedding", "")] = None
+        return [{spec: spec for spec in taps if spec} for taps in found]
 
     def teacher_activations(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One live teacher forward (only when ``offline_teacher`` is off)."""
+        """One live forward of every teacher (only when ``offline_teacher`` is off)."""
         self.teacher_runs += 1
-        return self._run_teacher(x)
+        return self._run_teachers(x)
 
-    def _run_teacher(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        capture = TapCapture(self.teacher, self.teacher_taps, detach=True)
-        chunks: dict[str, list] = {}
-        try:
-            with torch.no_grad():
-                for start in range(0, len(x), 256):
-                    self.teacher(x[start:start + 256])
-                    for k, v in capture.values.items():
-                        chunks.setdefault(k, []).append(v)
-        finally:
-            capture.remove()
-        out = {k: torch.cat(v) for k, v in chunks.items()}
-        aliases = getattr(self.teacher, "kd_aliases", {})
-        out["__logits__"] = out[aliases["logits"]]
-        out["__embedding__"] = out[aliases["embedding"]]
+    def _run_teachers(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every teacher's taps on ``x`` (in inference mode), as ``"K|spec"``; ``__logits__`` (the teachers'
+        mean prediction, as log-probabilities with several) and ``__embedding__`` (teacher 1's) for the reward
+        and the subset sampler, and ``__embedding_K__`` per teacher."""
+        out: dict[str, torch.Tensor] = {}
+        for k, (net, taps) in enumerate(zip(self.teachers, self.teacher_taps), 1):
+            capture = TapCapture(net, taps, detach=True)
+            chunks: dict[str, list] = {}
+            try:
+                with torch.inference_mode():
+                    for start in range(0, len(x), 256):
+                        net(x[start:start + 256])
+                        for spec, v in capture.values.items():
+                            chunks.setdefault(spec, []).append(v)
+            finally:
+                capture.remove()
+            # inference tensors cannot be saved for backward; a clone outside inference mode is an ordinary one
+            out |= {f"{k}|{spec}": torch.cat(v).clone() for spec, v in chunks.items()}
+            aliases = getattr(net, "kd_aliases", {})
+            out[f"__embedding_{k}__"] = out[f"{k}|{aliases['embedding']}"]
+        logits = [out[f"{k}|{getattr(net, 'kd_aliases', {})['logits']}"] for k, net in enumerate(self.teachers, 1)]
+        out["__logits__"] = logits[0] if len(logits) == 1 else torch.stack(
+            [t.float().softmax(1) for t in logits]).mean(0).clamp_min(1e-12).log()
+        out["__embedding__"] = out["__embedding_1__"]
         return out
 
 
@@ -173,11 +240,12 @@ def evaluate(block: ir.Block, ctx: ProxyContext, settings: ProxySettings | None 
     if terms is None:
         return Outcome(None, "rejected", "loss became NaN or infinite during training",
                        seconds=time.perf_counter() - start)
-    ce, gap, acc = runner.score()
-    reward = -(0.5 * ce + 0.5 * gap)
+    parts = runner.score()
+    ce, gap, acc = parts["ce"], parts["gap"], parts["acc"]
+    reward = REWARDS[s.reward].value(parts)
     if not math.isfinite(reward):
         return Outcome(None, "rejected", "non-finite validation score", seconds=time.perf_counter() - start)
-    return Outcome(reward, "ok", "", ce, gap, time.perf_counter() - start, terms, acc)
+    return Outcome(reward, "ok", "", ce, gap, time.perf_counter() - start, terms, acc, parts["tkl"])
 
 
 class _Runner:
@@ -188,8 +256,10 @@ class _Runner:
         self.student, self.loss, self.ctx, self.block = student, loss, ctx, block
         self.settings = settings or ctx.settings
         self.capture = TapCapture(student, loss.student_taps)
-        # teacher placeholder name → the cached spec
-        self.t_names = dict(loss.teacher_taps)
+        # teacher placeholder name → its cached activations ("K|spec", teacher K counted from 1)
+        self.t_names = {name: f"{k}|{spec}" for k, taps in enumerate(loss.teachers_taps, 1)
+                        for name, spec in taps.items()}
+        self.precision = Precision(getattr(ctx, "amp", "off"), ctx.device)
         self.params = list(student.parameters()) + list(loss.parameters())
         self.generator = torch.Generator().manual_seed(self.settings.seed)
         self.masks = _sparse_masks(student, self.settings.sparse_density, self.generator)
@@ -197,16 +267,18 @@ class _Runner:
     def losses(self, x, y, acts, idx, epoch):
         if not self.settings.offline_teacher:  # live teacher inference, for comparison with the cache
             acts, idx = self.ctx.teacher_activations(x), slice(None)
-        out = self.student(x)
-        t_vals = {name: acts[spec][idx] for name, spec in self.t_names.items()}
-        values = self.loss(**self.capture.values, **t_vals, labels=y, epoch=epoch)
-        return out, values
+        with self.precision.autocast():
+            out = self.student(x)
+            t_vals = {name: acts[key][idx] for name, key in self.t_names.items()}
+            values = self.loss(**self.capture.values, **t_vals, labels=y, epoch=epoch)
+        return out, {k: v.float() if torch.is_tensor(v) else v for k, v in values.items()}
 
     def probe(self) -> str:
         """Why the loss cannot train this student (empty when it can), from two different probe batches.
 
         The total must be finite and not explode, and every distillation term (a term that does not read the
-        labels) must be finite on both batches, differ between them, and give the student a gradient.
+        labels) must be finite on both batches, differ between them, and give the student a gradient, at the first,
+        the middle or the last epoch of the proxy run (a scheduled weight such as `warmup(20)` is 0 at the first).
         """
         n = min(32, len(self.ctx.train_x) // 2) or 1
         first, second = torch.arange(n), torch.arange(n, min(2 * n, len(self.ctx.train_x)))
@@ -221,33 +293,55 @@ class _Runner:
         distill = [v for k, v in values.items() if k != "total" and v.requires_grad]
         if not distill:
             return "no loss term depends on the student"
-        others = {}
-        if len(second):
-            with torch.no_grad():
-                _, others = self.losses(self.ctx.train_x[second], self.ctx.train_y[second], self.ctx.train_acts,
-                                        second, 0)
         params = [p for p in self.student.parameters()]
+        # a term's weight may follow a schedule (`warmup(20)` is 0 at epoch 0), so a term that fails at the first
+        # epoch is looked at again at the middle and the last epoch of the proxy run; it must teach at one of them
+        epochs = sorted({0, self.settings.epochs // 2, max(0, self.settings.epochs - 1)})
+        at = {0: values}
+        seconds = {}
+
+        def batches(epoch):
+            if epoch not in at:
+                at[epoch] = self.losses(self.ctx.train_x[first], self.ctx.train_y[first], self.ctx.train_acts,
+                                        first, epoch)[1]
+            if epoch not in seconds:
+                seconds[epoch] = {}
+                if len(second):
+                    with torch.no_grad():
+                        seconds[epoch] = self.losses(self.ctx.train_x[second], self.ctx.train_y[second],
+                                                     self.ctx.train_acts, second, epoch)[1]
+            return at[epoch], seconds[epoch]
+
         for term, name in self._distillation_terms():
-            value = values[name]
-            if not torch.isfinite(value) or (name in others and not torch.isfinite(others[name])):
-                return f"term `{name}` is NaN or infinite on the probe batches"
-            a = float(value.detach())
-            if name in others:
-                b = float(others[name])
-                if abs(a - b) <= 1e-7 * max(1.0, abs(a)):
-                    why = _why_constant(term, self._tap_shape(term, shapes))
-                    return f"term `{name}` is constant {a:.3g} on two different probe batches" + (
-                        f": {why}" if why else "")
-            grads = torch.autograd.grad(value, params, allow_unused=True, retain_graph=True) \
-                if value.requires_grad else []
-            if sum(float(g.abs().sum()) for g in grads if g is not None) == 0.0:
-                return f"term `{name}` gives the student no gradient"
+            faults = []
+            for epoch in epochs:
+                faults.append(self._term_fault(term, name, *batches(epoch), shapes, params))
+                if not faults[-1]:
+                    break
+            else:
+                return faults[0]
         grads = torch.autograd.grad(total, params, allow_unused=True)
         norm = sum(float(g.abs().sum()) for g in grads if g is not None)
         if not math.isfinite(norm):
             return "gradient is NaN or infinite on the probe batch"
         if norm == 0.0:
             return "no gradient reaches the student"
+        return ""
+
+    def _term_fault(self, term: ir.Term, name: str, values: dict, others: dict, shapes: dict, params) -> str:
+        """Why one distillation term cannot teach, on the two probe batches at one epoch (empty when it can)."""
+        value = values[name]
+        if not torch.isfinite(value) or (name in others and not torch.isfinite(others[name])):
+            return f"term `{name}` is NaN or infinite on the probe batches"
+        a = float(value.detach())
+        if name in others:
+            b = float(others[name])
+            if abs(a - b) <= 1e-7 * max(1.0, abs(a)):
+                why = _why_constant(term, self._tap_shape(term, shapes))
+                return f"term `{name}` is constant {a:.3g} on two different probe batches" + (f": {why}" if why else "")
+        grads = torch.autograd.grad(value, params, allow_unused=True, retain_graph=True) if value.requires_grad else []
+        if sum(float(g.abs().sum()) for g in grads if g is not None) == 0.0:
+            return f"term `{name}` gives the student no gradient"
         return ""
 
     def _distillation_terms(self):
@@ -290,9 +384,7 @@ class _Runner:
                 total = values["total"]
                 if not torch.isfinite(total):
                     return None
-                opt.zero_grad(set_to_none=True)
-                total.backward()
-                opt.step()
+                self.precision.step(total, opt)
                 sched.step()
                 _apply_masks(self.masks)
                 for k, v in values.items():
@@ -301,7 +393,8 @@ class _Runner:
         return {k: v / max(1, steps) for k, v in sums.items()}
 
     @torch.no_grad()
-    def score(self) -> tuple[float, float, float]:
+    def score(self) -> dict[str, float]:
+        """The validation parts every reward is made of: ce, gap, acc and tkl (see :data:`REWARDS`)."""
         ctx = self.ctx
         self.student.eval()
         emb_spec = getattr(self.student, "kd_aliases", {}).get("embedding")
@@ -316,12 +409,20 @@ class _Runner:
         logits = torch.cat(logits)
         ce = float(F.cross_entropy(logits, ctx.val_y))
         acc = float((logits.argmax(1) == ctx.val_y).float().mean())
-        s_emb, t_emb = torch.cat(embs).flatten(1), ctx.val_acts["__embedding__"].flatten(1)
-        if s_emb.shape[1] != t_emb.shape[1]:
-            proj = torch.randn(s_emb.shape[1], t_emb.shape[1], generator=torch.Generator().manual_seed(1234))
-            s_emb = s_emb @ proj.to(s_emb.device) / math.sqrt(s_emb.shape[1])
-        gap = float(F.mse_loss(s_emb, t_emb) / t_emb.var().clamp_min(1e-8))
-        return ce, gap, acc
+        s_emb = torch.cat(embs).flatten(1).float()
+        gaps = [_gap(s_emb, ctx.val_acts[f"__embedding_{k}__"].flatten(1).float())
+                for k in range(1, len(ctx.teacher_taps) + 1)]
+        t_log = ctx.val_acts["__logits__"].float().log_softmax(1)  # the teachers' mean prediction with several
+        tkl = float(F.kl_div(logits.float().log_softmax(1), t_log, reduction="batchmean", log_target=True))
+        return {"ce": ce, "gap": sum(gaps) / len(gaps), "acc": acc, "tkl": tkl}
+
+
+def _gap(s_emb: torch.Tensor, t_emb: torch.Tensor) -> float:
+    """MSE(P·s, t) / Var(t), P a fixed random projection where the widths differ."""
+    if s_emb.shape[1] != t_emb.shape[1]:
+        proj = torch.randn(s_emb.shape[1], t_emb.shape[1], generator=torch.Generator().manual_seed(1234))
+        s_emb = s_emb @ proj.to(s_emb.device) / math.sqrt(s_emb.shape[1])
+    return float(F.mse_loss(s_emb, t_emb) / t_emb.var().clamp_min(1e-8))
 
 
 def _why_constant(term: ir.Term, shape: tuple | None) -> str:

@@ -130,7 +130,7 @@ def run_in_flight(strategy, known: Callable, submit: Callable, wait: Callable, b
     >>> sorted(r.key for r in results)
     ['0-0', '0-1', '0-2', '1-0', '1-1', '1-2']
     """
-    from . import Evaluation
+    from .driver import record as tell
 
     if in_flight < 1:
         raise ValueError("in_flight must be >= 1")
@@ -139,11 +139,7 @@ def run_in_flight(strategy, known: Callable, submit: Callable, wait: Callable, b
     dry = False
 
     def record(path, reward) -> None:
-        strategy.tell(path, reward)
-        result = Evaluation(tuple(path), strategy.space.key(path), None if reward is None else float(reward))
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
+        tell(strategy, results, path, reward, on_result)
 
     while len(results) < budget:
         while not dry and flying < in_flight and len(results) + flying < budget:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Callable
 
@@ -61,6 +62,31 @@ the top 1% (geometric mean over the tuning tables: shapes 3x6x6x5x4x4, 6^5, 10x1
 of 0.3, seeds 107-108) 0.29x against 0.35x. Temperatures 0.05-0.2 and 0-20% uniform picks all gave 0.28-0.35x.
 """
 
+MCTS_DEFAULT_NORM_QUANTILE = 0.0
+"""Values are normalised between this quantile of the told rewards (values below it are raised to it) and the best
+reward told; 0 is min-max normalisation (see :class:`MCTS`)."""
+
+MCTS_DEFAULT_EXPAND = "mast"
+"""How an untried child is chosen when a node expands: ``"random"`` or ``"mast"`` (as a rollout would pick)."""
+
+MCTS_TUNING_3 = """Tuning note for expand and norm_quantile. Tables never reported: gated (2x6x6x5x4x4) seeds 1-6,
+structured (the P3 shape with its exclusions) seeds 1-4, and eight tables of synthetic rewards on the paths of
+bench/data/measured_rewards.csv (its rewards unused: per first choice an offset and a scale of 0.3 or 1, additive
+effects with first-choice interactions, pairwise interactions, noise; odd seeds through -exp(-0.6 x), which gives a
+long low tail). Evaluations to the top 1% divided by random search's median (100 seeds), geometric mean per family
+(worst table), 40 search seeds: expand random (the previous defaults, 20 seeds) gated 0.29 (0.50), structured 0.36
+(0.43), measured-like 0.37 (0.84); expand mast 0.25 (0.46), 0.23 (0.31), 0.30 (0.57); with norm_quantile 0.1 the
+same (0.25 (0.39), 0.23 (0.31), 0.30 (0.58)). Not kept: normalising from the 25% or 50% quantile (at 20 seeds one
+gated table 5.5x / 10x random: a branch whose samples fall below the floor loses its spread and is never revisited),
+tail_z 1.5, fpu 0.1, mast_context 2, mast_prior 1, mast_tau 0.05 / 0.15, c 0.4 / 0.5 / 1.0 (all within noise or
+worse). norm_quantile 0.1 was first the default; the reported gated table then showed that lock-in (a median of
+2,892), and the default went back to 0. Also tried afterwards, with six more gated-at-a-deeper-level tables (one level
+1-5 scales and shifts the rest per option, P3 shape, seeds 1-6; 20 search seeds), against the kept defaults'
+0.26 / 0.22 / 0.31 / 0.30 (gated / structured / measured-like / deeper): a MAST choice worth mean + k sd, k 0.5 / 1 /
+2: 0.32 / 0.30 / 0.31 / 0.34, 0.28 / 0.28 / 0.34 / 0.27, 0.35 / 0.32 / 0.39 / 0.37; a MAST temperature relative to
+the spread of the option means (0.5 / 1 / 2 sd): 0.31 / 0.32 / 0.30 / 0.33, 0.31 / 0.30 / 0.32 / 0.32, 0.42 / 0.48 /
+0.36 / 0.42. None kept."""
+
 MAST_DEFAULT_TAU = 0.1
 MAST_DEFAULT_EPSILON = 0.2
 
@@ -97,14 +123,16 @@ class MCTS(_StrategyBase):
 
     * **Selection** descends from the root by ``selection(q, n, parent_n, c)`` (default :func:`uct`). A
       node's value ``q`` is ``(1 - max_weight) * mean + max_weight * best`` over the rewards backed up through
-      it, min-max normalised over the rewards told so far, so ``c`` is scale-free. The search looks for the
+      it, normalised so that the floor (see Backup) is 0 and the best reward told is 1, so ``c`` is scale-free. The search looks for the
       single best candidate, so by default (``max_weight=1``) a branch is worth its best candidate, not its
       average: a branch whose typical candidate is poor but which holds the best ones is not abandoned after
       one unlucky sample. ``max_weight=0`` is classic mean-value UCT. With ``tail_z`` (default 2) a node of
       two or more visits is worth at least ``mean + tail_z * sd`` of the values below it, an estimate of its
       upper tail, so a wide branch is deepened before one of its samples happens to beat a narrow branch.
       Subtrees whose candidates were all proposed are skipped.
-    * **Expansion** adds ONE untried child at a time, chosen uniformly among the untried legal options.
+    * **Expansion** adds ONE untried child at a time: with ``expand="mast"`` (default) picked among the untried
+      legal options as a MAST rollout would pick (so the tree grows first towards choices that did well
+      elsewhere), with ``expand="random"`` uniformly.
       With ``fpu=None`` a node expands all its children before descending (classic UCT). With a float
       ``fpu`` (first-play urgency), the untried children are scored as one child with a single visit at
       the parent's normalised value minus ``fpu``; the node expands only when that beats every tried child,
@@ -118,8 +146,12 @@ class MCTS(_StrategyBase):
       every other; with ``mast_context`` k (default 1) they are also kept per first k choices, and a rollout
       uses the mean among candidates sharing its first k choices, shrunk towards the global mean with weight
       ``mast_prior`` (a choice after a `logits` tap need not be good after a `stage3` tap).
-    * **Backup** adds the reward (a rejection: the minimum so far, or 0.0) to every tree node on the path and
-      raises their ``best``.
+    * **Backup** adds the reward to every tree node on the path and raises their ``best``. The search's own
+      statistics hold rewards raised to a floor: the ``norm_quantile`` of the told rewards (default 0, the
+      minimum), moved as rewards come (whenever their number has grown by 10%). A rejected candidate stays at
+      that floor wherever it moves, so its branch looks as poor as the worst candidate told, also when it was
+      rejected before any reward (the exported ``value_sum`` and ``best`` keep :meth:`backup_value`: the
+      minimum at the time, or 0.0). :meth:`retell` replaces a reward everywhere it was counted.
 
     Pending paths (asked, not told) count as visits at the current minimum reward (virtual loss) in the mean
     and in the visit count, so several asks in a row spread out over the tree. When a rollout ends on a key
@@ -142,6 +174,8 @@ class MCTS(_StrategyBase):
         mast_prior: float = MAST_DEFAULT_PRIOR,
         tail_z: float | None = MCTS_DEFAULT_TAIL_Z,
         max_weight: float = MCTS_DEFAULT_MAX_WEIGHT,
+        norm_quantile: float = MCTS_DEFAULT_NORM_QUANTILE,
+        expand: str = MCTS_DEFAULT_EXPAND,
     ) -> None:
         super().__init__(space, seed)
         self.c = float(c)
@@ -155,6 +189,19 @@ class MCTS(_StrategyBase):
         if not 0 <= max_weight <= 1:
             raise ValueError("max_weight must be in [0, 1]")
         self.max_weight = float(max_weight)
+        if not 0 <= norm_quantile < 1:
+            raise ValueError("norm_quantile must be in [0, 1)")
+        if expand not in ("mast", "random"):
+            raise ValueError(f"expand must be 'mast' or 'random', not {expand!r}")
+        self.norm_quantile = float(norm_quantile)
+        self.expand = expand
+        self._sorted: list[float] = []  # told rewards (not rejections), ascending
+        self._raw: dict[str, float | None] = {}  # key -> the reward in _sorted (None: a rejection)
+        self._lo: float | None = None  # the floor values are raised to (a quantile of the told rewards)
+        self._next_rebase = 1
+        # per (level, option) and per (context, level, option): the values told, and their sum above the floor
+        self._move_values: dict[tuple, list[float]] = {}
+        self._move_clip: dict[tuple, float] = {}
         self.rollout = rollout
         self.mast_tau = float(mast_tau)
         self.mast_epsilon = float(mast_epsilon)
@@ -170,33 +217,74 @@ class MCTS(_StrategyBase):
 
     # -- statistics ----------------------------------------------------------------------------------
 
-    def _floor(self) -> float:
-        return self.rmin if self.rmin is not None else 0.0
+    def _span(self) -> tuple[float, float] | None:
+        """(floor, max - floor) of the normalisation, or None while all told rewards are equal (or none)."""
+        lo = self._lo
+        if lo is None or self.rmax is None or self.rmax <= lo:
+            return None
+        return lo, self.rmax - lo
+
+    def _clip(self, value: float) -> float:
+        return value if self._lo is None or value > self._lo else self._lo
+
+    def _rebase(self, force: bool = False) -> None:
+        """Move the floor to the ``norm_quantile`` of the told rewards and recompute the sums above it. Runs when
+        the number of told rewards has grown by 10% since the last time, so the floor settles as rewards come."""
+        n = len(self._sorted)
+        if n == 0:
+            return
+        lo = self._sorted[int(self.norm_quantile * (n - 1))]
+        if lo >= self._sorted[-1]:
+            lo = self._sorted[0]
+        self._next_rebase = max(n + 1, math.ceil(n * 1.1))
+        if lo == self._lo and not force:
+            return
+        self._lo = lo
+        for node in self.nodes.values():
+            clipped = [self._clip(v) for v in node.values]
+            node.clip_sum = sum(clipped)
+            node.clip_sq = sum(v * v for v in clipped)
+        for key, values in self._move_values.items():
+            self._move_clip[key] = sum(self._clip(v) for v in values)
 
     def _q(self, node: Node) -> tuple[float, int]:
-        """(normalised value: mean with virtual losses mixed with the best, visits incl. pending) of a node."""
+        """(normalised value, visits incl. pending) of a node. Values are raised to the floor (``norm_quantile``)
+        and scaled so that the floor is 0 and the best reward told is 1; pending visits count at 0."""
         n = node.visits + node.pending
         if n == 0:
             return 0.0, 0
-        mean = (node.value_sum + node.pending * self._floor()) / n
-        if self.rmin is None or self.rmax is None or self.rmax <= self.rmin:
+        span = self._span()
+        if span is None:
             return 0.5, n
-        value = mean
-        if self.tail_z is not None and node.visits >= 2:
-            m = node.value_sum / node.visits
-            tail = m + self.tail_z * math.sqrt(max(0.0, node.value_sq / node.visits - m * m))
-            value = max(node.best, tail) if self.max_weight else tail
-        elif self.max_weight and node.visits:
-            value = (1.0 - self.max_weight) * mean + self.max_weight * node.best
-        return (value - self.rmin) / (self.rmax - self.rmin), n
+        lo, width = span
+        k = len(node.values)
+        mean = (node.clip_sum - k * lo) / width / n if k else 0.0
+        if self.tail_z is not None and k >= 2:
+            m = node.clip_sum / k
+            sd = math.sqrt(max(0.0, node.clip_sq / k - m * m))
+            tail = (m - lo + self.tail_z * sd) / width
+            best = (self._clip(node.top) - lo) / width
+            return (max(best, tail) if self.max_weight else tail), n
+        if self.max_weight and k:
+            best = (self._clip(node.top) - lo) / width
+            return (1.0 - self.max_weight) * mean + self.max_weight * best, n
+        return mean, n
 
     # -- tree operations -----------------------------------------------------------------------------
 
     def _add_child(self, parent: Path, option: int) -> Path:
-        child = Node(parent + (option,), str(self.space.label(len(parent), option)))
+        child = Node(parent + (option,), self._label(parent, option))
         self.nodes[parent].children[option] = child
         self.nodes[child.prefix] = child
         return child.prefix
+
+    def _label(self, prefix: Path, option: int) -> str:
+        """The option's text for the tree: in context (``option_label(prefix, option)``, as the candidate prints it)
+        when the space offers that, else ``label(level, option)``."""
+        in_context = getattr(self.space, "option_label", None)
+        if in_context is not None:
+            return str(in_context(prefix, option))
+        return str(self.space.label(len(prefix), option))
 
     def _in_tree(self, path: Path) -> list[Node]:
         """The tree nodes on ``path``, from the root down."""
@@ -209,12 +297,20 @@ class MCTS(_StrategyBase):
             out.append(node)
         return out
 
-    def _backup(self, path: Path, value: float) -> None:
+    def _backup(self, path: Path, value: float, reward: float | None) -> None:
+        """Back up a told candidate: ``value`` (the exported statistics) and ``reward`` (the search's: a rejection
+        stays at the floor, wherever the floor moves)."""
+        own = -math.inf if reward is None else reward
+        clipped = self._clip(own)
         for node in self._in_tree(path):
             node.visits += 1
             node.value_sum += value
             node.value_sq += value * value
             node.best = max(node.best, value)
+            node.values.append(own)
+            node.top = max(node.top, own)
+            node.clip_sum += clipped
+            node.clip_sq += clipped * clipped
 
     def _select_expand(self) -> tuple[Path, bool]:
         """Descend by the selection rule; return (node to roll out from, whether it was just added)."""
@@ -241,7 +337,11 @@ class MCTS(_StrategyBase):
                 else:
                     expand = self.selection(parent_q - self.fpu, 1, parent_n, self.c) >= best_score
                 if expand:
-                    return self._add_child(node.prefix, self.rng.choice(untried)), True
+                    if self.expand == "mast" and self.rollout == "mast":
+                        option = self._mast_pick(node.prefix, untried)
+                    else:
+                        option = self.rng.choice(untried)
+                    return self._add_child(node.prefix, option), True
             assert best_child is not None
             node = best_child
         return node.prefix, False
@@ -260,7 +360,7 @@ class MCTS(_StrategyBase):
             key = self.space.key(path)
             if key in self._told:
                 self._mark_exhausted(path)
-                self._backup(path, self.backup_value(self._told[key]))
+                self._backup(path, self.backup_value(self._told[key]), self._told[key])
                 continue
             if key in self._pending_keys:
                 self._mark_exhausted(path)
@@ -283,29 +383,30 @@ class MCTS(_StrategyBase):
             path = path + (self._mast_pick(path, free),)
         return path
 
-    def _move_mean(self, prefix: Path, option: int) -> float | None:
-        """The mean value of choosing ``option`` after ``prefix``: the global (level, option) mean, or with
-        ``mast_context`` the mean among candidates that share the first choices, shrunk towards the global one."""
+    def _move_mean(self, prefix: Path, option: int, lo: float, width: float) -> float | None:
+        """The normalised mean value of choosing ``option`` after ``prefix``: the global (level, option) mean, or
+        with ``mast_context`` the mean among candidates that share the first choices, shrunk towards the global one."""
         level = len(prefix)
-        stats = self._moves.get((level, option))
-        if stats is None:
+        values = self._move_values.get((level, option))
+        if not values:
             return None
-        mean = stats[0] / stats[1]
+        mean = (self._move_clip[(level, option)] / len(values) - lo) / width
         if self.mast_context and level >= self.mast_context:
-            local = self._context_moves.get((prefix[: self.mast_context], level, option))
-            if local is not None:
-                mean = (local[0] + self.mast_prior * mean) / (local[1] + self.mast_prior)
+            key = (prefix[: self.mast_context], level, option)
+            local = self._move_values.get(key)
+            if local:
+                local_sum = (self._move_clip[key] - len(local) * lo) / width
+                mean = (local_sum + self.mast_prior * mean) / (len(local) + self.mast_prior)
         return mean
 
     def _mast_pick(self, prefix: Path, free: list[int]) -> int:
-        uniform = self.rmin is None or self.rmax is None or self.rmax <= self.rmin
-        if self.rng.random() < self.mast_epsilon or uniform:
+        span = self._span()
+        if self.rng.random() < self.mast_epsilon or span is None:
             return self.rng.choice(free)
-        span = self.rmax - self.rmin
         means = []
         for option in free:
-            mean = self._move_mean(prefix, option)
-            means.append(0.5 if mean is None else (mean - self.rmin) / span)
+            mean = self._move_mean(prefix, option, *span)
+            means.append(0.5 if mean is None else mean)
         top = max(means)
         weights = [math.exp((m - top) / self.mast_tau) for m in means]
         draw = self.rng.random() * sum(weights)
@@ -328,32 +429,63 @@ class MCTS(_StrategyBase):
             node.pending += 1
         self._credited[path] = credited
 
+    def _move_keys(self, path: Path) -> list[tuple]:
+        """The MAST entries a told path adds to: (level, option) per level, and (context, level, option)."""
+        keys: list[tuple] = []
+        for level, option in enumerate(path):
+            keys.append((level, option))
+            if self.mast_context and level >= self.mast_context:
+                keys.append((path[: self.mast_context], level, option))
+        return keys
+
     def _on_tell(self, path: Path, key: str, value: float) -> None:
         for node in self._credited.pop(path, []):
             node.pending -= 1
-        self._backup(path, value)
+        self._raw[key] = self._told[key]
+        if self._told[key] is not None:
+            bisect.insort(self._sorted, self._told[key])
+        if len(self._sorted) >= self._next_rebase:
+            self._rebase()
+        reward = self._told[key]
+        self._backup(path, value, reward)
         for level, option in enumerate(path):
             stats = self._moves.setdefault((level, option), [0.0, 0])
             stats[0] += value
             stats[1] += 1
-            if self.mast_context and level >= self.mast_context:
-                stats = self._context_moves.setdefault((path[: self.mast_context], level, option), [0.0, 0])
-                stats[0] += value
-                stats[1] += 1
+        own = -math.inf if reward is None else reward
+        clipped = self._clip(own)
+        for move in self._move_keys(path):
+            self._move_values.setdefault(move, []).append(own)
+            self._move_clip[move] = self._move_clip.get(move, 0.0) + clipped
 
     def _on_retell(self, path: Path, key: str, old: float, new: float) -> None:
+        before, after = self._raw.get(key), self._told[key]
+        old_own = -math.inf if before is None else before
+        new_own = -math.inf if after is None else after
         for node in self._in_tree(path):
+            if old_own not in node.values:  # the node joined the tree after the path was told
+                continue
+            node.values.remove(old_own)
+            node.values.append(new_own)
+            node.top = max(node.values)
             node.value_sum += new - old
             node.value_sq += new * new - old * old
             if new >= node.best:
                 node.best = new
             elif old >= node.best:  # the best went down: the best of the other candidates below this node
-                below = [v for p, v in self._values.items() if p[: node.level] == node.prefix]
-                node.best = max(below)
+                node.best = max(v for p, v in self._values.items() if p[: node.level] == node.prefix)
         for level, option in enumerate(path):
             self._moves[(level, option)][0] += new - old
-            if self.mast_context and level >= self.mast_context:
-                self._context_moves[(path[: self.mast_context], level, option)][0] += new - old
+        for move in self._move_keys(path):
+            values = self._move_values[move]
+            values.remove(old_own)
+            values.append(new_own)
+        if before is not None:
+            del self._sorted[bisect.bisect_left(self._sorted, before)]
+        if after is not None:
+            bisect.insort(self._sorted, after)
+        self._raw[key] = after
+        self._rebase(force=True)
 
     def tree_graph(self) -> nx.DiGraph:
         """A snapshot of the search tree as a ``networkx.DiGraph`` (node ids are prefix tuples; see

@@ -36,7 +36,8 @@ class ChoiceSpace(Protocol):
         ...
 
     def label(self, level: int, option: int) -> str:
-        """Human-readable text of an option, for the tree export."""
+        """Human-readable text of an option, for the tree export. A space whose option text depends on the
+        choices before it may also offer ``option_label(prefix, option)``, which the tree then uses."""
         ...
 
     def key(self, path: tuple[int, ...]) -> str:

@@ -15,11 +15,27 @@ from rich.console import Console
 from rich.table import Table
 
 from .export import export_tree
+from .evaluate import REWARDS
 from .store import Store
 
-REWARD_TEXT = ("reward = -(0.5 × validation cross-entropy + 0.5 × representation gap), larger is better; "
-               "gap = MSE(P·student embedding, teacher embedding) / Var(teacher embedding), P a fixed random "
-               "projection where widths differ")
+GAP_TEXT = ("gap = MSE(P·student embedding, teacher embedding) / Var(teacher embedding), P a fixed random "
+            "projection where widths differ (with several teachers, the mean of each teacher's gap)")
+
+
+def teachers_text(names) -> str:
+    """How a report names the teachers: ``resnet8`` for one, ``resnet8 (1), resnet14 (2)`` for several.
+
+    >>> teachers_text(["resnet8", "resnet14"])
+    'resnet8 (1), resnet14 (2)'
+    """
+    names = list(names) if isinstance(names, (list, tuple)) else [names]
+    return names[0] if len(names) == 1 else ", ".join(f"{n} ({k})" for k, n in enumerate(names, 1))
+
+
+def teachers_phrase(cfg) -> str:
+    """``teacher resnet8``, or ``teachers resnet8 (1), resnet14 (2)``."""
+    several = isinstance(cfg.teacher, (list, tuple)) and len(cfg.teacher) > 1
+    return f"teacher{'s' if several else ''} {teachers_text(cfg.teacher)}"
 
 
 def candidate_text(kd: str) -> str:
@@ -65,14 +81,14 @@ def write_outputs(out: Path, store: Store, space, strategy, cfg, baselines: list
     if best is not None:
         against = "; ".join(f"{b['label']} {b['row']['reward']:.4f}" for b in scored)
         header = (f"# Found by `autokd-dsl search {Path(cfg.space_file).name}` ({cfg.strategy}, seed {cfg.seed}, "
-                  f"{len({r['key'] for r in rows})} candidates): teacher {cfg.teacher}, student {cfg.student}, "
+                  f"{len({r['key'] for r in rows})} candidates): {teachers_phrase(cfg)}, student {cfg.student}, "
                   f"data {cfg.data}.\n"
                   f"# reward {best['reward']:.4f} after {best['epochs']} proxy epochs (validation CE {best['ce']:.4f}, "
                   f"representation gap {best['gap']:.4f}, validation accuracy {_pct(best['acc'])})"
                   + (f"; under the same proxy: {against}" if against else "") + "\n")
         (out / "best.kd").write_text(header + best["kd"], encoding="utf-8")
     _report(out / "report.md", rows, ranked, rejected, cfg, baselines)
-    _leaderboard(console, ranked, baselines)
+    _leaderboard(console, ranked, baselines, f"leaderboard ({teachers_phrase(cfg)} → {cfg.student})")
     if best is not None:
         console.print(f"best reward {best['reward']:.4f} → {out / 'best.kd'}"
                       + (f" ({against})" if against else ""))
@@ -142,7 +158,7 @@ def _plot(path: Path, rows: list[dict], baselines: list[dict], cfg) -> None:
     for i, (label, value) in enumerate(lines):
         ax.axhline(value, color="grey", linestyle=styles[i % len(styles)], label=label)
     epochs = (cfg.fidelity[0] if cfg.fidelity else cfg.proxy.epochs)
-    ax.set_title(f"{cfg.strategy} search over {Path(cfg.space_file).name}: {cfg.teacher} → {cfg.student}, "
+    ax.set_title(f"{cfg.strategy} search over {Path(cfg.space_file).name}: {teachers_text(cfg.teacher)} → {cfg.student}, "
                  f"{epochs} proxy epochs", fontsize=9)
     ax.set_xlabel("candidates evaluated")
     ax.set_ylabel("reward (larger is better)")
@@ -168,7 +184,7 @@ def _baseline_cells(b: dict) -> list[str]:
 def _report(path: Path, rows, ranked, rejected, cfg, baselines) -> None:
     rungs = list(cfg.fidelity) if cfg.fidelity else [cfg.proxy.epochs]
     lines = [f"# Search report: {Path(cfg.space_file).name}", "",
-             f"- teacher {cfg.teacher}, student {cfg.student}, data {cfg.data} at {'x'.join(map(str, cfg.input_size))}",
+             f"- {teachers_phrase(cfg)}, student {cfg.student}, data {cfg.data} at {'x'.join(map(str, cfg.input_size))}",
              f"- strategy {cfg.strategy}"
              + (f" (UCT c = {cfg.c}, {cfg.rollout} rollouts)" if cfg.strategy == "mcts" else "")
              + f", budget {cfg.budget}, seed {cfg.seed}, workers {cfg.workers}",
@@ -176,7 +192,7 @@ def _report(path: Path, rows, ranked, rejected, cfg, baselines) -> None:
               "candidates are ranked by the highest rung they reached, then by reward" if len(rungs) > 1
               else f"- {rungs[0]} proxy epochs per candidate"),
              f"- proxy settings: `{json.dumps(cfg.proxy.model_dump())}`",
-             f"- {REWARD_TEXT}",
+             f"- reward `{cfg.proxy.reward}` = {REWARDS[cfg.proxy.reward].text}, larger is better; {GAP_TEXT}",
              f"- candidates {len({r['key'] for r in rows})}, trained {len(ranked)}, rejected {len(rejected)}", "",
              "## Leaderboard", "",
              "| rank | reward | val CE | gap | val acc | epochs | seconds | distiller |",
@@ -199,9 +215,9 @@ def _report(path: Path, rows, ranked, rejected, cfg, baselines) -> None:
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
-def _leaderboard(console: Console, ranked: list[dict], baselines: list[dict]) -> None:
+def _leaderboard(console: Console, ranked: list[dict], baselines: list[dict], title: str = "leaderboard") -> None:
     """The five best and the baselines: the figures in a table, then each one's full text (any terminal width)."""
-    table = Table("", "reward", "val CE", "gap", "val acc", "epochs", "seconds", title="leaderboard")
+    table = Table("", "reward", "val CE", "gap", "val acc", "epochs", "seconds", title=title)
     texts = []
     for i, r in enumerate(ranked[:5], 1):
         table.add_row(f"rank {i}", f"{r['reward']:.4f}", f"{r['ce']:.4f}", f"{r['gap']:.4f}", _pct(r["acc"]),

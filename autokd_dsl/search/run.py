@@ -18,6 +18,7 @@ from .equivalence import CompilesOn
 from .executor import make_executor
 from .fidelity import run_promotions
 from .mcts import MCTS_DEFAULT_C
+from .report import teachers_text
 from .space import SearchSpace
 from .store import STORE_FILE, Store, check_store
 
@@ -27,9 +28,9 @@ class SearchConfig(pydantic.BaseModel):
 
     space_file: str
     space_name: str | None = None
-    teacher: str
+    teacher: str | list[str]  # several teachers: a list, teacher1 first (part of the identity, in order)
     student: str
-    teacher_weights: str | None = None
+    teacher_weights: str | list[str] | None = None
     data: str = "digits"
     data_root: str | None = None
     input_size: tuple[int, int, int] = (3, 16, 16)
@@ -45,6 +46,7 @@ class SearchConfig(pydantic.BaseModel):
     gpus_per_candidate: float = 0.0
     seed: int = 0
     device: str = "cpu"  # where candidates train; not part of the search's identity
+    amp: str = "off"  # candidates' training precision (off, bf16, fp16); not part of the identity either
     final_epochs: int = 0  # > 0: retrain the top candidates and KD this long and report test accuracy
     final_seeds: int = 3
     final_top: int = 3
@@ -58,6 +60,23 @@ class SearchConfig(pydantic.BaseModel):
         keep = ("space_name", "teacher", "student", "teacher_weights", "data", "input_size", "train_subset",
                 "strategy", "c", "rollout", "seed", "fidelity", "eta")
         return {k: getattr(self, k) for k in keep} | {"proxy": self.proxy.key(), "space_file": Path(self.space_file).name}
+
+    @property
+    def teachers(self) -> list[str]:
+        return list(self.teacher) if isinstance(self.teacher, (list, tuple)) else [self.teacher]
+
+
+def check_identity(identity: dict | None, cfg: SearchConfig, out: Path) -> None:
+    """A stored search continues only with the settings it was started with (teachers, in order, included)."""
+    wanted = json.loads(json.dumps(cfg.identity(), sort_keys=True))
+    if identity is None or identity == wanted:
+        return
+    diff = sorted(k for k in set(identity) | set(wanted) if identity.get(k) != wanted.get(k))
+    hint = "resume with the same settings, or choose another --out"
+    if "teacher" in diff:
+        hint = (f"it was searched with teachers {teachers_text(identity.get('teacher'))}; this run gives "
+                f"{teachers_text(wanted.get('teacher'))}: " + hint)
+    raise KDError(f"{out} holds a search with other settings ({', '.join(diff)}) (command-line value)", hint=hint)
 
 
 def load_space(path: str, name: str | None) -> ir.Block:
@@ -104,12 +123,7 @@ def open_store(out: Path, cfg: SearchConfig, resume: bool) -> Store:
     check_search_folder(out, resume)
     out.mkdir(parents=True, exist_ok=True)
     store = Store(db)
-    identity = store.meta().get("identity")
-    wanted = json.loads(json.dumps(cfg.identity(), sort_keys=True))
-    if identity is not None and identity != wanted:
-        diff = sorted(k for k in set(identity) | set(wanted) if identity.get(k) != wanted.get(k))
-        raise KDError(f"{out} holds a search with other settings ({', '.join(diff)})",
-                      hint="resume with the same settings, or choose another --out")
+    check_identity(store.meta().get("identity"), cfg, out)
     store.set_meta({"identity": cfg.identity(), "config": cfg.model_dump(mode="json")})
     return store
 
@@ -117,17 +131,15 @@ def open_store(out: Path, cfg: SearchConfig, resume: bool) -> Store:
 CE_ONLY = "distiller ce_only:\n    ce: logits ~ labels -> ce -> 1\n"
 """The cross-entropy-only baseline every search scores: the student trained on the labels alone."""
 
-BASELINE_LABELS = {"kd": "KD", "fitnet": "FitNet"}
+BASELINE_LABELS = {"kd": "KD", "fitnet": "FitNet", "aver": "AVER"}
 
 
-def parse_rungs(text: str | None, eta: int) -> tuple[int, ...] | None:
+def parse_rungs(text: str | None) -> tuple[int, ...] | None:
     """``--fidelity 2,6,18`` → (2, 6, 18): increasing epoch counts; None when not given.
 
-    >>> parse_rungs("2,6,18", 3)
+    >>> parse_rungs("2,6,18")
     (2, 6, 18)
     """
-    if eta < 2:
-        raise KDError(f"--eta must be at least 2, not {eta}", hint="the best 1/eta of a rung are promoted")
     if text is None or not text.strip():
         return None
     try:
@@ -155,12 +167,13 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
     ``on_row(row)`` sees every candidate's store row in evaluation order (TensorBoard logging).
     """
     block = load_space(cfg.space_file, cfg.space_name)
-    baselines = load_baselines(cfg.baselines)  # an unknown name fails before any training
+    baselines = load_baselines(cfg.baselines, cfg.teachers)  # an unknown name fails before any training
     check_search_folder(out, resume)
     rungs, settings = rungs_of(cfg), rung_settings(cfg)
     settings_keys = [s.key() for s in settings]
     kind_valid = SearchSpace(block)
     probe = CompilesOn(teacher, cfg.teacher, cfg.student, bundle)
+    unread = unread_teachers(block, len(cfg.teachers))
     space = SearchSpace(block, term_fits=probe, term_values=probe.values)
     mcts_options = {"c": cfg.c, "rollout": cfg.rollout} if cfg.strategy == "mcts" else {}
     strategy = make_strategy(cfg.strategy, space, seed=cfg.seed, **mcts_options)
@@ -172,8 +185,12 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
                   f"candidates (those that do not fit the networks' shapes are pruned as the tree grows); "
                   f"strategy {cfg.strategy}, budget {cfg.budget}{fidelity}"
                   + (f", {done_before} already evaluated" if done_before else ""))
+    if len(cfg.teachers) > 1:
+        console.print(f"teachers: {teachers_text(cfg.teachers)}"
+                      + (f"; no candidate reads teacher {', '.join(map(str, unread))} (taps without a number "
+                         "read teacher 1)" if unread else ""))
     ctx = ProxyContext(kind_valid, teacher, cfg.student, bundle, cfg.proxy, teacher_name=cfg.teacher,
-                       device=cfg.device, extra_taps=[b for _, b in baselines])
+                       device=cfg.device, extra_taps=[b for _, b in baselines], amp=cfg.amp)
     ray_options = {"address": cfg.ray_address, "cpus_per_candidate": cfg.cpus_per_candidate,
                    "gpus_per_candidate": cfg.gpus_per_candidate} if cfg.executor == "ray" else {}
     executor = make_executor(ctx, cfg.workers, cfg.executor, **ray_options)
@@ -279,18 +296,66 @@ def _search_in_flight(strategy, space, store: Store, settings_key: str, executor
     return replayed + run_in_flight(strategy, known, submit, wait, budget - len(replayed), executor.workers)
 
 
-def load_baselines(names) -> list[tuple[str, ir.Block]]:
-    """(label, distiller) of the CE-only baseline and each library distiller named (a located KDError else)."""
+def check_amp(amp: str, device: str) -> None:
+    """``--amp`` fits the device candidates train on: fp16 (with its gradient scaler) needs a CUDA GPU."""
+    if amp == "fp16" and not str(device).startswith("cuda"):
+        raise KDError(f"--amp fp16: candidates train on {device}, and fp16 autocast needs a CUDA device "
+                      "(command-line value)", hint="on the CPU use --amp bf16 (CPU autocast runs in bfloat16), "
+                      "or --amp off")
+
+
+def check_teacher_classes(block: ir.Block, teachers, names: list[str], input_size) -> None:
+    """Several teachers must predict the same classes: the error ``train`` gives, at the space's first teacher
+    tap."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from ..compiler.taps import Model
+    from ..compiler.teachers import check_classes
+
+    nets = list(teachers) if isinstance(teachers, (list, tuple)) else [teachers]
+    if len(nets) > 1:
+        x = torch.randn(2, *input_size, device=next(nets[0].parameters()).device)
+        check_classes(SimpleNamespace(teachers=[Model(n, name) for n, name in zip(nets, names)], x=x, block=block))
+
+
+def unread_teachers(block: ir.Block, count: int) -> list[int]:
+    """The teachers (numbered from 1) that no option of the space taps; a tap without a number is teacher 1."""
+    read: set[int] = set()
+    for term in block.terms:
+        for tap in ir.term_taps(term):
+            point = tap.teacher_point
+            if point.is_labels:
+                continue
+            read |= set(range(1, count + 1)) if tap.each_teacher else {point.teacher_number or 1}
+    return [k for k in range(1, count + 1) if k not in read]
+
+
+def load_baselines(names, teachers: list[str] | None = None) -> list[tuple[str, ir.Block]]:
+    """(label, distiller) of the CE-only baseline and each library distiller named (a located KDError else).
+
+    With several ``teachers``, a single-teacher distiller (KD, FitNet) reads teacher 1, as in ``train``, and its
+    label says so (``KD (library/kd.kd; teacher 1: resnet8)``); AVER (``library/aver.kd``, each teacher's soft
+    targets with equal weights) is scored too, as the multi-teacher baseline.
+    """
     from ..compiler.build import load_distiller
     from ..lang.check import check_text
     from ..lang.library import library_file
 
+    several = teachers is not None and len(teachers) > 1
     out = [("CE only", check_text(CE_ONLY).blocks[0])]
+    names = [n.strip().lower() for n in names]
+    if several and "aver" not in names:
+        names.append("aver")
     for name in names:
-        name = name.strip().lower()
         if not name or name in ("ce", "ce_only"):
             continue
-        out.append((f"{BASELINE_LABELS.get(name, name)} (library/{name}.kd)", load_distiller(library_file(name))))
+        block = load_distiller(library_file(name))
+        label = f"{BASELINE_LABELS.get(name, name)} (library/{name}.kd"
+        if several and unread_teachers(block, len(teachers)):
+            label += f"; teacher 1: {teachers[0]}"
+        out.append((label + ")", block))
     return out
 
 

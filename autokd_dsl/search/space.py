@@ -21,9 +21,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
 
 from ..errors import KDError
 from ..lang import ir
@@ -122,6 +122,19 @@ class SearchSpace:
         if isinstance(value, (ir.Tap, ir.TapGroup)):
             return print_tap_option(value)
         return print_step(value) if isinstance(value, ir.Expr.__args__) else str(value)
+
+    def option_label(self, prefix: Path, option: int) -> str:
+        """The text of ``option`` after ``prefix`` as the candidate shows it: :meth:`label`, except that a `kl` or
+        `js` whose `t` changes nothing on the kinds ``prefix`` leads to (distributions) reads without it."""
+        level = self.levels[len(prefix)]
+        value = level.options[option]
+        if level.role == "distance" and isinstance(value, ir.Call):
+            slots = self.slots[level.term]
+            state = self._replay(slots[: slots.index(level)], tuple(prefix))
+            kinds = state[0] if state is not None else None
+            if kinds and all(idle_temperature(value, k) for k in kinds):
+                return print_step(drop_idle_temperature(value))
+        return self.label(len(prefix), option)
 
     def options(self, prefix: Path) -> list[int]:
         level = self.levels[len(prefix)]

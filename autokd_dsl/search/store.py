@@ -142,8 +142,9 @@ class Store:
         self.db.close()
 
 
-def search_config(folder: Path) -> dict | None:
-    """The settings of the search stored in ``folder`` (read only), or None when it holds no search store."""
+def search_config(folder: Path, entry: str = "config") -> dict | None:
+    """The settings of the search stored in ``folder`` (read only), or None when it holds no search store;
+    ``entry="identity"``: what a resume must match."""
     path = Path(folder) / STORE_FILE
     if not path.is_file():
         return None
@@ -152,4 +153,4 @@ def search_config(folder: Path) -> dict | None:
         meta = _read_meta(path, "mode=ro" if Path(f"{path}-wal").exists() else "immutable=1") or {}
     except (KDError, sqlite3.Error):
         return None
-    return json.loads(meta["config"]) if "config" in meta else None
+    return json.loads(meta[entry]) if entry in meta else None

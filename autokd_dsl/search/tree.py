@@ -27,6 +27,12 @@ class Node:
     best: float = -math.inf
     pending: int = 0
     children: dict[int, Node] = field(default_factory=dict)
+    # what the search itself uses: the rewards backed up (a rejection as -inf, i.e. at the floor), their best, and
+    # their sums once raised to the search's floor (see MCTS.norm_quantile)
+    values: list[float] = field(default_factory=list, repr=False)
+    top: float = -math.inf
+    clip_sum: float = 0.0
+    clip_sq: float = 0.0
 
     @property
     def level(self) -> int:
