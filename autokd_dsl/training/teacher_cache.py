@@ -179,7 +179,7 @@ def _teacher_pass(teacher: nn.Module, split: Split, specs: list[str], folder: Pa
     was_training = teacher.training
     teacher.eval()
     try:
-        with torch.no_grad():
+        with torch.inference_mode():
             device = next(teacher.parameters()).device
             for x, _, idx in _in_order(split, batch_size):
                 out = teacher(x.to(device))
