@@ -2,11 +2,10 @@
 before training, with a reason naming the term."""
 
 import pytest
-import torch
+from conftest import proxy_context
 
 from autokd_dsl.lang.check import check_text
-from autokd_dsl.search.evaluate import ProxyContext, ProxySettings, evaluate
-from autokd_dsl.search.space import SearchSpace
+from autokd_dsl.search.evaluate import ProxySettings, evaluate
 
 SPACE = ("space s:\n    ce: logits ~ labels -> ce -> 1\n"
          "    kd: stage3 | logits -> (none | patches(4) | spatial_attention) -> (none | softmax(hw) | softmax(c)) "
@@ -15,14 +14,7 @@ SPACE = ("space s:\n    ce: logits ~ labels -> ce -> 1\n"
 
 @pytest.fixture(scope="module")
 def ctx():
-    from autokd_dsl.data import DataConfig, load_data
-    from autokd_dsl.models import create_model
-
-    torch.manual_seed(0)
-    bundle = load_data(DataConfig(name="digits", input_size=(3, 16, 16), train_subset=96))
-    teacher = create_model("resnet8", num_classes=10, in_chans=3).eval()
-    space = SearchSpace(check_text(SPACE).blocks[0])
-    return ProxyContext(space, teacher, "resnet8", bundle, ProxySettings(epochs=1, subset=1.0), teacher_name="resnet8")
+    return proxy_context(SPACE, (3, 16, 16), 96)
 
 
 def _outcome(ctx, kd_term, ce="logits ~ labels -> ce -> 1", settings=None):

@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
+from conftest import proxy_context
 
 from autokd_dsl.lang.check import check_text
-from autokd_dsl.search.evaluate import REWARDS, ProxyContext, ProxySettings, _Runner, evaluate
-from autokd_dsl.search.space import SearchSpace
+from autokd_dsl.search.evaluate import REWARDS, ProxySettings, _Runner, evaluate
 
 SPACE = "space s:\n    ce: logits ~ labels -> ce -> 1\n    kd: logits -> softmax(4) -> kl -> (1 | 2)\n"
 KD = "distiller d:\n    ce: logits ~ labels -> ce -> 1\n    kd: logits -> softmax(4) -> kl -> 1\n"
@@ -25,14 +25,7 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def ctx():
-    from autokd_dsl.data import DataConfig, load_data
-    from autokd_dsl.models import create_model
-
-    torch.manual_seed(0)
-    bundle = load_data(DataConfig(name="digits", input_size=(3, 8, 8), train_subset=64))
-    teacher = create_model("resnet8", num_classes=10, in_chans=3).eval()
-    space = SearchSpace(check_text(SPACE).blocks[0])
-    return ProxyContext(space, teacher, "resnet8", bundle, ProxySettings(epochs=1), teacher_name="resnet8")
+    return proxy_context(SPACE, (3, 8, 8), 64)
 
 
 def test_every_reward_has_a_written_formula():
