@@ -35,7 +35,7 @@ class Reward:
     """A reward made of one proxy run's validation parts (larger is better)."""
 
     text: str
-    value: "Callable[[dict], float]"
+    value: Callable[[dict], float]
 
 
 # name → reward; the parts are ce (validation cross-entropy), gap (the embedding gap to the teacher), acc
@@ -136,7 +136,7 @@ class ProxyContext:
         self.teacher_taps = self._teacher_taps(space, extra_taps)
         self.train_acts = self._run_teachers(self.train_x)
         if settings.subset < 1.0:
-            size = max(self.num_classes, int(round(settings.subset * len(self.train_x))))
+            size = max(self.num_classes, round(settings.subset * len(self.train_x)))
             if settings.entropy_sampling:
                 idx = entropy_subset(self.train_acts["__logits__"].float().cpu(), size, settings.seed)
             else:
