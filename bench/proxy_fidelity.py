@@ -26,7 +26,6 @@ Run: `python bench/proxy_fidelity.py [--space-candidates 13] [--rungs 2,6,18] [-
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import json
 import math
@@ -39,25 +38,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from autokd_dsl.api import cache_dir  # noqa: E402
 from autokd_dsl.compiler.build import compile_distiller, load_distiller  # noqa: E402
-from autokd_dsl.data import DataConfig, Split, load_data  # noqa: E402
-from autokd_dsl.data.core import balanced_subset  # noqa: E402
+from autokd_dsl.data import DataConfig, load_data  # noqa: E402
 from autokd_dsl.errors import KDError  # noqa: E402
 from autokd_dsl.lang import ir  # noqa: E402
 from autokd_dsl.lang.check import check_text  # noqa: E402
 from autokd_dsl.lang.library import library_dir  # noqa: E402
-from autokd_dsl.lang.printer import print_block, print_term  # noqa: E402
+from autokd_dsl.lang.printer import print_term  # noqa: E402
 from autokd_dsl.models import create_model  # noqa: E402
 from autokd_dsl.search import evaluate as proxy  # noqa: E402
 from autokd_dsl.search.space import SearchSpace, Slot  # noqa: E402
 from autokd_dsl.training.student import TrainConfig, make_student, subset_train, train  # noqa: E402
 from autokd_dsl.training.teacher import default_recipe, load_teacher, teacher_for  # noqa: E402
+
+from kd_gain import fixed_val  # noqa: E402  (the same validation slice as bench/kd_gain.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRATCH = "distiller scratch:\n    ce: logits ~ labels -> ce -> 1\n"
@@ -302,14 +300,6 @@ def report(res: Results, ids: list[str], rungs: list[int], split_seed: int, defa
 
 
 # ---- main -----------------------------------------------------------------------------------------------
-
-
-def fixed_val(bundle, size: int):
-    size = min(size, len(bundle.val))
-    sel = torch.from_numpy(balanced_subset(bundle.val.labels.numpy(), size, np.random.default_rng(0)))
-    v = bundle.val
-    val = Split(v.images[sel], v.labels[sel], torch.arange(size), None if v.origin is None else v.origin[sel])
-    return dataclasses.replace(bundle, val=val)
 
 
 def main() -> None:
