@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal
 
 import pydantic
 
@@ -45,8 +46,8 @@ class _Runtime(_Settings):
 
     device: str = "auto"
     amp: Literal["off", "bf16", "fp16"] = "off"
-    channels_last: Optional[bool] = None
-    workers: Optional[int] = None
+    channels_last: bool | None = None
+    workers: int | None = None
     tensorboard: bool = True
 
     def runtime(self):
@@ -65,14 +66,14 @@ class _Training(_Runtime):
     """What a training run (a teacher's or a student's) reads: the data, the recipe's overrides, the output."""
 
     data: str
-    data_root: Optional[Path] = None
+    data_root: Path | None = None
     input_size: tuple[int, int, int] = (3, 32, 32)
-    augment: Optional[bool] = None
-    epochs: Optional[int] = None
-    lr: Optional[float] = None
-    batch_size: Optional[int] = None
+    augment: bool | None = None
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
     seed: int = 0
-    out: Optional[Path] = None
+    out: Path | None = None
 
 
 class TeacherSettings(_Training):
@@ -89,9 +90,9 @@ class TrainSettings(_Training):
     file: Path
     teacher: str | list[str]
     student: str
-    distiller: Optional[str] = None
+    distiller: str | None = None
     teacher_weights: Path | list[Path] | None = None
-    train_subset: Optional[int] = None
+    train_subset: int | None = None
     resume: bool = False
     offline_teacher: bool = False
 
@@ -106,24 +107,24 @@ class SearchSettings(_Settings):
     space_file: Path
     teacher: str | list[str]
     student: str
-    space: Optional[str] = None
+    space: str | None = None
     teacher_weights: Path | list[Path] | None = None
     data: str = "digits"
-    data_root: Optional[Path] = None
+    data_root: Path | None = None
     input_size: tuple[int, int, int] = (3, 16, 16)
-    train_subset: Optional[Annotated[int, _in(AT_LEAST_1)]] = None
+    train_subset: Annotated[int, _in(AT_LEAST_1)] | None = None
     budget: Annotated[int, _in(AT_LEAST_1)] = 48
     epochs: Annotated[int, _in(AT_LEAST_1)] = 6
     subset: Annotated[float, _in(FRACTION)] = 1.0
     entropy: bool = True
     offline_teacher: bool = True
-    sparse: Optional[Annotated[float, _in(DENSITY)]] = None
+    sparse: Annotated[float, _in(DENSITY)] | None = None
     strategy: str = "mcts"
     c: Annotated[float, _in(NON_NEGATIVE)] = 0.7
     rollout: str = "mast"
     workers: Annotated[int, _in(AT_LEAST_1)] = 1
     executor: str = "local"  # or "ray" (the `ray` extra): see README, Searching on a Ray cluster
-    ray_address: Optional[str] = None
+    ray_address: str | None = None
     cpus_per_candidate: Annotated[float, _in(NON_NEGATIVE)] = 1.0
     gpus_per_candidate: Annotated[float, _in(NON_NEGATIVE)] = 0.0
     seed: Annotated[int, _in(AT_LEAST_0)] = 0
@@ -135,7 +136,7 @@ class SearchSettings(_Settings):
     final_epochs: Annotated[int, _in(AT_LEAST_0)] = 0
     final_seeds: Annotated[int, _in(AT_LEAST_1)] = 3
     baselines: tuple[str, ...] = ("kd", "fitnet")
-    fidelity: Optional[tuple[int, ...]] = None
+    fidelity: tuple[int, ...] | None = None
     eta: Annotated[int, _in(AT_LEAST_2)] = 3
     tensorboard: bool = True
 
@@ -199,7 +200,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("AUTOKD_CACHE", "~/.cache/autokd-dsl")).expanduser() / "teachers"
 
 
-def obtain_teacher(arch: str, weights: Optional[Path], data_cfg, num_classes: int, console, *, runtime=None,
+def obtain_teacher(arch: str, weights: Path | None, data_cfg, num_classes: int, console, *, runtime=None,
                    dist=None, device: str | None = None):
     """The teacher from ``weights``, or the cached one (trained and cached on first use)."""
     from .training.teacher import default_recipe, load_teacher, teacher_for
@@ -229,15 +230,27 @@ def obtain_teachers(archs: str | list[str], weights, data_cfg, num_classes: int,
     return nets if isinstance(archs, (list, tuple)) and len(nets) > 1 else nets[0]
 
 
-def require_teachers(block, teachers: str | list[str], file) -> None:
-    """A located error, before any teacher is trained, where the distiller needs a teacher not given."""
-    from .compiler.teachers import require_teachers as check
+@contextmanager
+def located_in(file, text: str | None = None, *, always: bool = False):
+    """A :class:`KDError` with a position (any, with ``always``) raised inside gets ``file``'s text (read when
+    not given), so that it prints as ``file:line:col: error: …``."""
     from .errors import SourceText
 
     try:
-        check(block, names_of(teachers))
+        yield
     except KDError as err:
-        raise err.located(SourceText(str(file), Path(file).read_text(encoding="utf-8"))) from None
+        if err.span is None and not always:
+            raise
+        text = Path(file).read_text(encoding="utf-8") if text is None else text
+        raise err.located(SourceText(str(file), text)) from None
+
+
+def require_teachers(block, teachers: str | list[str], file) -> None:
+    """A located error, before any teacher is trained, where the distiller needs a teacher not given."""
+    from .compiler.teachers import require_teachers as check
+
+    with located_in(file, always=True):
+        check(block, names_of(teachers))
 
 
 def fit_check(block, teachers: str | list[str], student: str, num_classes: int, input_size, file) -> None:
@@ -246,18 +259,15 @@ def fit_check(block, teachers: str | list[str], student: str, num_classes: int, 
     import torch
 
     from .compiler.build import compile_distiller
-    from .errors import SourceText
     from .models import create_model
 
     names = names_of(teachers)
     with torch.random.fork_rng(devices=[]):  # building the networks draws from torch's global generator
         nets = [create_model(name, num_classes=num_classes, in_chans=input_size[0]) for name in names]
         student_net = create_model(student, num_classes=num_classes, in_chans=input_size[0])
-        try:
+        with located_in(file):
             compile_distiller(block, nets if len(nets) > 1 else nets[0], student_net, input_size,
                               teacher_name=names if len(names) > 1 else names[0], student_name=student)
-        except KDError as err:
-            raise err.located(SourceText(str(file), Path(file).read_text(encoding="utf-8"))) if err.span else err
 
 
 def _command(command: str | None, what: str, settings) -> str:
@@ -307,7 +317,6 @@ def train(settings: TrainSettings | None = None, /, *, console=None, command: st
     from .compiler.build import load_distiller
     from .data import DataConfig, describe
     from .data.stream import open_data
-    from .errors import SourceText
     from .models import create_model
     from .training.runtime import Dist
     from .training.student import TrainConfig, check_run_folder, make_student, subset_train
@@ -348,13 +357,11 @@ def train(settings: TrainSettings | None = None, /, *, console=None, command: st
                   + (f" per rank × {dist.world} ranks" if dist.world > 1 else "")
                   + f", {cfg.schedule} schedule, seed {cfg.seed}; run folder {out}")
     text = Path(s.file).read_text(encoding="utf-8")
-    try:
+    with located_in(s.file, text):
         return run_training(block, teacher_net, student_net, sets, cfg, out, s.resume, console,
                             cache_root=cache_dir().parent / "teacher-outputs", runtime=s.runtime(), dist=dist,
                             sources={"distiller.kd": text}, command=_command(command, "train", s),
                             options=s.model_dump(mode="json"))
-    except KDError as err:
-        raise err.located(SourceText(str(s.file), text)) if err.span else err
 
 
 # -------------------------------------------------------------------------------------------- search
@@ -368,11 +375,17 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
     each teacher is obtained (trained and cached on first use) as ``train`` does and runs once over the proxy
     data, and every candidate compiles against all of them."""
     from .data import DataConfig, load_data
-    from .errors import SourceText
     from .search.evaluate import REWARDS, ProxySettings
     from .search.executor import check_executor
-    from .search.run import SearchConfig, check_amp, check_identity, check_search_folder, check_teacher_classes
-    from .search.run import load_baselines, load_space
+    from .search.run import (
+        SearchConfig,
+        check_amp,
+        check_identity,
+        check_search_folder,
+        check_teacher_classes,
+        load_baselines,
+        load_space,
+    )
     from .search.run import search as run_search
     from .search.store import search_config
     from .training.runtime import resolve_device
@@ -414,10 +427,8 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
     teacher_cfg = DataConfig(name=s.data, root=s.data_root, input_size=s.input_size)
     teacher_net = obtain_teachers(teacher, paths or None, teacher_cfg, bundle.num_classes, console, device=device)
     text = Path(s.space_file).read_text(encoding="utf-8")
-    try:
+    with located_in(s.space_file, text):
         check_teacher_classes(space_block, teacher_net, names, s.input_size)
-    except KDError as err:
-        raise err.located(SourceText(str(s.space_file), text)) if err.span else err
     write_run_info(out, cfg.model_dump(mode="json"), command=_command(command, "search", s), resumed=s.resume,
                    sources={"space.kd": text}, extra={"options": s.model_dump(mode="json")})
     tracker = Tracker(out / TENSORBOARD, s.tensorboard, purge_step=1)

@@ -19,14 +19,13 @@ it refuses, is an error located in the file::
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pydantic
+import tomllib
 
 from .errors import KDError, SourceText, Span, did_you_mean
-
 
 #: Settings that are positional arguments on the command line.
 POSITIONAL = ("file", "model", "space_file")

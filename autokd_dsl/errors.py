@@ -16,8 +16,8 @@ hint: did you mean `softmax`?
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class KDError(Exception):
     def col(self) -> int | None:
         return self.span.col if self.span else None
 
-    def located(self, source: SourceText) -> "KDError":
+    def located(self, source: SourceText) -> KDError:
         """Return this error with ``source`` attached when it has none yet."""
         if self.source is None:
             self.source = source

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from rich.console import Console
 from rich.progress import (
@@ -40,7 +40,7 @@ class EpochBar:
         )
         self._task = self._progress.add_task(description, total=total, terms="")
 
-    def __enter__(self) -> "EpochBar":
+    def __enter__(self) -> EpochBar:
         self._progress.start()
         return self
 
@@ -81,7 +81,7 @@ class SearchProgress:
         )
         self._task = self._progress.add_task("search", total=total, best="")
 
-    def __enter__(self) -> "SearchProgress":
+    def __enter__(self) -> SearchProgress:
         self._progress.start()
         return self
 

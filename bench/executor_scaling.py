@@ -32,11 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-import torch  # noqa: E402
+import torch
 
-from autokd_dsl.search import TabulatedSpace, make_strategy  # noqa: E402
-from autokd_dsl.search.executor import run_in_flight  # noqa: E402
-from autokd_dsl.search.ray_executor import RayExecutor, array_bytes, pack_context, sleeping_evaluator  # noqa: E402
+from autokd_dsl.search import TabulatedSpace, make_strategy
+from autokd_dsl.search.executor import run_in_flight
+from autokd_dsl.search.ray_executor import RayExecutor, array_bytes, pack_context, sleeping_evaluator
 
 SPACE = (4, 4, 4, 4)  # 256 candidates: never exhausted by 64
 
@@ -153,8 +153,8 @@ def proxy(candidates: int) -> None:
         base = rate if base is None else base
         print(f"| {kind} | {workers} | {seconds:.1f} | {rate:.2f} | {rate / base:.2f} |", flush=True)
     from autokd_dsl.search.evaluate import ProxyContext
-    from autokd_dsl.search.space import SearchSpace
     from autokd_dsl.search.run import load_space
+    from autokd_dsl.search.space import SearchSpace
 
     ctx = ProxyContext(SearchSpace(load_space(str(root / "examples" / "space.kd"), None)), teacher, "resnet8",
                        bundle, ProxySettings(epochs=1), teacher_name="resnet20")

@@ -31,11 +31,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from autokd_dsl.errors import KDError  # noqa: E402
-from autokd_dsl.lang.check import check_text  # noqa: E402
-from autokd_dsl.lang.ops import OPS, names  # noqa: E402
-from autokd_dsl.lang.parse import _parser  # noqa: E402
-from autokd_dsl.lang.printer import print_program  # noqa: E402
+from autokd_dsl.errors import KDError
+from autokd_dsl.lang.check import check_text
+from autokd_dsl.lang.ops import OPS, names
+from autokd_dsl.lang.parse import _parser
+from autokd_dsl.lang.printer import print_program
 
 CHUNK = 500
 SOURCES = [p.read_text(encoding="utf-8") for p in sorted(ROOT.glob("library/*.kd")) + sorted(ROOT.glob("examples/*.kd"))

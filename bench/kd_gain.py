@@ -25,19 +25,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from rich.console import Console  # noqa: E402
+import numpy as np
+import torch
+from rich.console import Console
 
-from autokd_dsl.api import cache_dir  # noqa: E402
-from autokd_dsl.compiler.build import load_distiller  # noqa: E402
-from autokd_dsl.data import DataConfig, Split, load_data  # noqa: E402
-from autokd_dsl.data.core import balanced_subset  # noqa: E402
-from autokd_dsl.lang.check import check_text  # noqa: E402
-from autokd_dsl.lang.library import library_dir  # noqa: E402
-from autokd_dsl.options import parse_input_size  # noqa: E402
-from autokd_dsl.training.student import TrainConfig, make_student, subset_train, train  # noqa: E402
-from autokd_dsl.training.teacher import default_recipe, load_teacher, teacher_for  # noqa: E402
+from autokd_dsl.api import cache_dir
+from autokd_dsl.compiler.build import load_distiller
+from autokd_dsl.data import DataConfig, Split, load_data
+from autokd_dsl.data.core import balanced_subset
+from autokd_dsl.lang.check import check_text
+from autokd_dsl.lang.library import library_dir
+from autokd_dsl.options import parse_input_size
+from autokd_dsl.training.student import TrainConfig, make_student, subset_train, train
+from autokd_dsl.training.teacher import default_recipe, load_teacher, teacher_for
 
 SCRATCH = "distiller scratch:\n    ce: logits ~ labels -> ce -> 1\n"
 METHODS = ("scratch", "kd", "at", "dist", "fitnet")

@@ -29,18 +29,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
-from kd_gain import fixed_val  # noqa: E402
-from rich.console import Console  # noqa: E402
+import torch
+from kd_gain import fixed_val
+from rich.console import Console
 
-from autokd_dsl.api import cache_dir  # noqa: E402
-from autokd_dsl.compiler.build import load_distiller  # noqa: E402
-from autokd_dsl.data import DataConfig, load_data  # noqa: E402
-from autokd_dsl.lang.check import check_text  # noqa: E402
-from autokd_dsl.lang.library import library_dir  # noqa: E402
-from autokd_dsl.options import parse_input_size  # noqa: E402
-from autokd_dsl.training.student import TrainConfig, make_student, subset_train, train  # noqa: E402
-from autokd_dsl.training.teacher import default_recipe, load_teacher, teacher_for  # noqa: E402
+from autokd_dsl.api import cache_dir
+from autokd_dsl.compiler.build import load_distiller
+from autokd_dsl.data import DataConfig, load_data
+from autokd_dsl.lang.check import check_text
+from autokd_dsl.lang.library import library_dir
+from autokd_dsl.options import parse_input_size
+from autokd_dsl.training.student import TrainConfig, make_student, subset_train, train
+from autokd_dsl.training.teacher import default_recipe, load_teacher, teacher_for
 
 RULES = ("equal", "confidence", "agreement", "balance")
 TWO = """distiller kd_{rule}(t = 4, alpha = 0.9):

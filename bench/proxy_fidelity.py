@@ -38,24 +38,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-from rich.console import Console  # noqa: E402
+import torch
+from kd_gain import fixed_val
+from rich.console import Console
 
-from autokd_dsl.api import cache_dir  # noqa: E402
-from autokd_dsl.compiler.build import compile_distiller, load_distiller  # noqa: E402
-from autokd_dsl.data import DataConfig, load_data  # noqa: E402
-from autokd_dsl.errors import KDError  # noqa: E402
-from autokd_dsl.lang import ir  # noqa: E402
-from autokd_dsl.lang.check import check_text  # noqa: E402
-from autokd_dsl.lang.library import library_dir  # noqa: E402
-from autokd_dsl.lang.printer import print_term  # noqa: E402
-from autokd_dsl.models import create_model  # noqa: E402
-from autokd_dsl.search import evaluate as proxy  # noqa: E402
-from autokd_dsl.search.space import SearchSpace, Slot  # noqa: E402
-from autokd_dsl.training.student import TrainConfig, make_student, subset_train, train  # noqa: E402
-from autokd_dsl.training.teacher import default_recipe, load_teacher, teacher_for  # noqa: E402
-
-from kd_gain import fixed_val  # noqa: E402  (the same validation slice as bench/kd_gain.py)
+from autokd_dsl.api import cache_dir
+from autokd_dsl.compiler.build import compile_distiller, load_distiller
+from autokd_dsl.data import DataConfig, load_data
+from autokd_dsl.errors import KDError
+from autokd_dsl.lang import ir
+from autokd_dsl.lang.check import check_text
+from autokd_dsl.lang.library import library_dir
+from autokd_dsl.lang.printer import print_term
+from autokd_dsl.models import create_model
+from autokd_dsl.search import evaluate as proxy
+from autokd_dsl.search.space import SearchSpace, Slot
+from autokd_dsl.training.student import TrainConfig, make_student, subset_train, train
+from autokd_dsl.training.teacher import default_recipe, load_teacher, teacher_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRATCH = "distiller scratch:\n    ce: logits ~ labels -> ce -> 1\n"

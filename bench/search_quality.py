@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-from rich.console import Console  # noqa: E402
+import torch
+from rich.console import Console
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,17 +19,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-from rich.console import Console  # noqa: E402
+import torch
+from rich.console import Console
 
-from autokd_dsl.api import cache_dir  # noqa: E402
-from autokd_dsl.data import DataConfig, load_data  # noqa: E402
-from autokd_dsl.lang.check import check_text  # noqa: E402
-from autokd_dsl.lang.printer import print_term  # noqa: E402
-from autokd_dsl.search.evaluate import ProxyContext, ProxySettings, evaluate  # noqa: E402
-from autokd_dsl.search.run import CompilesOn  # noqa: E402
-from autokd_dsl.search.space import SearchSpace  # noqa: E402
-from autokd_dsl.training.teacher import default_recipe, load_teacher, teacher_for  # noqa: E402
+from autokd_dsl.api import cache_dir
+from autokd_dsl.data import DataConfig, load_data
+from autokd_dsl.lang.check import check_text
+from autokd_dsl.lang.printer import print_term
+from autokd_dsl.search.evaluate import ProxyContext, ProxySettings, evaluate
+from autokd_dsl.search.run import CompilesOn
+from autokd_dsl.search.space import SearchSpace
+from autokd_dsl.training.teacher import default_recipe, load_teacher, teacher_for
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD = """space autokd:

@@ -23,17 +23,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-from autokd_dsl.compiler.build import compile_distiller  # noqa: E402
-from autokd_dsl.data import DataConfig, load_data  # noqa: E402
-from autokd_dsl.lang.check import check_text  # noqa: E402
-from autokd_dsl.lang.printer import print_block  # noqa: E402
-from autokd_dsl.models import create_model  # noqa: E402
-from autokd_dsl.search.equivalence import CompilesOn  # noqa: E402
-from autokd_dsl.search.report import candidate_text  # noqa: E402
-from autokd_dsl.search.space import SearchSpace  # noqa: E402
-from autokd_dsl.standalone.attach import TapCapture  # noqa: E402
+from autokd_dsl.compiler.build import compile_distiller
+from autokd_dsl.data import DataConfig, load_data
+from autokd_dsl.lang.check import check_text
+from autokd_dsl.lang.printer import print_block
+from autokd_dsl.models import create_model
+from autokd_dsl.search.equivalence import CompilesOn
+from autokd_dsl.search.report import candidate_text
+from autokd_dsl.search.space import SearchSpace
+from autokd_dsl.standalone.attach import TapCapture
 
 
 def value_elsewhere(probe: CompilesOn, block, seed: int = 7, n: int = 6) -> float:
@@ -84,7 +84,7 @@ def main() -> None:
         print(f"  {va:.6g}: {candidate_text(print_block(space.candidate(groups[ka][0])))}  ==  "
               f"{candidate_text(print_block(space.candidate(groups[kb][0])))}")
     print("largest groups merged under one key:")
-    for key, paths in sorted(groups.items(), key=lambda kv: -len(kv[1]))[:5]:
+    for paths in sorted(groups.values(), key=len, reverse=True)[:5]:
         texts = [print_block(space.candidate(p)).splitlines()[-1].strip() for p in paths[:3]]
         print(f"  {len(paths)} candidates, e.g. " + " | ".join(texts))
     print(f"{time.perf_counter() - start:.0f} s")

@@ -26,10 +26,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from autokd_dsl.compiler.build import compile_distiller, load_distiller  # noqa: E402
-from autokd_dsl.models import create_model  # noqa: E402
-from autokd_dsl.training.runtime import Dist, Precision, batch_to, to_runtime  # noqa: E402
-from autokd_dsl.training.student import Distill  # noqa: E402
+from autokd_dsl.compiler.build import compile_distiller, load_distiller
+from autokd_dsl.models import create_model
+from autokd_dsl.training.runtime import Dist, Precision, batch_to, to_runtime
+from autokd_dsl.training.student import Distill
 
 
 def setup(device: torch.device, channels_last: bool, cached: bool, batch: int):
@@ -56,8 +56,9 @@ def setup(device: torch.device, channels_last: bool, cached: bool, batch: int):
 
 
 def throughput(device: str, amp: str, channels_last: bool, cached: bool, batch: int, steps: int, warmup: int,
-               dist: Dist = Dist()) -> float:
+               dist: Dist | None = None) -> float:
     """Images per second (over all ranks) of full training steps."""
+    dist = dist or Dist()
     dev = torch.device(device)
     model, opt = setup(dev, channels_last, cached, batch)
     wrapped = dist.wrap(model, dev)

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from two_teachers import TEACHERS, assert_located_errors, ckpts, cli, teacher_args  # noqa: F401 (fixtures)
 
 from autokd_dsl.models import create_model
-
-from two_teachers import TEACHERS, assert_located_errors, ckpts, cli, teacher_args  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 FEATURES = """distiller feat:

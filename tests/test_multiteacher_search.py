@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from two_teachers import TEACHERS, assert_located_errors, ckpts, cli, teacher_args  # noqa: F401 (fixtures)
 from typer.testing import CliRunner
 
 from autokd_dsl.cli import app
@@ -21,8 +22,6 @@ from autokd_dsl.models import create_model
 from autokd_dsl.search.evaluate import ProxyContext, ProxySettings, evaluate
 from autokd_dsl.search.ray_executor import pack_context, unpack_context
 from autokd_dsl.search.space import SearchSpace
-
-from two_teachers import TEACHERS, assert_located_errors, ckpts, cli, teacher_args  # noqa: F401 (fixtures)
 
 RULES = ("equal", "confidence", "agreement")
 RULE_SPACE = ("space rule:\n    ce: logits ~ labels -> ce -> 1\n"

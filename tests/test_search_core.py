@@ -157,7 +157,7 @@ def test_batch_asks_are_distinct_and_tells_may_come_out_of_order(name):
     space = small_space(key_fn=merged_key)
     strategy = make_strategy(name, space, seed=2)
     seen: set[str] = set()
-    for round_ in range(4):
+    for _ in range(4):
         asked = [strategy.ask() for _ in range(12)]
         assert all(p is not None for p in asked)
         keys = [space.key(p) for p in asked]
@@ -303,7 +303,8 @@ def test_mcts_duplicate_rollouts_back_up_known_rewards():
 
 def test_mcts_selection_rule_is_pluggable():
     space = TabulatedSpace.synthetic((6,) * 5, seed=1)
-    evaluate = lambda ps: [space.reward(p) for p in ps]
+    def evaluate(ps):
+        return [space.reward(p) for p in ps]
     a = run_search(MCTS(space, seed=0, selection=greedy), evaluate, budget=40)
     b = run_search(MCTS(space, seed=0), evaluate, budget=40)
     assert [r.path for r in a] != [r.path for r in b]
@@ -324,7 +325,8 @@ def _additive_space(levels: int = 6, options: int = 5) -> TabulatedSpace:
 
 def test_mast_rollouts_favour_choices_with_high_mean_reward():
     space = _additive_space()
-    evaluate = lambda ps: [space.reward(p) for p in ps]
+    def evaluate(ps):
+        return [space.reward(p) for p in ps]
 
     def share_of_best_last_choice(rollout: str) -> float:
         shares = []
@@ -424,7 +426,8 @@ def test_mcts_statistics_follow_the_floor_and_retells():
     space = TabulatedSpace.synthetic((3, 4, 4, 3), seed=5)
     mcts = MCTS(space, seed=1, norm_quantile=0.25)
     told: dict = {}
-    evaluate = lambda ps: [None if space.reward(p) < -2.5 else space.reward(p) for p in ps]
+    def evaluate(ps):
+        return [None if space.reward(p) < -2.5 else space.reward(p) for p in ps]
     for r in run_search(mcts, evaluate, budget=50):
         told[r.path] = r.reward
     for path in list(told)[::7]:

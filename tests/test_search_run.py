@@ -14,11 +14,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from autokd_dsl.errors import KDError  # noqa: E402
-from autokd_dsl.lang.check import check_text  # noqa: E402
-from autokd_dsl.lang.printer import print_block  # noqa: E402
-from autokd_dsl.search.core import make_strategy, run_search  # noqa: E402
-from autokd_dsl.search.space import SearchSpace  # noqa: E402
+from autokd_dsl.errors import KDError
+from autokd_dsl.lang.check import check_text
+from autokd_dsl.lang.printer import print_block
+from autokd_dsl.search.core import make_strategy, run_search
+from autokd_dsl.search.space import SearchSpace
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACE = ROOT / "examples" / "space.kd"

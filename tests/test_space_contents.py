@@ -10,7 +10,7 @@ only looks alike, or an option that drops out of the space, fails here.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import pytest
@@ -43,7 +43,7 @@ CONTAINED = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def net(name: str, seed: int = 0) -> torch.nn.Module:
     """A random network whose BatchNorm statistics are calibrated on random inputs (so activations are of
     order one, as in a trained network, instead of growing with depth)."""

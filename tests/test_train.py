@@ -169,7 +169,8 @@ def test_sigkill_then_resume_equals_uninterrupted(teacher_file, tmp_path) -> Non
     for part in ("student", "connectors"):
         for name, value in b[part].items():
             assert torch.equal(a[part][name], value), name
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
     assert strip(a["history"]) == strip(b["history"])
     ra = json.loads((tmp_path / "killed" / "result.json").read_text())
     rb = json.loads((tmp_path / "straight" / "result.json").read_text())

@@ -8,7 +8,8 @@ shared option types live in ``params`` and the one error boundary in ``app``: a 
 ``--debug`` shows the traceback instead.
 """
 
-# isort: off  (the import order is the order of the commands in --help)
+# the import order is the order of the commands in --help
+# isort: off
 from . import lang_commands, model_commands, build_commands, search_commands, train_commands  # noqa: F401
 from .app import app, main
 

@@ -12,8 +12,8 @@ import contextlib
 import functools
 import importlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import typer
 
@@ -41,7 +41,7 @@ def report(err: KDError) -> None:
     typer.echo(err.render(), err=True)
 
 
-def _with_source(err: KDError, path: Optional[Path]) -> KDError:
+def _with_source(err: KDError, path: Path | None) -> KDError:
     """Attach the text of ``path`` to an error that points into it (a span) but carries no text."""
     if path is None or err.source is not None or err.span is None:
         return err
@@ -53,7 +53,7 @@ def _with_source(err: KDError, path: Optional[Path]) -> KDError:
         return err
 
 
-def command(name: Optional[str] = None, *, source: Optional[str] = None) -> Callable:
+def command(name: str | None = None, *, source: str | None = None) -> Callable:
     """Register a command behind the error boundary; ``source`` names the parameter holding its `.kd` file."""
 
     def register(fn: Callable) -> Callable:
@@ -108,7 +108,7 @@ def _usage_errors() -> tuple[type, ...]:
     return tuple(found)
 
 
-def run(argv: Optional[list[str]] = None) -> int:
+def run(argv: list[str] | None = None) -> int:
     """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return its exit status.
 
     Every user error, the parser's included, is printed as one ``error: …`` message: exit status 2.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated
 
 import typer
 
@@ -69,9 +69,9 @@ def _opt(flag: str, click_type=None):
 @command(source="space_file")
 def search(
     ctx: typer.Context,
-    space_file: Optional[Path] = typer.Argument(None, help="The .kd file holding a `space` block."),
-    teacher: Annotated[Optional[List[str]], _opt("--teacher")] = None,
-    student: Annotated[Optional[str], _opt("--student")] = None,
+    space_file: Path | None = typer.Argument(None, help="The .kd file holding a `space` block."),
+    teacher: Annotated[list[str] | None, _opt("--teacher")] = None,
+    student: Annotated[str | None, _opt("--student")] = None,
     teacher_weights: TeacherWeights = None,
     data: Data = "digits",
     data_root: DataRoot = None,
@@ -83,25 +83,25 @@ def search(
     entropy: bool = typer.Option(True, "--entropy/--uniform", help="Draw the subset by teacher entropy."),
     offline_teacher: bool = typer.Option(True, "--offline-teacher/--live-teacher",
                                          help="Cache teacher outputs once (default) or run the teacher per batch."),
-    sparse: Annotated[Optional[float], _opt("--sparse", DENSITY)] = None,
+    sparse: Annotated[float | None, _opt("--sparse", DENSITY)] = None,
     strategy: Annotated[str, _opt("--strategy")] = "mcts",
     c: Annotated[float, _opt("--c", NON_NEGATIVE)] = 0.7,
     rollout: Annotated[str, _opt("--rollout")] = "mast",
     workers: Annotated[int, _opt("--workers", AT_LEAST_1)] = 1,
     executor: Annotated[str, _opt("--executor")] = "local",
-    ray_address: Annotated[Optional[str], _opt("--ray-address")] = None,
+    ray_address: Annotated[str | None, _opt("--ray-address")] = None,
     cpus_per_candidate: Annotated[float, _opt("--cpus-per-candidate", NON_NEGATIVE)] = 1.0,
     gpus_per_candidate: Annotated[float, _opt("--gpus-per-candidate", NON_NEGATIVE)] = 0.0,
     seed: Seed = 0,
     device: Device = "cpu",
     amp: Annotated[str, _opt("--amp")] = "off",
-    space: Annotated[Optional[str], _opt("--space")] = None,
+    space: Annotated[str | None, _opt("--space")] = None,
     out: Annotated[Path, _opt("--out")] = Path("runs/search"),
     resume: Annotated[bool, _opt("--resume")] = False,
     final_epochs: Annotated[int, _opt("--final-epochs", AT_LEAST_0)] = 0,
     final_seeds: Annotated[int, _opt("--final-seeds", AT_LEAST_1)] = 3,
     baselines: Annotated[str, _opt("--baselines")] = "kd,fitnet",
-    fidelity: Annotated[Optional[str], _opt("--fidelity")] = None,
+    fidelity: Annotated[str | None, _opt("--fidelity")] = None,
     eta: Annotated[int, _opt("--eta", AT_LEAST_2)] = 3,
     reward: Annotated[str, _opt("--reward")] = "ce+gap",
     tensorboard: Tensorboard = True,
@@ -117,8 +117,8 @@ def search(
     from ..search.evaluate import REWARDS
     from ..search.executor import check_executor
     from ..search.run import check_amp, check_search_folder, load_baselines, load_space
-    from ..training.runtime import resolve_device
     from ..search.space import SearchSpace
+    from ..training.runtime import resolve_device
     from ..training.tracking import command_line
 
     values.input_size(input_size)  # a bad value fails as a command-line value, before the settings are built

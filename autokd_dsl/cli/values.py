@@ -4,12 +4,11 @@ work starts; their errors name the option (``--teacher: unknown model `vgg99` (c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from .app import option_value
 
 
-def input_size(text: Optional[str], kd_file: Optional[Path] = None):
+def input_size(text: str | None, kd_file: Path | None = None):
     """``--input-size`` (or the size of the search holding ``kd_file``); see :func:`~autokd_dsl.options.input_size_for`."""
     from ..options import input_size_for
 

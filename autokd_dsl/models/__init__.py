@@ -23,7 +23,7 @@ Every user mistake raises :class:`autokd_dsl.errors.KDError`.
 from __future__ import annotations
 
 import numbers
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

@@ -25,7 +25,8 @@ import inspect
 import math
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -204,7 +205,7 @@ def create_user_model(spec: str, num_classes: int, in_chans: int) -> nn.Module:
         raise KDError(f"importing module `{module_name}` failed: no module named `{missing}`") from exc
     except KDError:
         raise
-    except BaseException as exc:  # noqa: BLE001 - user code; SystemExit included, KeyboardInterrupt re-raised
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise KDError(f"importing module `{module_name}` failed: {type(exc).__name__}: {exc}") from exc
@@ -225,7 +226,7 @@ def create_user_model(spec: str, num_classes: int, in_chans: int) -> nn.Module:
         model = _call_factory(factory, num_classes, in_chans)
     except KDError:
         raise
-    except BaseException as exc:  # noqa: BLE001 - user code
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise KDError(f"model factory `{spec}` failed: {type(exc).__name__}: {exc}") from exc

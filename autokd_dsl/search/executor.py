@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
-from typing import Callable, Hashable, Protocol, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import Protocol
 
 import torch
 

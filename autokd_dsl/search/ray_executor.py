@@ -19,7 +19,8 @@ import os
 import time
 import warnings
 from collections import deque
-from typing import Any, Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -241,7 +242,7 @@ class RayExecutor:
         for ref in list(self._flight):
             try:
                 self.ray.cancel(ref, force=True)
-            except Exception:  # already finished or its worker gone
+            except Exception:  # noqa: BLE001 - already finished or its worker gone
                 pass
         self._flight.clear()
         if self.owns and self.ray.is_initialized():

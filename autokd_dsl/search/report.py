@@ -14,8 +14,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .export import export_tree
 from .evaluate import REWARDS
+from .export import export_tree
 from .store import Store
 
 GAP_TEXT = ("gap = MSE(P·student embedding, teacher embedding) / Var(teacher embedding), P a fixed random "
@@ -145,7 +145,7 @@ def _plot(path: Path, rows: list[dict], baselines: list[dict], cfg) -> None:
     if ok:
         ax.scatter([x for x, _ in ok], [v for _, v in ok], s=14, color="tab:blue", label="candidate")
         best, curve = None, []
-        for x, r in zip(xs, first):
+        for r in first:
             if r["status"] == "ok" and (best is None or r["reward"] > best):
                 best = r["reward"]
             curve.append(best)

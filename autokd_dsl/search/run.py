@@ -13,8 +13,8 @@ from ..lang import ir
 from ..lang.printer import print_block
 from ..progress import SearchProgress
 from .driver import make_strategy
-from .evaluate import Outcome, ProxyContext, ProxySettings
 from .equivalence import CompilesOn
+from .evaluate import Outcome, ProxyContext, ProxySettings
 from .executor import make_executor
 from .fidelity import run_promotions
 from .mcts import MCTS_DEFAULT_C

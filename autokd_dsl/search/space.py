@@ -99,7 +99,7 @@ class SearchSpace:
             slots.append(self._slot("weight", expand(term.weight), t))
             self.slots.append(slots)
         self._feasible = lru_cache(maxsize=None)(self._feasible_uncached)
-        for t, slots in enumerate(self.slots):
+        for t in range(len(self.slots)):
             if not self._feasible(t, 0, ((), ())):
                 what = "kind-valid" if term_fits is None else "kind-valid and shape-valid on these networks"
                 raise KDError(f"no combination of the alternatives of term {t + 1} of `{block.name}` is {what}",

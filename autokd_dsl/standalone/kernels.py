@@ -361,7 +361,7 @@ def drop_target(x, labels, value=1000.0):
 def fsp(*xs):
     """One FSP matrix per consecutive pair of maps: (N, C_b, C_a), the larger map average-pooled first."""
     out = []
-    for a, b in zip(xs[:-1], xs[1:]):  # noqa: RUF007 - compiled files import no itertools
+    for a, b in zip(xs[:-1], xs[1:]):  # consecutive pairs (compiled files import no itertools)
         if a.shape[2] > b.shape[2]:
             a = F.adaptive_avg_pool2d(a, b.shape[2:])
         elif a.shape[2] < b.shape[2]:
