@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,6 +26,7 @@ import pydantic
 
 from .errors import KDError
 from .options import AT_LEAST_0, AT_LEAST_1, AT_LEAST_2, DENSITY, FRACTION, NON_NEGATIVE, Number
+from .progress import LOG_FILE
 
 __all__ = ["SearchSettings", "TeacherSettings", "TrainSettings", "search", "teacher", "train"]
 
@@ -186,6 +187,13 @@ def _console(console, dist):
     return console or plain_console()
 
 
+def _logged(console, path: Path, what: str, main: bool = True):
+    """The run's log file (:func:`~autokd_dsl.progress.run_log`); on ranks other than 0, nothing."""
+    from .progress import run_log
+
+    return run_log(console, path, what) if main else nullcontext()
+
+
 def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
 
@@ -341,27 +349,28 @@ def train(settings: TrainSettings | None = None, /, *, console=None, command: st
     if s.train_subset is not None:
         sets = subset_train(sets, s.train_subset, s.seed)
     fit_check(block, s.teacher, s.student, sets.num_classes, data_cfg.input_size, s.file)
-    # the teacher trains with its dataset's default augmentation, whatever this run's --augment says
-    teacher_cfg = data_cfg.model_copy(update={"augment": None})
-    teacher_net = obtain_teachers(s.teacher, s.teacher_weights, teacher_cfg, sets.num_classes, console,
-                                  runtime=s.runtime(), dist=dist)
-    student_net = make_student(s.student, sets.num_classes, in_chans, s.seed)
-    described = []
-    for name, net in zip(names_of(s.teacher), teacher_net if isinstance(teacher_net, list) else [teacher_net]):
-        t_acc = (getattr(net, "kd_teacher", None) or {}).get("test_accuracy")
-        described.append(name + (f" (test {t_acc:.2%})" if isinstance(t_acc, float) else ""))
-    console.print(f"distiller {block.name} ({s.file}): {' + '.join(described)}"
-                  + f" -> {s.student}; {describe(sets)}"
-                  + (f" (class-balanced subset, seed {s.seed})" if s.train_subset is not None else "")
-                  + f"; {cfg.epochs} epochs, lr {cfg.lr}, batch {cfg.batch_size}"
-                  + (f" per rank × {dist.world} ranks" if dist.world > 1 else "")
-                  + f", {cfg.schedule} schedule, seed {cfg.seed}; run folder {out}")
-    text = Path(s.file).read_text(encoding="utf-8")
-    with located_in(s.file, text):
-        return run_training(block, teacher_net, student_net, sets, cfg, out, s.resume, console,
-                            cache_root=cache_dir().parent / "teacher-outputs", runtime=s.runtime(), dist=dist,
-                            sources={"distiller.kd": text}, command=_command(command, "train", s),
-                            options=s.model_dump(mode="json"))
+    with _logged(console, Path(out) / LOG_FILE, _command(command, "train", s), dist.main):
+        # the teacher trains with its dataset's default augmentation, whatever this run's --augment says
+        teacher_cfg = data_cfg.model_copy(update={"augment": None})
+        teacher_net = obtain_teachers(s.teacher, s.teacher_weights, teacher_cfg, sets.num_classes, console,
+                                      runtime=s.runtime(), dist=dist)
+        student_net = make_student(s.student, sets.num_classes, in_chans, s.seed)
+        described = []
+        for name, net in zip(names_of(s.teacher), teacher_net if isinstance(teacher_net, list) else [teacher_net]):
+            t_acc = (getattr(net, "kd_teacher", None) or {}).get("test_accuracy")
+            described.append(name + (f" (test {t_acc:.2%})" if isinstance(t_acc, float) else ""))
+        console.print(f"distiller {block.name} ({s.file}): {' + '.join(described)}"
+                      + f" -> {s.student}; {describe(sets)}"
+                      + (f" (class-balanced subset, seed {s.seed})" if s.train_subset is not None else "")
+                      + f"; {cfg.epochs} epochs, lr {cfg.lr}, batch {cfg.batch_size}"
+                      + (f" per rank × {dist.world} ranks" if dist.world > 1 else "")
+                      + f", {cfg.schedule} schedule, seed {cfg.seed}; run folder {out}")
+        text = Path(s.file).read_text(encoding="utf-8")
+        with located_in(s.file, text):
+            return run_training(block, teacher_net, student_net, sets, cfg, out, s.resume, console,
+                                cache_root=cache_dir().parent / "teacher-outputs", runtime=s.runtime(), dist=dist,
+                                sources={"distiller.kd": text}, command=_command(command, "train", s),
+                                options=s.model_dump(mode="json"))
 
 
 # -------------------------------------------------------------------------------------------- search
@@ -420,22 +429,23 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
                        final_seeds=s.final_seeds, baselines=tuple(s.baselines), fidelity=s.fidelity, eta=s.eta)
     if s.resume:  # other teachers (or settings) than the stored search's fail before any teacher is trained
         check_identity(search_config(out, "identity"), cfg, out)
-    data_cfg = DataConfig(name=s.data, root=s.data_root, input_size=s.input_size, seed=s.seed, augment=False,
-                          train_subset=s.train_subset)
-    bundle = load_data(data_cfg)
-    # the teacher's data setting is the one `train` and `teacher` use, so they share the cached teacher
-    teacher_cfg = DataConfig(name=s.data, root=s.data_root, input_size=s.input_size)
-    teacher_net = obtain_teachers(teacher, paths or None, teacher_cfg, bundle.num_classes, console, device=device)
-    text = Path(s.space_file).read_text(encoding="utf-8")
-    with located_in(s.space_file, text):
-        check_teacher_classes(space_block, teacher_net, names, s.input_size)
-    write_run_info(out, cfg.model_dump(mode="json"), command=_command(command, "search", s), resumed=s.resume,
-                   sources={"space.kd": text}, extra={"options": s.model_dump(mode="json")})
-    tracker = Tracker(out / TENSORBOARD, s.tensorboard, purge_step=1)
-    try:
-        return run_search(cfg, out, s.resume, teacher_net, bundle, console, on_row=_candidate_logger(tracker))
-    finally:
-        tracker.close()
+    with _logged(console, out / LOG_FILE, _command(command, "search", s)):
+        data_cfg = DataConfig(name=s.data, root=s.data_root, input_size=s.input_size, seed=s.seed, augment=False,
+                              train_subset=s.train_subset)
+        bundle = load_data(data_cfg)
+        # the teacher's data setting is the one `train` and `teacher` use, so they share the cached teacher
+        teacher_cfg = DataConfig(name=s.data, root=s.data_root, input_size=s.input_size)
+        teacher_net = obtain_teachers(teacher, paths or None, teacher_cfg, bundle.num_classes, console, device=device)
+        text = Path(s.space_file).read_text(encoding="utf-8")
+        with located_in(s.space_file, text):
+            check_teacher_classes(space_block, teacher_net, names, s.input_size)
+        write_run_info(out, cfg.model_dump(mode="json"), command=_command(command, "search", s), resumed=s.resume,
+                       sources={"space.kd": text}, extra={"options": s.model_dump(mode="json")})
+        tracker = Tracker(out / TENSORBOARD, s.tensorboard, purge_step=1)
+        try:
+            return run_search(cfg, out, s.resume, teacher_net, bundle, console, on_row=_candidate_logger(tracker))
+        finally:
+            tracker.close()
 
 
 def _candidate_logger(tracker):

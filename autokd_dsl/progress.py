@@ -1,4 +1,4 @@
-"""A rich progress bar over the batches of one epoch, showing running loss terms.
+"""Progress of long work: a bar over the batches of one epoch, a search's candidates, and the run's log file.
 
 >>> from rich.console import Console
 >>> with EpochBar(Console(quiet=True), "epoch 1/2", total=3) as bar:
@@ -7,9 +7,14 @@
 
 from __future__ import annotations
 
+import time
+import traceback
 from collections.abc import Mapping
+from contextlib import contextmanager
+from pathlib import Path
 
 from rich.console import Console
+from rich.control import Control
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -17,6 +22,75 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+
+LOG_FILE = "log.txt"
+"""The plain-text log in a run folder: every line the command printed, with the time, appended run after run."""
+
+
+@contextmanager
+def run_log(console: Console, path: str | Path, what: str = ""):
+    """While inside, whatever ``console`` prints also goes, as plain text after a ``HH:MM:SS`` time, to the file
+    ``path`` (appended; the folder is made). The log starts with ``what`` and ends with how the work ended: done,
+    interrupted, or the error that stopped it. Logs nest: an inner run's lines reach every open log.
+
+    >>> import io, tempfile
+    >>> from rich.console import Console
+    >>> console = Console(file=io.StringIO())
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     with run_log(console, Path(folder) / "log.txt", "test run"):
+    ...         console.print("epoch 1/2  loss 0.5")
+    ...     lines = (Path(folder) / "log.txt").read_text().splitlines()
+    >>> [line[9:] for line in lines]
+    ['started: test run', 'epoch 1/2  loss 0.5', 'done']
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8", buffering=1) as stream:
+        plain = Console(file=stream, width=200, soft_wrap=True, color_system=None, force_terminal=False,
+                        markup=False, highlight=False, emoji=False)
+
+        def write(text: str) -> None:
+            stamp = time.strftime("%H:%M:%S")
+            for line in text.rstrip("\n").splitlines() or [""]:
+                stream.write(f"{stamp} {line.rstrip()}\n")
+
+        def tee(*objects, **options) -> None:
+            shown(*objects, **options)
+            if objects and not all(isinstance(o, Control) for o in objects):  # a live bar's refresh is no line
+                with plain.capture() as captured:
+                    plain.print(*objects, **options)
+                if captured.get().strip():  # a bar's closing newline, or a blank spacer line, is no line
+                    write(captured.get())
+
+        had_own = "print" in vars(console)
+        shown = console.print  # the console's own print, or the print of a log opened around this one
+        console.print = tee
+        logs = vars(console).setdefault("_run_logs", [])
+        logs.append(write)
+        write(f"started: {what}" if what else "started")
+        try:
+            yield path
+        except KeyboardInterrupt:
+            write("interrupted")
+            raise
+        except Exception as err:
+            message = getattr(err, "message", None) or "".join(traceback.format_exception_only(err)).strip()
+            write(f"stopped: {message}")
+            raise
+        else:
+            write("done")
+        finally:
+            logs.remove(write)
+            if had_own:
+                console.print = shown
+            else:
+                del console.print
+
+
+def log_only(console: Console, text: str) -> None:
+    """Write ``text`` to the logs open on ``console`` without showing it (what a live bar shows on a terminal)."""
+    for write in vars(console).get("_run_logs", ()):
+        write(text)
 
 
 def format_terms(terms: Mapping[str, float]) -> str:
@@ -60,11 +134,11 @@ class SearchProgress:
     >>> from rich.console import Console
     >>> console = Console(file=__import__("io").StringIO(), force_terminal=False)
     >>> with SearchProgress(console, total=2) as bar:
-    ...     bar.finished(0.5, "ok", "1a2b3c4d")
-    ...     bar.finished(None, "failed", "5e6f7a8b")
+    ...     bar.finished(0.5, "ok", "kd: logits -> softmax(c) -> kl -> 1")
+    ...     bar.finished(None, "rejected", "kd: stage3 -> patches(4) -> softmax(hw) -> kl -> 1")
     >>> print(console.file.getvalue(), end="")
-    candidate 1/2 1a2b3c4d: reward 0.5000 (best 0.5000)
-    candidate 2/2 5e6f7a8b: failed (best 0.5000)
+    candidate 1/2: reward 0.5000 (best 0.5000)  kd: logits -> softmax(c) -> kl -> 1
+    candidate 2/2: rejected (best 0.5000)  kd: stage3 -> patches(4) -> softmax(hw) -> kl -> 1
     """
 
     def __init__(self, console: Console, total: int) -> None:
@@ -95,9 +169,10 @@ class SearchProgress:
             self.best = reward
             self._progress.update(self._task, best=f"best reward {reward:.4f}")
         self._progress.advance(self._task)
-        if not self.console.is_terminal:
-            outcome = f"reward {reward:.4f}" if status == "ok" and reward is not None else status
-            best = f" (best {self.best:.4f})" if self.best is not None else ""
-            name = f" {label}" if label else ""
-            self.console.print(f"candidate {self.done}/{self.total}{name}: {outcome}{best}", markup=False,
-                               highlight=False)
+        outcome = f"reward {reward:.4f}" if status == "ok" and reward is not None else status
+        best = f" (best {self.best:.4f})" if self.best is not None else ""
+        line = f"candidate {self.done}/{self.total}: {outcome}{best}" + (f"  {label}" if label else "")
+        if self.console.is_terminal:  # the live bar shows it; the log keeps it
+            log_only(self.console, line)
+        else:
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)

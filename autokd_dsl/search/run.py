@@ -11,14 +11,14 @@ from rich.console import Console
 from ..errors import KDError
 from ..lang import ir
 from ..lang.printer import print_block
-from ..progress import SearchProgress
+from ..progress import LOG_FILE, SearchProgress
 from .driver import make_strategy
 from .equivalence import CompilesOn
 from .evaluate import Outcome, ProxyContext, ProxySettings
 from .executor import make_executor
 from .fidelity import run_promotions
 from .mcts import MCTS_DEFAULT_C
-from .report import teachers_text
+from .report import candidate_text, teachers_text
 from .space import SearchSpace
 from .store import STORE_FILE, Store, check_store
 
@@ -59,7 +59,8 @@ class SearchConfig(pydantic.BaseModel):
         """What must match for --resume to continue this search."""
         keep = ("space_name", "teacher", "student", "teacher_weights", "data", "input_size", "train_subset",
                 "strategy", "c", "rollout", "seed", "fidelity", "eta")
-        return {k: getattr(self, k) for k in keep} | {"proxy": self.proxy.key(), "space_file": Path(self.space_file).name}
+        return {k: getattr(self, k) for k in keep} | {"proxy": self.proxy.key(),
+                                                       "space_file": Path(self.space_file).name}
 
     @property
     def teachers(self) -> list[str]:
@@ -97,8 +98,8 @@ def load_space(path: str, name: str | None) -> ir.Block:
 
 
 # what a search folder may hold besides its store (written before the store or after the search)
-SEARCH_FILES = {"run.json", "space.kd", "tensorboard", "best.kd", "evaluations.csv", "report.md", "tree.graphml",
-                "best_reward.png", "final", "final.json"}
+SEARCH_FILES = {"run.json", "space.kd", LOG_FILE, "tensorboard", "best.kd", "evaluations.csv", "report.md",
+                "tree.graphml", "best_reward.png", "final", "final.json"}
 
 
 def check_search_folder(out: Path, resume: bool) -> None:
@@ -198,7 +199,7 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
 
     def advance(row: dict) -> None:
         if not row["rung"]:  # the bar counts candidates; promotions to later rungs are extra looks
-            progress.finished(row["reward"], row["status"], row["key"][:8])
+            progress.finished(row["reward"], row["status"], candidate_text(row["kd"]))
         if on_row is not None:
             on_row(row)
 

@@ -38,7 +38,7 @@ from ..errors import KDError
 from ..files import write_text
 from ..lang import ir
 from ..models import create_model
-from ..progress import format_terms
+from ..progress import LOG_FILE, format_terms
 from ..standalone.attach import TapCapture
 from .loop import Loop, evaluate, train_epoch
 from .optim import SGDSettings, make_optimizer, seed_everything
@@ -216,7 +216,7 @@ def _restore(state: dict, student, loss, opt, sched, precision: Precision) -> No
 
 
 # what a run folder holds: the checkpoint, metrics, result, run.json with the distiller's source, TensorBoard logs
-RUN_FILES = {CHECKPOINT, METRICS, RESULT, RUN_INFO, "distiller.kd", TENSORBOARD}
+RUN_FILES = {CHECKPOINT, METRICS, RESULT, RUN_INFO, LOG_FILE, "distiller.kd", TENSORBOARD}
 
 
 def check_run_folder(out: str | Path, resume: bool) -> None:

@@ -24,6 +24,7 @@ import os
 import re
 import time
 from collections.abc import Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,7 @@ def train_teacher(arch: str, data_cfg: DataConfig, recipe: Recipe, out: str | Pa
     "t.pt")``.
     """
     from ..data.stream import open_data
+    from ..progress import LOG_FILE, run_log
     from .loop import Loop, evaluate, train_epoch
     from .runtime import Dist, Precision, Runtime, default_workers, resolve_device, to_runtime, use_channels_last
     from .tracking import TENSORBOARD, Tracker, write_run_info
@@ -139,40 +141,42 @@ def train_teacher(arch: str, data_cfg: DataConfig, recipe: Recipe, out: str | Pa
                                 "recipe": recipe.model_dump(mode="json"), "checkpoint": str(out)},
                        command=command, extra={"runtime": runtime.model_dump(mode="json") | {
                            "resolved_device": str(dev)}, "world_size": dist.world})
-    tracker = Tracker(folder / TENSORBOARD, runtime.tensorboard and dist.main)
-    wrapped = dist.wrap(model, dev)
-    console.print(f"training teacher {arch} on {describe(sets)}: {recipe.epochs} epochs, lr {recipe.lr}, "
-                  f"batch {recipe.batch_size}, {recipe.schedule} schedule, {dev}"
-                  + (f", {loop.precision.amp}" if loop.precision.amp != "off" else "")
-                  + (f", {dist.world} ranks" if dist.world > 1 else ""))
+    log = run_log(console, folder / LOG_FILE, f"training teacher {arch} -> {out}") if dist.main else nullcontext()
+    with log:
+        tracker = Tracker(folder / TENSORBOARD, runtime.tensorboard and dist.main)
+        wrapped = dist.wrap(model, dev)
+        console.print(f"training teacher {arch} on {describe(sets)}: {recipe.epochs} epochs, lr {recipe.lr}, "
+                      f"batch {recipe.batch_size}, {recipe.schedule} schedule, {dev}"
+                      + (f", {loop.precision.amp}" if loop.precision.amp != "off" else "")
+                      + (f", {dist.world} ranks" if dist.world > 1 else ""))
 
-    def forward(x, y, idx):
-        output = wrapped(x)
-        return output, {"ce": (ce := nn.functional.cross_entropy(output.float(), y)), "total": ce}
+        def forward(x, y, idx):
+            output = wrapped(x)
+            return output, {"ce": (ce := nn.functional.cross_entropy(output.float(), y)), "total": ce}
 
-    start = time.perf_counter()
-    val_acc = 0.0
-    try:
-        for epoch in range(1, recipe.epochs + 1):
-            model.train()
-            terms, train_acc, _ = train_epoch(loop, forward, sets.train, opt, epoch, console,
-                                              f"teacher {epoch}/{recipe.epochs}")
-            val_acc = evaluate(loop, model, sets.val)
-            lr = opt.param_groups[0]["lr"]
-            console.print(f"teacher epoch {epoch}/{recipe.epochs}  loss {terms['ce']:.4f}  train {train_acc:.2%}  "
-                          f"val {val_acc:.2%}  lr {lr:.4g}")
-            tracker.scalars(epoch, {"loss/ce": terms["ce"], "accuracy/train": train_acc, "accuracy/val": val_acc,
-                                    "lr": lr})
-            sched.step()
-        test_acc = evaluate(loop, model, sets.test)
-        tracker.scalars(recipe.epochs, {"accuracy/test": test_acc})
-    finally:
-        tracker.close()
-    seconds = time.perf_counter() - start
-    console.print(f"teacher {arch}: test accuracy {test_acc:.2%} ({seconds:.0f}s)")
-    if dist.main:
-        save_atomic(_teacher_checkpoint(arch, data_cfg, sets, recipe, model, test_acc, val_acc, seconds, dev),
-                    Path(out))
+        start = time.perf_counter()
+        val_acc = 0.0
+        try:
+            for epoch in range(1, recipe.epochs + 1):
+                model.train()
+                terms, train_acc, _ = train_epoch(loop, forward, sets.train, opt, epoch, console,
+                                                  f"teacher {epoch}/{recipe.epochs}")
+                val_acc = evaluate(loop, model, sets.val)
+                lr = opt.param_groups[0]["lr"]
+                console.print(f"teacher epoch {epoch}/{recipe.epochs}  loss {terms['ce']:.4f}  "
+                              f"train {train_acc:.2%}  val {val_acc:.2%}  lr {lr:.4g}")
+                tracker.scalars(epoch, {"loss/ce": terms["ce"], "accuracy/train": train_acc,
+                                        "accuracy/val": val_acc, "lr": lr})
+                sched.step()
+            test_acc = evaluate(loop, model, sets.test)
+            tracker.scalars(recipe.epochs, {"accuracy/test": test_acc})
+        finally:
+            tracker.close()
+        seconds = time.perf_counter() - start
+        console.print(f"teacher {arch}: test accuracy {test_acc:.2%} ({seconds:.0f}s)")
+        if dist.main:
+            checkpoint = _teacher_checkpoint(arch, data_cfg, sets, recipe, model, test_acc, val_acc, seconds, dev)
+            save_atomic(checkpoint, Path(out))
     dist.barrier()
     return Path(out)
 
