@@ -26,6 +26,7 @@ import math
 import os
 import sys
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any
 
 from torch import nn
@@ -143,6 +144,18 @@ def create_timm_model(name: str, num_classes: int, in_chans: int) -> nn.Module:
 # --------------------------------------------------------------------------------------------------- user
 
 
+@contextmanager
+def _failure_reported(what: str, explained: tuple[type[BaseException], ...] = ()):
+    """Whatever a user's code raises inside (but Ctrl-C, a KDError, and the ``explained`` errors, which the
+    caller explains) becomes a KDError ``what: Type: message``."""
+    try:
+        yield
+    except (KDError, KeyboardInterrupt, *explained):
+        raise
+    except BaseException as exc:
+        raise KDError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
 def _ensure_cwd_importable() -> None:
     cwd = os.getcwd()
     entries = {os.path.abspath(p or os.curdir) for p in sys.path}
@@ -194,7 +207,8 @@ def create_user_model(spec: str, num_classes: int, in_chans: int) -> nn.Module:
 
     _ensure_cwd_importable()
     try:
-        module = importlib.import_module(module_name)
+        with _failure_reported(f"importing module `{module_name}` failed", (ModuleNotFoundError,)):
+            module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         missing = exc.name or module_name
         if module_name == missing or module_name.startswith(missing + "."):
@@ -203,12 +217,6 @@ def create_user_model(spec: str, num_classes: int, in_chans: int) -> nn.Module:
                 hint="the module must be importable from the current directory or PYTHONPATH",
             ) from exc
         raise KDError(f"importing module `{module_name}` failed: no module named `{missing}`") from exc
-    except KDError:
-        raise
-    except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        raise KDError(f"importing module `{module_name}` failed: {type(exc).__name__}: {exc}") from exc
 
     factory: Any = module
     for part in factory_name.split("."):
@@ -222,14 +230,8 @@ def create_user_model(spec: str, num_classes: int, in_chans: int) -> nn.Module:
     if not callable(factory):
         raise KDError(f"`{spec}` is not callable (found a {type(factory).__name__})")
 
-    try:
+    with _failure_reported(f"model factory `{spec}` failed"):
         model = _call_factory(factory, num_classes, in_chans)
-    except KDError:
-        raise
-    except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        raise KDError(f"model factory `{spec}` failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):
         raise KDError(
             f"model factory `{spec}` returned a {type(model).__name__}, not a torch.nn.Module",
