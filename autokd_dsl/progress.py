@@ -31,7 +31,8 @@ LOG_FILE = "log.txt"
 def run_log(console: Console, path: str | Path, what: str = ""):
     """While inside, whatever ``console`` prints also goes, as plain text after a ``HH:MM:SS`` time, to the file
     ``path`` (appended; the folder is made). The log starts with ``what`` and ends with how the work ended: done,
-    interrupted, or the error that stopped it. Logs nest: an inner run's lines reach every open log.
+    interrupted, or the error that stopped it; a run that fails before anything else is in the log's folder
+    leaves no log (nor the folders made for it). Logs nest: an inner run's lines reach every open log.
 
     >>> import io, tempfile
     >>> from rich.console import Console
@@ -44,7 +45,23 @@ def run_log(console: Console, path: str | Path, what: str = ""):
     ['started: test run', 'epoch 1/2  loss 0.5', 'done']
     """
     path = Path(path)
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    existed = path.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with _log_stream(console, path, what):
+            yield path
+    except BaseException:
+        # a run that fails before it wrote anything else leaves nothing behind, as any failed command
+        if not existed and [p.name for p in path.parent.iterdir()] == [path.name]:
+            path.unlink()
+            for folder in made:
+                folder.rmdir()
+        raise
+
+
+@contextmanager
+def _log_stream(console: Console, path: Path, what: str):
     with open(path, "a", encoding="utf-8", buffering=1) as stream:
         plain = Console(file=stream, width=200, soft_wrap=True, color_system=None, force_terminal=False,
                         markup=False, highlight=False, emoji=False)

@@ -115,3 +115,16 @@ def test_nested_logs_both_get_the_inner_lines_and_the_console_is_restored(tmp_pa
     assert console.print == own and "print" not in vars(console)
     console.print("not logged")
     assert "not logged" not in (tmp_path / "outer.txt").read_text()
+
+
+def test_a_run_that_fails_before_writing_anything_leaves_nothing(tmp_path) -> None:
+    console = quiet()
+    with pytest.raises(KDError), run_log(console, tmp_path / "new" / "run" / LOG_FILE, "doomed"):
+        console.print("loading the teacher")
+        raise KDError("teacher checkpoint is truncated")
+    assert list(tmp_path.iterdir()) == []
+    # once the run has written something of its own, the log stays and says why the run stopped
+    with pytest.raises(KDError), run_log(console, tmp_path / "run" / LOG_FILE, "kept"):
+        (tmp_path / "run" / "run.json").write_text("{}")
+        raise KDError("teacher checkpoint is truncated")
+    assert log_lines(tmp_path / "run" / LOG_FILE) == ["started: kept", "stopped: teacher checkpoint is truncated"]
