@@ -277,7 +277,8 @@ def test_missing_dataset_names_the_folders(tmp_path, monkeypatch):
     if not FASHION_SYSTEM_DIR.exists():
         with pytest.raises(KDError) as info:
             load_data(DataConfig(name="fashion-mnist"))
-        assert str(FASHION_SYSTEM_DIR) in info.value.message and "apt-get install dataset-fashion-mnist" in info.value.hint
+        assert (str(FASHION_SYSTEM_DIR) in info.value.message
+                and "apt-get install dataset-fashion-mnist" in info.value.hint)
 
 
 # ---------------------------------------------------------------------------------------------- CIFAR
@@ -286,7 +287,8 @@ def test_missing_dataset_names_the_folders(tmp_path, monkeypatch):
 def make_cifar(parent: Path, kind: str, per_file: int = 6, n_test: int = 8, seed: int = 0, protocol: int = 2):
     rng = np.random.default_rng(seed)
     if kind == "cifar10":
-        folder, files, key, classes = parent / "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], b"labels", 10
+        folder, files, key, classes = (parent / "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)],
+                                       b"labels", 10)
     else:
         folder, files, key, classes = parent / "cifar-100-python", ["train"], b"fine_labels", 100
     folder.mkdir(parents=True)
@@ -316,7 +318,9 @@ def test_cifar10_loading(tmp_path):
     assert b.test.labels.tolist() == labels
     train_data = np.concatenate([written[f"data_batch_{i}"][0] for i in range(1, 6)])
     assert torch.allclose(
-        denorm(b, b.train.images), torch.from_numpy(train_data[b.train.origin.numpy()]).float().view(-1, 3, 32, 32) / 255, atol=1e-5
+        denorm(b, b.train.images),
+        torch.from_numpy(train_data[b.train.origin.numpy()]).float().view(-1, 3, 32, 32) / 255,
+        atol=1e-5,
     )
     # the folder itself as root, grey at 16x16 (luminance; statistics computed from the training set)
     g = load_data(DataConfig(name="cifar10", root=folder, input_size=(1, 16, 16), augment=False))

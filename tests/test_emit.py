@@ -313,7 +313,8 @@ def test_every_library_file_emits_the_compiled_module_and_takes_other_parameters
     jobs["__helpers__"] = inspect.getsource(run_seeded)
     torch.save(jobs, tmp_path / "jobs.pt")
     (tmp_path / "run.py").write_text(LIBRARY_SCRIPT, encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-I", "run.py"], capture_output=True, text=True, cwd=tmp_path, timeout=300, check=False)
+    proc = subprocess.run([sys.executable, "-I", "run.py"], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                          check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = torch.load(tmp_path / "results.pt")
     for key, want in expected.items():

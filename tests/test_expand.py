@@ -107,7 +107,8 @@ def test_cli_writes_a_checked_distiller(tmp_path):
     src.write_text(HINT)
     cmd = [sys.executable, "-m", "autokd_dsl", "expand", str(src), "--layers", "stage1,stage2,stage3",
            "--teacher", "resnet8", "--student", "resnet8", "--teacher-weights", str(ckpt), "--input-size", "1x8x8"]
-    proc = subprocess.run([*cmd, "-o", str(tmp_path / "multi.kd")], capture_output=True, text=True, cwd=ROOT, check=False)
+    proc = subprocess.run([*cmd, "-o", str(tmp_path / "multi.kd")], capture_output=True, text=True, cwd=ROOT,
+                          check=False)
     assert proc.returncode == 0, proc.stderr
     assert "term `hint`" in proc.stderr
     check = subprocess.run([sys.executable, "-m", "autokd_dsl", "check", str(tmp_path / "multi.kd")],

@@ -57,7 +57,8 @@ def test_emitted_module_attaches_both_teachers(cli, tmp_path, source):
 
 def _epochs(run: Path) -> list[int]:
     path = run / "metrics.jsonl"
-    return [json.loads(ln)["epoch"] for ln in path.read_text().splitlines() if ln.endswith("}")] if path.exists() else []
+    return ([json.loads(ln)["epoch"] for ln in path.read_text().splitlines() if ln.endswith("}")]
+            if path.exists() else [])
 
 
 def test_train_resumes_exactly_after_sigkill(ckpts, tmp_path):
@@ -81,7 +82,8 @@ def test_train_resumes_exactly_after_sigkill(ckpts, tmp_path):
     resumed = subprocess.run(cmd(tmp_path / "killed") + ["--resume"], cwd=ROOT, env=env, capture_output=True,
                              text=True, check=False)
     assert resumed.returncode == 0 and "resuming" in resumed.stdout, resumed.stderr
-    straight = subprocess.run(cmd(tmp_path / "straight"), cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    straight = subprocess.run(cmd(tmp_path / "straight"), cwd=ROOT, env=env, capture_output=True, text=True,
+                              check=False)
     assert straight.returncode == 0, straight.stderr
     assert "resnet8" in straight.stdout and "wrn_16_1" in straight.stdout
     a = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)

@@ -34,7 +34,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def rows(db: Path) -> list[tuple]:
     with sqlite3.connect(db) as con:
-        return con.execute("SELECT seq, key, kd, status, reward, baseline, label FROM evaluations ORDER BY seq").fetchall()
+        return con.execute(
+            "SELECT seq, key, kd, status, reward, baseline, label FROM evaluations ORDER BY seq"
+        ).fetchall()
 
 
 def test_each_teacher_runs_once_and_its_taps_are_cached():

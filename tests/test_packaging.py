@@ -61,7 +61,8 @@ def test_installed_wheel_checks_a_file_outside_the_repo(wheel: Path, tmp_path: P
 
     probe = ("import autokd_dsl, importlib.resources as r; print(autokd_dsl.__file__); "
              "print(r.files('autokd_dsl').joinpath('grammar', 'kd.lark').is_file())")
-    where = subprocess.run([str(python), "-c", probe], cwd=work, env=env, capture_output=True, text=True, timeout=60, check=False)
+    where = subprocess.run([str(python), "-c", probe], cwd=work, env=env, capture_output=True, text=True, timeout=60,
+                           check=False)
     assert where.returncode == 0, where.stderr
     module_file, packaged_grammar = where.stdout.split()
     assert Path(module_file).is_relative_to(venv) and packaged_grammar == "True", where.stdout

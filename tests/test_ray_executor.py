@@ -55,8 +55,8 @@ def teacher_ckpt(tmp_path_factory):
     from autokd_dsl.training.teacher import Recipe, train_teacher
 
     out = tmp_path_factory.mktemp("teacher") / "t.pt"
-    return train_teacher("resnet8", DataConfig(name="digits", input_size=(1, 8, 8)), Recipe(epochs=1, schedule="cosine"),
-                         out, Console(quiet=True))
+    return train_teacher("resnet8", DataConfig(name="digits", input_size=(1, 8, 8)),
+                         Recipe(epochs=1, schedule="cosine"), out, Console(quiet=True))
 
 
 def _cmd(space: Path, out: Path, ckpt: Path, budget: int, *extra):
@@ -152,7 +152,8 @@ def test_ray_search_gives_the_in_process_rows(cluster, teacher_ckpt, tmp_path):
                                  cluster), capture_output=True, text=True, cwd=ROOT, env=_env())
     assert remote.returncode == 0, remote.stderr
     for baseline in (0, 1):
-        a, b = _rows(tmp_path / "local" / "search.sqlite", baseline), _rows(tmp_path / "ray" / "search.sqlite", baseline)
+        a, b = (_rows(tmp_path / "local" / "search.sqlite", baseline),
+                _rows(tmp_path / "ray" / "search.sqlite", baseline))
         assert [r[:2] for r in a] == [r[:2] for r in b] and len(a) == (5 if baseline == 0 else 3)  # CE, KD, FitNet
         assert [r[2] is None for r in b] == [r[2] is None for r in a]
         assert [r[2] for r in b if r[2] is not None] == pytest.approx([r[2] for r in a if r[2] is not None],

@@ -80,8 +80,8 @@ def test_batches_are_the_same_for_any_workers_and_ranks() -> None:
 
 
 def test_imagefolder_streams_within_a_memory_limit(tmp_path) -> None:
-    """A folder whose decoded pixels (138 MB as bytes, 4 times that as floats) exceed what this process allows itself to grow by (32 MB): every
-    image is read through the loader, and the peak resident memory stays under the limit."""
+    """A folder whose decoded pixels (138 MB as bytes, 4 times that as floats) exceed what this process allows itself
+    to grow by (32 MB): every image is read through the loader, and the peak resident memory stays under the limit."""
     from PIL import Image
 
     root, n, side = tmp_path / "big", 240, 448
@@ -114,7 +114,8 @@ def test_imagefolder_streams_within_a_memory_limit(tmp_path) -> None:
         peak = status_mb("VmHWM")
         print(seen, peak, limit)
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         check=False)
     assert out.returncode == 0, out.stderr
     seen, peak, limit = (float(v) for v in out.stdout.split())
     assert seen == n and decoded_mb > 4 * 32

@@ -115,8 +115,8 @@ def teacher_ckpt(tmp_path_factory):
     from autokd_dsl.training.teacher import Recipe, train_teacher
 
     out = tmp_path_factory.mktemp("teacher") / "t.pt"
-    return train_teacher("resnet8", DataConfig(name="digits", input_size=(1, 8, 8)), Recipe(epochs=2, schedule="cosine"),
-                         out, Console(quiet=True))
+    return train_teacher("resnet8", DataConfig(name="digits", input_size=(1, 8, 8)),
+                         Recipe(epochs=2, schedule="cosine"), out, Console(quiet=True))
 
 
 def _search_cmd(space: Path, out: Path, ckpt: Path, budget: int, *extra):
@@ -215,7 +215,8 @@ def test_final_retraining_reports_test_accuracy(tmp_path, teacher_ckpt):
         assert len(r["accuracies"]) == 2 and all(0.0 <= a <= 1.0 for a in r["accuracies"])
         assert r["delta"] == pytest.approx(r["mean"] - best_baseline)
     report = (out / "report.md").read_text()
-    assert "Final retraining" in report and "Δ best baseline" in report and "`ce: logits ~ labels -> ce -> 1 ; kd:" in report
+    assert ("Final retraining" in report and "Δ best baseline" in report
+            and "`ce: logits ~ labels -> ce -> 1 ; kd:" in report)
 
 
 @pytest.mark.slow

@@ -226,7 +226,8 @@ def test_cli_truncated_weights_in_a_real_process(teacher_file, tmp_path) -> None
     truncated = tmp_path / "t.pt"
     truncated.write_bytes(teacher_file.read_bytes()[:-100])
     cmd = [sys.executable, "-m", "autokd_dsl", *cli_args(truncated, tmp_path / "run", 1)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, AUTOKD_CACHE=str(tmp_path), OMP_NUM_THREADS="1"), check=False)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, AUTOKD_CACHE=str(tmp_path), OMP_NUM_THREADS="1"), check=False)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: cannot read teacher weights") and "Traceback" not in proc.stderr
 

@@ -9,7 +9,8 @@ from .app import option_value
 
 
 def input_size(text: str | None, kd_file: Path | None = None):
-    """``--input-size`` (or the size of the search holding ``kd_file``); see :func:`~autokd_dsl.options.input_size_for`."""
+    """``--input-size`` (or the size of the search holding ``kd_file``); see
+    :func:`~autokd_dsl.options.input_size_for`."""
     from ..options import input_size_for
 
     with option_value("--input-size"):

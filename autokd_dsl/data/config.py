@@ -106,7 +106,8 @@ class DataConfig(pydantic.BaseModel):
     @classmethod
     def _check_train_subset(cls, value: int | None) -> int | None:
         if value is not None and value < 1:
-            raise KDError(f"train_subset {value} must be at least 1", hint="leave it unset to use the whole training set")
+            raise KDError(f"train_subset {value} must be at least 1",
+                          hint="leave it unset to use the whole training set")
         return value
 
     def key(self) -> str:

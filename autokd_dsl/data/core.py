@@ -216,7 +216,8 @@ def split_positions(train_labels: np.ndarray, test_count: int | None, num_classe
         n = cfg.train_subset
         if n > len(train_idx):
             raise KDError(
-                f"train_subset {n} is larger than the training set ({len(train_idx)} images after the validation split)",
+                f"train_subset {n} is larger than the training set "
+                f"({len(train_idx)} images after the validation split)",
                 hint=f"use at most {len(train_idx)}, or lower val_fraction",
             )
         if n < num_classes:
@@ -266,7 +267,9 @@ def build_bundle(raw: RawData, cfg: DataConfig) -> DataBundle:
 # ------------------------------------------------------------------------------------------- batching
 
 
-def random_crop_flip(x: torch.Tensor, generator: torch.Generator | None = None, padding: int | None = None) -> torch.Tensor:
+def random_crop_flip(
+    x: torch.Tensor, generator: torch.Generator | None = None, padding: int | None = None
+) -> torch.Tensor:
     """Random crop with zero padding (``H // 8`` by default) and random horizontal flip, per sample."""
     b, c, h, w = x.shape
     p = h // 8 if padding is None else padding
@@ -306,7 +309,8 @@ def batches(
         x = split.images.index_select(0, sel_dev)
         if augment:
             x = random_crop_flip(x, generator)
-        yield x, split.labels.index_select(0, sel.to(split.labels.device)), split.indices.index_select(0, sel.to(split.indices.device))
+        yield (x, split.labels.index_select(0, sel.to(split.labels.device)),
+               split.indices.index_select(0, sel.to(split.indices.device)))
 
 
 def describe(bundle: DataBundle) -> str:

@@ -155,7 +155,8 @@ def read_idx(path: Path) -> np.ndarray:
             hint="expected the MNIST-format files train-images-idx3-ubyte etc. (gzipped or not)",
         )
     if data[2] != 0x08:
-        raise KDError(f"{path} holds IDX type 0x{data[2]:02x}, not unsigned bytes (0x08)", hint="expected MNIST-format files")
+        raise KDError(f"{path} holds IDX type 0x{data[2]:02x}, not unsigned bytes (0x08)",
+                      hint="expected MNIST-format files")
     ndim = data[3]
     header = 4 + 4 * ndim
     if ndim < 1 or len(data) < header:
@@ -164,7 +165,8 @@ def read_idx(path: Path) -> np.ndarray:
     expected = int(np.prod(dims, dtype=np.int64))
     if len(data) - header != expected:
         raise KDError(
-            f"{path} is truncated or corrupt: the header promises {expected} bytes of data, the file has {len(data) - header}",
+            f"{path} is truncated or corrupt: the header promises {expected} bytes of data, "
+            f"the file has {len(data) - header}",
             hint="delete the file and copy it again",
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
@@ -200,7 +202,8 @@ def read_mnist_like(name: str, root: Path | None) -> RawData:
                 hint="the files come from different releases or one is corrupt",
             )
         if labels.size and int(labels.max()) >= 10:
-            raise KDError(f"{name} {split} labels go up to {int(labels.max())}, expected 0..9", hint="the label file is corrupt")
+            raise KDError(f"{name} {split} labels go up to {int(labels.max())}, expected 0..9",
+                          hint="the label file is corrupt")
     mean, std = (FASHION_MEAN, FASHION_STD) if name == "fashion-mnist" else (MNIST_MEAN, MNIST_STD)
     def split(which: str) -> tuple:
         return (torch.from_numpy(arrays[f"{which}_images"].copy()).unsqueeze(1),
@@ -287,7 +290,8 @@ def read_cifar(name: str, root: Path | None) -> RawData:
         searched = ", ".join(str(d) for d in dirs)
         archive = "cifar-10-python.tar.gz" if name == "cifar10" else "cifar-100-python.tar.gz"
         raise KDError(
-            f"{name} files not found; searched {searched}; expected {folder_name}/ with {', '.join(train_files + test_files)}",
+            f"{name} files not found; searched {searched}; "
+            f"expected {folder_name}/ with {', '.join(train_files + test_files)}",
             hint=f"unpack {archive} (from https://www.cs.toronto.edu/~kriz/cifar.html) into ~/.cache/autokd-dsl/data, "
             "or pass --data-root FOLDER",
         )
@@ -392,7 +396,8 @@ def list_imagefolder(path: Path) -> FolderListing:
                 hint="every test class needs training images too",
             )
         if not test:
-            raise KDError(f"image folder {test_dir} holds no images", hint="put test images in test/<class>/ or remove the empty test folder")
+            raise KDError(f"image folder {test_dir} holds no images",
+                          hint="put test images in test/<class>/ or remove the empty test folder")
         listing.test_files = [f for n in names for f in test.get(n, [])]
         listing.test_labels = [index[n] for n in names for _ in test.get(n, [])]
     return listing

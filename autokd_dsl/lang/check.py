@@ -102,7 +102,8 @@ def idle_temperature(call: ir.Call, kinds: tuple[Kind, Kind]) -> bool:
 
     >>> from autokd_dsl.lang.parse import parse
     >>> call = parse("distiller d:\\n  x -> kl(t = 4) -> 1\\n").blocks[0].terms[0].distance
-    >>> idle_temperature(call, (Kind("logits", "p"), Kind("logits", "p"))), idle_temperature(call, (Kind("logits"),) * 2)
+    >>> (idle_temperature(call, (Kind("logits", "p"), Kind("logits", "p"))),
+    ...  idle_temperature(call, (Kind("logits"),) * 2))
     (True, False)
     """
     return call.op in ("kl", "js") and call.arg("t") is not None and kinds[0].prob in ("p", "logp")

@@ -187,7 +187,8 @@ class _ToIR(Transformer):
 
     def call(self, meta, children):
         callee, side = _split_side(str(children[0]))
-        args = tuple(a if isinstance(a, ir.Arg) else ir.Arg(None, a, span=getattr(a, "span", None)) for a in children[1:])
+        args = tuple(a if isinstance(a, ir.Arg) else ir.Arg(None, a, span=getattr(a, "span", None))
+                     for a in children[1:])
         return ir.Call(callee, args, side, span=Span(meta.line, meta.column, meta.end_line, meta.end_column))
 
     def kwarg(self, meta, children):

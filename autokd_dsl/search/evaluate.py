@@ -1,9 +1,10 @@
 """The proxy evaluator: compile a candidate, reject broken losses on a probe batch, train briefly, score.
 
-Reward (larger is better; ``--reward``, one of :data:`REWARDS`): by default ``-(0.5 × CE_val + 0.5 × gap)`` where CE_val is the student's cross-entropy on the
-held-out validation split and gap is ``MSE(P·s, t) / Var(t)`` between the student's and the teacher's pooled
-last-stage features (``embedding``), through a fixed random projection P where their widths differ; with
-several teachers, the mean of each teacher's gap. The test split is never read here.
+Reward (larger is better; ``--reward``, one of :data:`REWARDS`): by default ``-(0.5 × CE_val + 0.5 × gap)`` where
+CE_val is the student's cross-entropy on the held-out validation split and gap is ``MSE(P·s, t) / Var(t)``
+between the student's and the teacher's pooled last-stage features (``embedding``), through a fixed random
+projection P where their widths differ; with several teachers, the mean of each teacher's gap. The test split is
+never read here.
 
 The teachers run once, before the search (:class:`ProxyContext`): each one's tapped activations for the proxy
 subset and the validation split are kept, and candidates train the student against them (``offline_teacher``).

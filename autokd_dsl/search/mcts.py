@@ -123,13 +123,13 @@ class MCTS(_StrategyBase):
 
     * **Selection** descends from the root by ``selection(q, n, parent_n, c)`` (default :func:`uct`). A
       node's value ``q`` is ``(1 - max_weight) * mean + max_weight * best`` over the rewards backed up through
-      it, normalised so that the floor (see Backup) is 0 and the best reward told is 1, so ``c`` is scale-free. The search looks for the
-      single best candidate, so by default (``max_weight=1``) a branch is worth its best candidate, not its
-      average: a branch whose typical candidate is poor but which holds the best ones is not abandoned after
-      one unlucky sample. ``max_weight=0`` is classic mean-value UCT. With ``tail_z`` (default 2) a node of
-      two or more visits is worth at least ``mean + tail_z * sd`` of the values below it, an estimate of its
-      upper tail, so a wide branch is deepened before one of its samples happens to beat a narrow branch.
-      Subtrees whose candidates were all proposed are skipped.
+      it, normalised so that the floor (see Backup) is 0 and the best reward told is 1, so ``c`` is scale-free.
+      The search looks for the single best candidate, so by default (``max_weight=1``) a branch is worth its best
+      candidate, not its average: a branch whose typical candidate is poor but which holds the best ones is not
+      abandoned after one unlucky sample. ``max_weight=0`` is classic mean-value UCT. With ``tail_z`` (default 2) a
+      node of two or more visits is worth at least ``mean + tail_z * sd`` of the values below it, an estimate of its
+      upper tail, so a wide branch is deepened before one of its samples happens to beat a narrow branch. Subtrees
+      whose candidates were all proposed are skipped.
     * **Expansion** adds ONE untried child at a time: with ``expand="mast"`` (default) picked among the untried
       legal options as a MAST rollout would pick (so the tree grows first towards choices that did well
       elsewhere), with ``expand="random"`` uniformly.

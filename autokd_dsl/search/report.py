@@ -41,7 +41,8 @@ def teachers_phrase(cfg) -> str:
 def candidate_text(kd: str) -> str:
     """One line for a candidate: its parameters (if any) and its terms.
 
-    >>> candidate_text("distiller mine(t = 4):\\n    ce: logits ~ labels -> ce -> 1\\n    kd: logits -> kl(t = t) -> 2\\n")
+    >>> candidate_text("distiller mine(t = 4):\\n    ce: logits ~ labels -> ce -> 1\\n"
+    ...                "    kd: logits -> kl(t = t) -> 2\\n")
     'mine(t = 4): ce: logits ~ labels -> ce -> 1 ; kd: logits -> kl(t = t) -> 2'
     >>> candidate_text("distiller autokd:\\n    kd: stage3 -> mse -> 5\\n")
     'kd: stage3 -> mse -> 5'
@@ -158,8 +159,8 @@ def _plot(path: Path, rows: list[dict], baselines: list[dict], cfg) -> None:
     for i, (label, value) in enumerate(lines):
         ax.axhline(value, color="grey", linestyle=styles[i % len(styles)], label=label)
     epochs = (cfg.fidelity[0] if cfg.fidelity else cfg.proxy.epochs)
-    ax.set_title(f"{cfg.strategy} search over {Path(cfg.space_file).name}: {teachers_text(cfg.teacher)} → {cfg.student}, "
-                 f"{epochs} proxy epochs", fontsize=9)
+    ax.set_title(f"{cfg.strategy} search over {Path(cfg.space_file).name}: "
+                 f"{teachers_text(cfg.teacher)} → {cfg.student}, {epochs} proxy epochs", fontsize=9)
     ax.set_xlabel("candidates evaluated")
     ax.set_ylabel("reward (larger is better)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -184,7 +185,8 @@ def _baseline_cells(b: dict) -> list[str]:
 def _report(path: Path, rows, ranked, rejected, cfg, baselines) -> None:
     rungs = list(cfg.fidelity) if cfg.fidelity else [cfg.proxy.epochs]
     lines = [f"# Search report: {Path(cfg.space_file).name}", "",
-             f"- {teachers_phrase(cfg)}, student {cfg.student}, data {cfg.data} at {'x'.join(map(str, cfg.input_size))}",
+             f"- {teachers_phrase(cfg)}, student {cfg.student}, data {cfg.data} "
+             f"at {'x'.join(map(str, cfg.input_size))}",
              f"- strategy {cfg.strategy}"
              + (f" (UCT c = {cfg.c}, {cfg.rollout} rollouts)" if cfg.strategy == "mcts" else "")
              + f", budget {cfg.budget}, seed {cfg.seed}, workers {cfg.workers}",

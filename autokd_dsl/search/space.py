@@ -167,8 +167,8 @@ class SearchSpace:
         """The candidate's content key. Without ``term_values`` its IR key (the same text, the same key). With it,
         a key of the function it computes on the networks at hand: each term's values on fixed random activations
         (``term_values`` of the term alone at weight 1, e.g. :meth:`CompilesOn.values`) times the term's weight,
-        to 6 significant digits (below 1e-9: 0), so candidates that compute the same loss (`pool(4)` on a 4×4 map and `none`)
-        share a key."""
+        to 6 significant digits (below 1e-9: 0), so candidates that compute the same loss (`pool(4)` on a 4×4 map
+        and `none`) share a key."""
         key = self._keys.get(path)
         if key is None:
             key = self._keys[path] = function_key(self.candidate(path), self.term_values)

@@ -97,7 +97,8 @@ class Store:
             raise KDError(f"{self.path} is not a search store ({err})",
                           hint="choose another --out folder") from None
         if not set(COLUMNS) <= columns:
-            raise KDError(f"{self.path} holds a search store of an older layout (no {', '.join(sorted(set(COLUMNS) - columns))})",
+            raise KDError(f"{self.path} holds a search store of an older layout "
+                          f"(no {', '.join(sorted(set(COLUMNS) - columns))})",
                           hint="choose another --out folder (the old store stays as it is)")
         self.set_meta({"format": FORMAT})
 
