@@ -391,7 +391,8 @@ def main() -> None:
             do_final(1, sorted(ids, key=lambda c: -(reward(res, c, today, mid) or -1e9)))
     print(f"\n{args.data} {args.input_size}; teacher {args.teacher} (test {teacher.kd_teacher['test_accuracy']:.2%}); "
           f"student {args.student} on {args.subset} class-balanced training images; proxy rewards on "
-          f"{len(train_500.val)} validation images, rungs {args.rungs} epochs; test accuracy after {args.epochs} epochs "
+          f"{len(train_500.val)} validation images, rungs {args.rungs} epochs; "
+          f"test accuracy after {args.epochs} epochs "
           f"(SGD lr 0.05, cosine) on the {len(full.test)} test images, mean over the seeds run.")
     default = None
     if args.default:

@@ -41,7 +41,8 @@ def top_candidates(db: Path, n: int) -> list[tuple[str, float, str]]:
     con = sqlite3.connect(db)
     cols = {r[1] for r in con.execute("PRAGMA table_info(evaluations)")}
     rung = "rung" if "rung" in cols else "0"
-    rows = con.execute(f"SELECT key, kd, reward, {rung} FROM evaluations WHERE status = 'ok' AND baseline = 0").fetchall()
+    rows = con.execute(f"SELECT key, kd, reward, {rung} FROM evaluations "
+                       "WHERE status = 'ok' AND baseline = 0").fetchall()
     con.close()
     best: dict[str, tuple] = {}
     for key, kd, reward, r in rows:
@@ -128,16 +129,18 @@ def main() -> None:
     print("| distiller (CE term omitted) | proxy reward | test acc. (mean ± sd) | Δ vs KD | Δ vs FitNet |\n"
           "|---|---:|---|---:|---:|")
     for r in rows:
-        terms = [ln.strip() for ln in r["kd"].splitlines() if ln.strip() and not ln.strip().startswith(("#", "distiller "))
-                 and "~ labels" not in ln]
+        terms = [ln.strip() for ln in r["kd"].splitlines()
+                 if ln.strip() and not ln.strip().startswith(("#", "distiller ")) and "~ labels" not in ln]
         reward = f"{rewards[r['label']]:.3f}" if r["label"] in rewards else "—"
         print(f"| {r['label']}: `{' ; '.join(terms)}` | {reward} | {100 * r['mean']:.2f} ± {100 * r['sd']:.2f} | "
               f"{100 * (r['mean'] - kd):+.2f} | {100 * (r['mean'] - fitnet):+.2f} |")
     win = by["rank 1"]["mean"] if "rank 1" in by else float("nan")
     print(f"\nwinner − KD = {100 * (win - kd):+.2f} (goal ≥ +1.0: {'met' if win - kd >= 0.01 else 'missed'}); "
-          f"winner − FitNet = {100 * (win - fitnet):+.2f} (goal ≥ −0.3: {'met' if win - fitnet >= -0.003 else 'missed'})")
+          f"winner − FitNet = {100 * (win - fitnet):+.2f} "
+          f"(goal ≥ −0.3: {'met' if win - fitnet >= -0.003 else 'missed'})")
     print(f"search wall time {search_seconds:.0f} s; training the {len(applicable)} applicable library distillers "
-          f"fully (one {args.final_epochs}-epoch run each at {per_run:.0f} s) would take {len(applicable) * per_run:.0f} s")
+          f"fully (one {args.final_epochs}-epoch run each at {per_run:.0f} s) would take "
+          f"{len(applicable) * per_run:.0f} s")
 
 
 if __name__ == "__main__":
