@@ -38,14 +38,19 @@ def run_search(
             paths.append(path)
         if not paths:
             break
-        rewards = list(evaluate(list(paths)))
-        if len(rewards) != len(paths):
-            raise ValueError(f"evaluate returned {len(rewards)} rewards for {len(paths)} paths")
-        for path, reward in zip(paths, rewards):
+        for path, reward in zip(paths, evaluated(evaluate, paths, "paths")):
             record(strategy, results, path, reward, on_result)
         if len(paths) < want:
             break  # the strategy ran dry mid-batch
     return results
+
+
+def evaluated(evaluate: Callable[[list], Any], items: list, what: str) -> list:
+    """``evaluate(items)`` as a list, checked to hold one reward per item."""
+    rewards = list(evaluate(list(items)))
+    if len(rewards) != len(items):
+        raise ValueError(f"evaluate returned {len(rewards)} rewards for {len(items)} {what}")
+    return rewards
 
 
 def record(strategy: Strategy, results: list[Evaluation], path, reward: float | None,

@@ -30,6 +30,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .driver import evaluated
 from .protocols import Path, Strategy
 
 
@@ -138,10 +139,7 @@ def run_promotions(
             jobs.append(job)
         if not jobs:
             break
-        rewards = list(evaluate(list(jobs)))
-        if len(rewards) != len(jobs):
-            raise ValueError(f"evaluate returned {len(rewards)} rewards for {len(jobs)} jobs")
-        for job, reward in zip(jobs, rewards):
+        for job, reward in zip(jobs, evaluated(evaluate, jobs, "jobs")):
             reward = None if reward is None else float(reward)
             promo.record(job, reward)
             if job.rung == 0:
