@@ -23,6 +23,8 @@ from autokd_dsl.lang.check import (
     check,
     check_text,
     distance_fits,
+    drop_idle_temperature,
+    idle_temperature,
     tap_kinds,
 )
 from autokd_dsl.lang.ops import OPS, names
@@ -294,7 +296,10 @@ def distiller_terms(draw, params: list[str]) -> ir.Term:
         steps.append(call)
     distances = [d for d in names("distance") if all(distance_fits(ir.Call(d), k) for k in kinds)]
     assume(distances)
-    steps.append(_call(draw, _pick(draw, distances), None, None, params))
+    distance = _call(draw, _pick(draw, distances), None, None, params)
+    if any(idle_temperature(distance, k) for k in kinds):  # `kl(t = 4)` on distributions is an error
+        distance = drop_idle_temperature(distance)
+    steps.append(distance)
     steps.append(draw(weights(params)))
     return ir.Term(taps, tuple(steps))
 
