@@ -235,10 +235,11 @@ def top_stats(res: Results, ids: list[str], variant: str, rung: int) -> tuple[fl
 
 
 def noise(res: Results, ids: list[str], variant: str, rung: int) -> tuple[float, float, int]:
-    """Mean |difference| between the two proxy seeds of one candidate, and the sd of rewards across candidates."""
-    diffs = [abs(reward(res, c, variant, rung, 0) - reward(res, c, variant, rung, 1)) for c in ids
-             if reward(res, c, variant, rung, 0) is not None and reward(res, c, variant, rung, 1) is not None
-             and reward(res, c, variant, rung, 0) > -1e8]
+    """Mean |difference| between the two proxy seeds of one candidate, and the sd of rewards across candidates
+    (candidates scored and not rejected under both seeds)."""
+    pairs = [(reward(res, c, variant, rung, 0), reward(res, c, variant, rung, 1)) for c in ids]
+    # a candidate rejected under either seed (its reward is the -1e9 floor) has no noise to measure
+    diffs = [abs(a - b) for a, b in pairs if a is not None and b is not None and min(a, b) > -1e8]
     spread = [reward(res, c, variant, rung) for c in ids if (reward(res, c, variant, rung) or -1e9) > -1e8]
     sd = statistics.stdev(spread) if len(spread) > 1 else float("nan")
     return (statistics.mean(diffs) if diffs else float("nan")), sd, len(diffs)
