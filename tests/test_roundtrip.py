@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from autokd_dsl.errors import KDError
 from autokd_dsl.lang import ir
 from autokd_dsl.lang.check import check, check_text
 from autokd_dsl.lang.parse import parse
@@ -218,3 +219,21 @@ def test_printing_is_idempotent_on_fixtures():
     for path in CANONICAL:
         once = print_program(_checked(path.read_text()))
         assert print_program(_checked(once)) == once, path.name
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_a_commented_out_continuation_line_stays_a_comment(newline: str):
+    """`#  -> 5` between continuation lines is a comment, though it holds `->` (and `#  | x` though it holds `|`):
+    commenting a step or an alternative out takes it out of the program."""
+    steps = "distiller d:\n  kd: logits -> softmax(4) -> kl\n#  -> 5\n  -> 2\n".replace("\n", newline)
+    term = check_text(steps).blocks[0].terms[0]
+    assert term.steps[-1] == ir.Num(2) and len(term.steps) == 3
+    assert term.comments == ("#  -> 5",)  # kept, as a comment leading the term
+    printed = print_program(check_text(steps))
+    assert check_text(printed) == check_text(steps) and "    #  -> 5\n" in printed
+    options = "space s:\n  kd: logits\n#  | stage3\n  -> softmax(4) -> kl -> 1\n".replace("\n", newline)
+    taps = check_text(options).blocks[0].terms[0].taps
+    assert [t.student.path for t in taps] == ["logits"]
+    # a term whose weight line is commented out has no weight: a located error, not the commented weight
+    with pytest.raises(KDError, match="the term has no weight"):
+        check_text("distiller d:\n  kd: logits -> softmax(4) -> kl\n#  -> 5\n".replace("\n", newline))
