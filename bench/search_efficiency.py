@@ -19,12 +19,13 @@ A third table holds *measured* rewards (``bench/data/measured_rewards.csv``, wri
 every candidate of a sub-space of ``examples/space.kd`` scored once by a cheap real proxy; rejected candidates
 count as evaluations that never hit. It is reported when the file exists (``--measured PATH``).
 
-Run: ``python bench/search_efficiency.py [--seeds 20] [--table-seed 0] [--measured PATH]``.
+Run: ``python bench/search_efficiency.py [--seeds 20] [--table-seed 0] [--measured PATH] [--spread 30]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -140,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--table-seed", type=int, default=0, help="numpy seed of the synthetic tables")
     parser.add_argument("--batch", type=int, default=8, help="asks in flight for the batched rows (default 8)")
     parser.add_argument("--measured", type=Path, default=MEASURED, help="table of measured rewards (CSV)")
+    parser.add_argument("--spread", type=int, default=0, metavar="K",
+                        help="also give MCTS ÷ random over K more synthetic tables of each kind (table seeds after "
+                             "the tuning ones: 7 .. 6+K), as a distribution")
     args = parser.parse_args(argv)
     seeds = list(range(args.seeds))
     print(f"evaluations to the first top-1% candidate, {args.seeds} search seeds (0..{args.seeds - 1}), "
@@ -155,7 +159,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                f"{sum(table.reward(p) is None for p in table.paths())} rejected)", table, seeds, args.batch)
     else:
         print(f"\n(no measured table at {args.measured})")
+    if args.spread:
+        spread(args.spread, seeds)
     return 0
+
+
+def spread(k: int, seeds: Sequence[int]) -> None:
+    """MCTS ÷ random (medians over ``seeds``) on ``k`` gated and ``k`` structured tables that were neither tuned on
+    (table seeds 1-6) nor reported (0): how often the goal holds on a fresh table of each kind."""
+    print(f"\n### MCTS ÷ random over {k} more tables of each kind (table seeds 7..{6 + k})\n")
+    print(f"{'table kind':<12} {'median':>7} {'geomean':>8} {'max':>6} {'<= 0.5':>8}")
+    for kind in ("gated", "structured"):
+        ratios = []
+        for t in range(7, 7 + k):
+            space = (TabulatedSpace.gated(GATED_COUNTS, t, interaction=INTERACTION, noise=NOISE) if kind == "gated"
+                     else bench_space(t))
+            threshold = space.top_threshold(0.01)
+            mcts, rnd = (statistics.median(run(name, space, seeds, threshold)) for name in ("mcts", "random"))
+            ratios.append(mcts / rnd)
+        geo = math.exp(statistics.mean(math.log(r) for r in ratios))
+        print(f"{kind:<12} {statistics.median(ratios):>7.2f} {geo:>8.2f} {max(ratios):>6.2f} "
+              f"{sum(r <= 0.5 for r in ratios):>4d}/{k}")
 
 
 if __name__ == "__main__":
