@@ -68,8 +68,11 @@ def _log_stream(console: Console, path: Path, what: str):
 
         def write(text: str) -> None:
             stamp = time.strftime("%H:%M:%S")
-            for line in text.rstrip("\n").splitlines() or [""]:
-                stream.write(f"{stamp} {line.rstrip()}\n")
+            try:
+                for line in text.rstrip("\n").splitlines() or [""]:
+                    stream.write(f"{stamp} {line.rstrip()}\n")
+            except OSError:  # a full disk loses log lines, never the run; the console still shows them
+                pass
 
         def tee(*objects, **options) -> None:
             shown(*objects, **options)
