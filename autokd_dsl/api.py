@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,7 +26,6 @@ import pydantic
 
 from .errors import KDError
 from .options import AT_LEAST_0, AT_LEAST_1, AT_LEAST_2, DENSITY, FRACTION, NON_NEGATIVE, Number
-from .progress import LOG_FILE
 
 __all__ = ["SearchSettings", "TeacherSettings", "TrainSettings", "search", "teacher", "train"]
 
@@ -187,13 +186,6 @@ def _console(console, dist):
     return console or plain_console()
 
 
-def _logged(console, path: Path, what: str, main: bool = True):
-    """The run's log file (:func:`~autokd_dsl.progress.run_log`); on ranks other than 0, nothing."""
-    from .progress import run_log
-
-    return run_log(console, path, what) if main else nullcontext()
-
-
 def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "model"
 
@@ -326,6 +318,7 @@ def train(settings: TrainSettings | None = None, /, *, console=None, command: st
     from .data import DataConfig, describe
     from .data.stream import open_data
     from .models import create_model
+    from .progress import LOG_FILE, run_log
     from .training.runtime import Dist
     from .training.student import TrainConfig, check_run_folder, make_student, subset_train
     from .training.student import train as run_training
@@ -349,7 +342,7 @@ def train(settings: TrainSettings | None = None, /, *, console=None, command: st
     if s.train_subset is not None:
         sets = subset_train(sets, s.train_subset, s.seed)
     fit_check(block, s.teacher, s.student, sets.num_classes, data_cfg.input_size, s.file)
-    with _logged(console, Path(out) / LOG_FILE, _command(command, "train", s), dist.main):
+    with run_log(console, Path(out) / LOG_FILE, _command(command, "train", s), enabled=dist.main):
         # the teacher trains with its dataset's default augmentation, whatever this run's --augment says
         teacher_cfg = data_cfg.model_copy(update={"augment": None})
         teacher_net = obtain_teachers(s.teacher, s.teacher_weights, teacher_cfg, sets.num_classes, console,
@@ -384,6 +377,7 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
     each teacher is obtained (trained and cached on first use) as ``train`` does and runs once over the proxy
     data, and every candidate compiles against all of them."""
     from .data import DataConfig, load_data
+    from .progress import LOG_FILE, run_log
     from .search.evaluate import REWARDS, ProxySettings
     from .search.executor import check_executor
     from .search.run import (
@@ -429,7 +423,7 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
                        final_seeds=s.final_seeds, baselines=tuple(s.baselines), fidelity=s.fidelity, eta=s.eta)
     if s.resume:  # other teachers (or settings) than the stored search's fail before any teacher is trained
         check_identity(search_config(out, "identity"), cfg, out)
-    with _logged(console, out / LOG_FILE, _command(command, "search", s)):
+    with run_log(console, out / LOG_FILE, _command(command, "search", s)):
         data_cfg = DataConfig(name=s.data, root=s.data_root, input_size=s.input_size, seed=s.seed, augment=False,
                               train_subset=s.train_subset)
         bundle = load_data(data_cfg)

@@ -28,11 +28,12 @@ LOG_FILE = "log.txt"
 
 
 @contextmanager
-def run_log(console: Console, path: str | Path, what: str = ""):
+def run_log(console: Console, path: str | Path, what: str = "", enabled: bool = True):
     """While inside, whatever ``console`` prints also goes, as plain text after a ``HH:MM:SS`` time, to the file
     ``path`` (appended; the folder is made). The log starts with ``what`` and ends with how the work ended: done,
     interrupted, or the error that stopped it; a run that fails before anything else is in the log's folder
-    leaves no log (nor the folders made for it). Logs nest: an inner run's lines reach every open log.
+    leaves no log (nor the folders made for it). Logs nest: an inner run's lines reach every open log. With
+    ``enabled`` false (a DDP rank other than 0) nothing is written.
 
     >>> import io, tempfile
     >>> from rich.console import Console
@@ -45,6 +46,9 @@ def run_log(console: Console, path: str | Path, what: str = ""):
     ['started: test run', 'epoch 1/2  loss 0.5', 'done']
     """
     path = Path(path)
+    if not enabled:
+        yield path
+        return
     made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
     existed = path.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,8 +83,9 @@ def _log_stream(console: Console, path: Path, what: str):
             if objects and not all(isinstance(o, Control) for o in objects):  # a live bar's refresh is no line
                 with plain.capture() as captured:
                     plain.print(*objects, **options)
-                if captured.get().strip():  # a bar's closing newline, or a blank spacer line, is no line
-                    write(captured.get())
+                text = captured.get()
+                if text.strip():  # a bar's closing newline, or a blank spacer line, is no line
+                    write(text)
 
         had_own = "print" in vars(console)
         shown = console.print  # the console's own print, or the print of a log opened around this one

@@ -24,7 +24,6 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -141,8 +140,7 @@ def train_teacher(arch: str, data_cfg: DataConfig, recipe: Recipe, out: str | Pa
                                 "recipe": recipe.model_dump(mode="json"), "checkpoint": str(out)},
                        command=command, extra={"runtime": runtime.model_dump(mode="json") | {
                            "resolved_device": str(dev)}, "world_size": dist.world})
-    log = run_log(console, folder / LOG_FILE, f"training teacher {arch} -> {out}") if dist.main else nullcontext()
-    with log:
+    with run_log(console, folder / LOG_FILE, f"training teacher {arch} -> {out}", enabled=dist.main):
         tracker = Tracker(folder / TENSORBOARD, runtime.tensorboard and dist.main)
         wrapped = dist.wrap(model, dev)
         console.print(f"training teacher {arch} on {describe(sets)}: {recipe.epochs} epochs, lr {recipe.lr}, "
