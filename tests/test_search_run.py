@@ -217,6 +217,18 @@ def test_final_retraining_reports_test_accuracy(tmp_path, teacher_ckpt):
     report = (out / "report.md").read_text()
     assert ("Final retraining" in report and "Δ best baseline" in report
             and "`ce: logits ~ labels -> ce -> 1 ; kd:" in report)
+    # the winner is the retrained top candidate with the best mean validation accuracy, read from its own runs
+    vals = {}
+    for r in final[:-3]:
+        runs = sorted((out / "final").glob(f"rank-{r['label'].split()[-1]}-*-seed*/result.json"))
+        assert len(runs) == 2
+        vals[r["label"]] = sum(json.loads(f.read_text())["final_val_accuracy"] for f in runs) / 2
+    top = max(vals.values())
+    winner = min(label for label, v in vals.items() if v == top)  # ties: the better reward rank
+    best_kd = (out / "best.kd").read_text()
+    program = next(r["kd"] for r in final if r["label"] == winner)
+    assert best_kd.endswith(program)
+    assert ("chosen by the final retraining" in best_kd) == (winner != "rank 1")
 
 
 @pytest.mark.slow
@@ -246,3 +258,15 @@ def test_process_pool_gives_the_in_process_outcomes():
     for a, b in zip(parallel[:2], serial[:2]):
         assert a.reward == pytest.approx(b.reward, rel=1e-3, abs=1e-4)
     assert "does not compile" in parallel[2].reason
+
+
+def test_the_final_pick_is_the_best_validation_accuracy_among_the_candidates():
+    from autokd_dsl.search.final import final_pick
+
+    def row(label, val, baseline=False):
+        return {"label": label, "val": val, "baseline": baseline}
+
+    rows = [row("rank 1", 0.80), row("rank 2", 0.83), row("rank 3", 0.83), row("KD", 0.90, baseline=True)]
+    assert final_pick(rows)["label"] == "rank 2"  # baselines are never picked; a tie keeps the reward's order
+    assert final_pick([row("rank 1", float("nan")), row("rank 2", 0.5)])["label"] == "rank 2"
+    assert final_pick([row("KD", 0.9, baseline=True)]) is None

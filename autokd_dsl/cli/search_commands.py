@@ -52,7 +52,8 @@ instance.
 --space: Which space of the file.
 --out: Output folder (store, best.kd, report).
 --resume: Continue the search stored in --out.
---final-epochs: Retrain the top 3 and every baseline this long (test accuracy).
+--final-epochs: Retrain the top 3 and every baseline this long (test accuracy); best.kd becomes the top \
+candidate with the best validation accuracy after it.
 --final-seeds: Seeds for the final retraining.
 --baselines: Library distillers scored under the same proxy next to the CE-only baseline (comma-separated); \
 with several teachers AVER (library/aver.kd) too.

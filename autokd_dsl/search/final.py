@@ -1,6 +1,9 @@
 """`--final-epochs N --final-seeds K`: retrain the search's top candidates and every baseline longer, with the
 same seeds, and report test accuracy mean ± sd and each one's difference to the best baseline. This is the only
-place a search reads the test split."""
+place a search reads the test split.
+
+The retraining is also the search's last and longest look: the winner is the top candidate with the best mean
+*validation* accuracy after it (:func:`final_pick`), never chosen by the test split."""
 
 from __future__ import annotations
 
@@ -27,12 +30,14 @@ def retrain(out: Path, candidates: list[tuple[str, str]], teacher, student_name:
     rows = []
     for label, text in candidates:
         block = next(b for b in check_text(text).blocks if b.kind == "distiller")
-        accs = []
+        accs, vals = [], []
         for seed in range(seeds):
             run_dir = out / "final" / f"{_slug(label)}-{hashlib.sha256(text.encode()).hexdigest()[:8]}-seed{seed}"
             result_file = run_dir / "result.json"
             if result_file.exists():
-                accs.append(json.loads(result_file.read_text())["test_accuracy"])
+                done = json.loads(result_file.read_text())
+                accs.append(done["test_accuracy"])
+                vals.append(done["final_val_accuracy"])
                 continue
             student = make_student(student_name, bundle.num_classes, bundle.input_size[0], seed)
             cfg = TrainConfig(epochs=epochs, lr=0.05, batch_size=64, schedule="cosine", seed=seed)
@@ -40,10 +45,11 @@ def retrain(out: Path, candidates: list[tuple[str, str]], teacher, student_name:
             result = train(block, teacher, student, bundle, cfg, run_dir, resume=(run_dir / "checkpoint.pt").exists(),
                            console=Console(quiet=True))
             accs.append(result["test_accuracy"])
+            vals.append(result["final_val_accuracy"])
         mean = statistics.mean(accs)
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
         rows.append({"label": label, "kd": text, "accuracies": accs, "mean": mean, "sd": sd,
-                     "baseline": label in baselines})
+                     "val_accuracies": vals, "val": statistics.mean(vals), "baseline": label in baselines})
     best = max((r["mean"] for r in rows if r["baseline"]), default=None)
     for r in rows:
         r["delta"] = None if best is None else r["mean"] - best
@@ -51,6 +57,13 @@ def retrain(out: Path, candidates: list[tuple[str, str]], teacher, student_name:
     (out / "final.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
     _append_report(out / "report.md", rows, epochs, seeds)
     return rows
+
+
+def final_pick(rows: list[dict]) -> dict | None:
+    """The retrained candidate (not a baseline) with the best mean validation accuracy; on a tie the one the
+    proxy reward ranked higher (rows come in reward order)."""
+    candidates = [r for r in rows if not r["baseline"] and r["val"] == r["val"]]  # NaN: no validation split
+    return max(candidates, key=lambda r: r["val"], default=None)
 
 
 def _slug(label: str) -> str:
@@ -64,10 +77,11 @@ def _delta(r: dict) -> str:
 def _table(console: Console, rows: list[dict], epochs: int, seeds: int) -> None:
     from .report import candidate_text
 
-    table = Table("", "distiller", "test accuracy % (mean ± sd)", "Δ best baseline", "per seed",
+    table = Table("", "distiller", "val. accuracy %", "test accuracy % (mean ± sd)", "Δ best baseline", "per seed",
                   title=f"final: {epochs} epochs × {seeds} seeds (same seeds for all)")
     for r in rows:
-        table.add_row(r["label"], candidate_text(r["kd"]), f"{100 * r['mean']:.2f} ± {100 * r['sd']:.2f}", _delta(r),
+        table.add_row(r["label"], candidate_text(r["kd"]), f"{100 * r['val']:.2f}",
+                      f"{100 * r['mean']:.2f} ± {100 * r['sd']:.2f}", _delta(r),
                       ", ".join(f"{100 * a:.2f}" for a in r["accuracies"]))
     console.print(table)
 
@@ -75,10 +89,14 @@ def _table(console: Console, rows: list[dict], epochs: int, seeds: int) -> None:
 def _append_report(path: Path, rows: list[dict], epochs: int, seeds: int) -> None:
     from .report import candidate_text
 
-    lines = ["", f"## Final retraining ({epochs} epochs, {seeds} seeds, the same for all; test split)", "",
-             "| | distiller | test accuracy % (mean ± sd) | Δ best baseline | per seed |", "|---|---|---|---|---|"]
+    lines = ["", f"## Final retraining ({epochs} epochs, {seeds} seeds, the same for all)", "",
+             "The winner (best.kd) is the top candidate with the best mean validation accuracy here; the test split "
+             "is only reported.", "",
+             "| | distiller | val. accuracy % | test accuracy % (mean ± sd) | Δ best baseline | per seed |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['label']} | `{candidate_text(r['kd'])}` | {100 * r['mean']:.2f} ± {100 * r['sd']:.2f} | "
+        lines.append(f"| {r['label']} | `{candidate_text(r['kd'])}` | {100 * r['val']:.2f} | "
+                     f"{100 * r['mean']:.2f} ± {100 * r['sd']:.2f} | "
                      f"{_delta(r)} | " + ", ".join(f"{100 * a:.2f}" for a in r["accuracies"]) + " |")
     with open(path, "a", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")

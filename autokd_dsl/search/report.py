@@ -79,15 +79,9 @@ def write_outputs(out: Path, store: Store, space, strategy, cfg, baselines: list
     _plot(out / "best_reward.png", rows, baselines, cfg)
     best = ranked[0] if ranked else None
     scored = [b for b in baselines if b["row"] is not None and b["row"]["status"] == "ok"]
+    against = "; ".join(f"{b['label']} {b['row']['reward']:.4f}" for b in scored)
     if best is not None:
-        against = "; ".join(f"{b['label']} {b['row']['reward']:.4f}" for b in scored)
-        header = (f"# Found by `autokd-dsl search {Path(cfg.space_file).name}` ({cfg.strategy}, seed {cfg.seed}, "
-                  f"{len({r['key'] for r in rows})} candidates): {teachers_phrase(cfg)}, student {cfg.student}, "
-                  f"data {cfg.data}.\n"
-                  f"# reward {best['reward']:.4f} after {best['epochs']} proxy epochs (validation CE {best['ce']:.4f}, "
-                  f"representation gap {best['gap']:.4f}, validation accuracy {_pct(best['acc'])})"
-                  + (f"; under the same proxy: {against}" if against else "") + "\n")
-        (out / "best.kd").write_text(header + best["kd"], encoding="utf-8")
+        write_best(out, best, rows, cfg, baselines)
     _report(out / "report.md", rows, ranked, rejected, cfg, baselines)
     _leaderboard(console, ranked, baselines, f"leaderboard ({teachers_phrase(cfg)} → {cfg.student})")
     if best is not None:
@@ -96,6 +90,20 @@ def write_outputs(out: Path, store: Store, space, strategy, cfg, baselines: list
     else:
         console.print("no candidate trained successfully; see report.md for the rejection reasons")
     return {"best": best, "leaders": ranked, "rows": len(rows), "rejected": len(rejected), "baselines": baselines}
+
+
+def write_best(out: Path, best: dict, rows: list[dict], cfg, baselines: list[dict], chosen_by: str = "") -> None:
+    """best.kd: the candidate's program after a header saying how it was found (``chosen_by``: an extra line)."""
+    scored = [b for b in baselines if b["row"] is not None and b["row"]["status"] == "ok"]
+    against = "; ".join(f"{b['label']} {b['row']['reward']:.4f}" for b in scored)
+    header = (f"# Found by `autokd-dsl search {Path(cfg.space_file).name}` ({cfg.strategy}, seed {cfg.seed}, "
+              f"{len({r['key'] for r in rows})} candidates): {teachers_phrase(cfg)}, student {cfg.student}, "
+              f"data {cfg.data}.\n"
+              f"# reward {best['reward']:.4f} after {best['epochs']} proxy epochs (validation CE {best['ce']:.4f}, "
+              f"representation gap {best['gap']:.4f}, validation accuracy {_pct(best['acc'])})"
+              + (f"; under the same proxy: {against}" if against else "") + "\n"
+              + (f"# {chosen_by}\n" if chosen_by else ""))
+    (out / "best.kd").write_text(header + best["kd"], encoding="utf-8")
 
 
 def _rejected(rows: list[dict]) -> list[dict]:

@@ -247,9 +247,38 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
         picks += [(b["label"], b["row"]["kd"]) for b in scored if b["row"] is not None]
         summary["final"] = retrain(out, picks, teacher, cfg.student, bundle, cfg.final_epochs, cfg.final_seeds,
                                    console, baselines=[b["label"] for b in scored if b["row"] is not None])
+        choose_by_final(out, summary, store, cfg, scored, console)
     summary["teacher_runs"] = ctx.teacher_runs
     store.close()
     return summary
+
+
+def choose_by_final(out: Path, summary: dict, store: Store, cfg: SearchConfig, scored: list[dict],
+                    console: Console) -> None:
+    """The final retraining is the longest look the search takes, so its winner is the retrained top candidate with
+    the best mean validation accuracy (the proxy reward ranks them only by a few epochs). best.kd is rewritten when
+    that is not the reward's first pick; ``summary["best"]`` becomes it."""
+    from .final import final_pick
+    from .report import write_best
+
+    pick = final_pick(summary["final"])
+    if pick is None:
+        return
+    rank = int(pick["label"].split()[-1])
+    first = next(r for r in summary["final"] if r["label"] == "rank 1")
+    if rank == 1:
+        console.print(f"final pick: rank 1 (validation accuracy {100 * pick['val']:.2f}% after the final retraining, "
+                      "the best of the top candidates)")
+        return
+    best = summary["leaders"][rank - 1]
+    chosen = (f"chosen by the final retraining ({cfg.final_epochs} epochs × {cfg.final_seeds} seeds): validation "
+              f"accuracy {100 * pick['val']:.2f}%, the best of the top {cfg.final_top} by reward; the reward's "
+              f"first pick had {100 * first['val']:.2f}%")
+    write_best(out, best, store.rows(), cfg, scored, chosen_by=chosen)
+    summary["best"] = best
+    console.print(f"final pick: rank {rank} by reward → {out / 'best.kd'} ({chosen})")
+    with open(out / "report.md", "a", encoding="utf-8") as fh:
+        fh.write(f"\nbest.kd holds rank {rank} by reward: {chosen}.\n")
 
 
 def _search_in_flight(strategy, space, store: Store, settings_key: str, executor, budget: int, epochs: int,
