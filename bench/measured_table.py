@@ -12,7 +12,11 @@ level's full option list, in source order), `key` (the candidate's content key),
 `reward`, `ce` (validation cross-entropy), `gap` (feature gap), `seconds`, `reason` (why it was rejected),
 `term` (the distillation term as `.kd` text).
 
-Run: `python bench/measured_table.py [--limit N] [--epochs 1] [--out bench/data/measured_rewards.csv]`.
+A second table, for tuning search strategies on real rewards other than the reported ones, comes from the same
+sub-space on other data: `--data fashion-mnist --train-subset 1300` (1x8x8, a class-balanced subset of about the
+digits' size; the teacher trains on the whole split) writes `bench/data/measured_rewards_fashion.csv`.
+
+Run: `python bench/measured_table.py [--data digits] [--train-subset N] [--limit N] [--epochs 1] [--out PATH]`.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from autokd_dsl.training.teacher import default_recipe, load_teacher, teacher_fo
 ROOT = Path(__file__).resolve().parent.parent
 SPACE = ROOT / "bench" / "data" / "measured_space.kd"
 FIELDS = ["path", "key", "status", "reward", "ce", "gap", "seconds", "reason", "term"]
-TEACHER, STUDENT, INPUT = "resnet20", "resnet8", (3, 8, 8)
+TEACHER, STUDENT, SIDE = "resnet20", "resnet8", 8
+CHANNELS = {"digits": 3, "fashion-mnist": 1}
 
 
 def load_table(path: Path) -> dict[str, dict]:
@@ -49,15 +54,22 @@ def load_table(path: Path) -> dict[str, dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "data" / "measured_rewards.csv")
+    ap.add_argument("--data", choices=sorted(CHANNELS), default="digits")
+    ap.add_argument("--train-subset", type=int, default=None, help="class-balanced training images (default: all)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default bench/data/measured_rewards.csv (digits), measured_rewards_<data>.csv otherwise")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--limit", type=int, default=None, help="stop after this many new rows")
     args = ap.parse_args()
+    if args.out is None:
+        suffix = "" if args.data == "digits" else "_" + args.data.replace("-", "_")
+        args.out = ROOT / "bench" / "data" / f"measured_rewards{suffix}.csv"
     torch.set_num_threads(1)
-    data_cfg = DataConfig(name="digits", input_size=INPUT, augment=False)
+    shape = (CHANNELS[args.data], SIDE, SIDE)
+    data_cfg = DataConfig(name=args.data, input_size=shape, augment=False, train_subset=args.train_subset)
     bundle = load_data(data_cfg)
-    ckpt = teacher_for(TEACHER, data_cfg, default_recipe(TEACHER, "digits"), cache_dir(), Console(stderr=True))
-    teacher = load_teacher(ckpt, TEACHER, bundle.num_classes, INPUT)
+    ckpt = teacher_for(TEACHER, data_cfg, default_recipe(TEACHER, args.data), cache_dir(), Console(stderr=True))
+    teacher = load_teacher(ckpt, TEACHER, bundle.num_classes, shape)
     block = load_space(str(SPACE), None)
     space = SearchSpace(block, term_fits=CompilesOn(teacher, TEACHER, STUDENT, bundle))
     paths = list(space.paths())

@@ -424,7 +424,7 @@ def test_mcts_statistics_follow_the_floor_and_retells():
     # each node's and each MAST entry's sums are those of the rewards below it raised to the floor (the
     # norm_quantile of the told rewards, a rejection at the floor), also after rewards are told again
     space = TabulatedSpace.synthetic((3, 4, 4, 3), seed=5)
-    mcts = MCTS(space, seed=1, norm_quantile=0.25)
+    mcts = MCTS(space, seed=1, norm="minmax", norm_quantile=0.25)
     told: dict = {}
     def evaluate(ps):
         return [None if space.reward(p) < -2.5 else space.reward(p) for p in ps]
@@ -451,6 +451,41 @@ def test_mcts_statistics_follow_the_floor_and_retells():
         MCTS(space, norm_quantile=1.0)
     with pytest.raises(ValueError, match="expand"):
         MCTS(space, expand="widest")
+
+
+def test_mcts_rank_statistics_count_each_reward_by_its_rank():
+    # norm="rank" (the default): a node's sum is the sum, over the candidates below it, of the fraction of the
+    # rewards told by the last rebase that are at or below each one's reward (a rejection: 0); MAST's sums alike
+    space = TabulatedSpace.synthetic((3, 4, 4, 3), seed=5)
+    mcts = MCTS(space, seed=1)
+    told: dict = {}
+
+    def evaluate(ps):
+        return [None if space.reward(p) < -2.5 else space.reward(p) for p in ps]
+
+    for r in run_search(mcts, evaluate, budget=50):
+        told[r.path] = r.reward
+    mcts._rebase(force=True)
+    ref = sorted(v for v in told.values() if v is not None)
+    assert any(v is None for v in told.values()) and mcts._ref == ref
+
+    def rank(v):
+        return 0.0 if v is None else sum(x <= v for x in ref) / len(ref)
+
+    assert rank(max(ref)) == 1.0
+    for prefix, node in mcts.nodes.items():
+        below = [rank(v) for p, v in told.items() if p[: len(prefix)] == prefix]
+        if len(node.values) == len(below):
+            assert node.clip_sum == pytest.approx(sum(below))
+    for (level, option), total in ((k, v) for k, v in mcts._move_clip.items() if len(k) == 2):
+        assert total == pytest.approx(sum(rank(v) for p, v in told.items() if p[level] == option))
+    # a monotone change of the rewards' scale changes nothing the search does
+    other = MCTS(space, seed=1)
+    paths = [r.path for r in run_search(other, lambda ps: [None if space.reward(p) < -2.5
+                                                           else 10.0 ** space.reward(p) for p in ps], budget=50)]
+    assert paths == list(told)
+    with pytest.raises(ValueError, match="norm"):
+        MCTS(space, norm="zscore")
 
 
 def test_tree_export(tmp_path):

@@ -40,7 +40,7 @@ _HELP = dict(line.split(": ", 1) for line in """\
 --subset: Fraction of the training split used by the proxy, in (0, 1] (below 1: drawn by teacher entropy).
 --sparse: Train a sparse student at this density, in (0, 1).
 --strategy: mcts, random or evolution.
---c: UCT exploration constant (on min-max normalised rewards), >= 0.
+--c: UCT exploration constant (on rewards normalised by their rank among those told), >= 0.
 --rollout: MCTS rollout policy: mast (guided by the mean reward of each choice) or random (uniform).
 --workers: Evaluate this many candidates at once (processes, or Ray tasks in flight with --executor ray).
 --executor: local (in-process or a process pool) or ray (the `ray` extra; a local instance or a cluster).
