@@ -81,11 +81,12 @@ stuck; rank c 1.0 / 1.2 / 1.4 / 2.0: 0.35 (1.59) 50, 0.32 (0.55) 15, 0.32 (0.61)
 table alone: minmax c 0.7 1.43, rank c 2.0 0.76. A low c looks good by the median and locks runs into one branch:
 a median misses that, so the count of stuck runs decided. To measure that count better, 30 more gated tables
 (seeds 501-530, 30 search seeds each, 900 runs): rank c 1.4 0.34 (0.80), 5 stuck; rank c 2.0 0.32 (0.52), 0
-stuck; minmax c 0.7 0.34 (0.53), 1 stuck. Also not kept: the tail estimate (mean + 2 sd, or + 2 upper
-semi-deviations) taken in reward units and then ranked (no stuck runs, but the fashion table 1.35 / 1.33). Tried and not kept: ranks for the tree only (42x on
-gated 2 at c 0.3), for MAST only (fashion 1.21), the mean of rank and min-max values (0.33 (0.60)), an upper
-semi-deviation instead of the sd in tail_z (fashion 0.79 with min-max; on skewed gated tables 0.40 against 0.35),
-a MAST choice worth mean + k upper semi-deviations (fashion 0.57 at k 2, skewed gated tables 0.36 (0.71))."""
+stuck; minmax c 0.7 0.34 (0.53), 1 stuck. Tried and not kept: the tail estimate (mean + 2 sd, or + 2 upper
+semi-deviations) taken in reward units and then ranked (no stuck runs, but the fashion table 1.35 / 1.33); ranks
+for the tree only (42x on gated 2 at c 0.3), for MAST only (fashion 1.21); the mean of rank and min-max values
+(0.33 (0.60)); an upper semi-deviation instead of the sd in tail_z (fashion 0.79 with min-max; on skewed gated
+tables 0.40 against 0.35); a MAST choice worth mean + k upper semi-deviations (fashion 0.57 at k 2, skewed gated
+tables 0.36 (0.71))."""
 
 MCTS_DEFAULT_NORM_QUANTILE = 0.0
 """Values are normalised between this quantile of the told rewards (values below it are raised to it) and the best
