@@ -270,3 +270,42 @@ def test_the_final_pick_is_the_best_validation_accuracy_among_the_candidates():
     assert final_pick(rows)["label"] == "rank 2"  # baselines are never picked; a tie keeps the reward's order
     assert final_pick([row("rank 1", float("nan")), row("rank 2", 0.5)])["label"] == "rank 2"
     assert final_pick([row("KD", 0.9, baseline=True)]) is None
+
+
+def test_a_baseline_above_every_candidate_is_said_in_best_kd_the_console_and_the_report(tmp_path):
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from autokd_dsl.search.report import baselines_above, write_best
+    from autokd_dsl.search.run import choose_by_final
+
+    def scored(label, reward, epochs=6, status="ok"):
+        return {"label": label, "row": {"reward": reward, "epochs": epochs, "status": status, "kd": ""}}
+
+    best = {"reward": -1.3082, "epochs": 6, "ce": 0.8, "gap": 1.8, "acc": 0.71, "kd": "distiller d:\n"}
+    # only a baseline scored after as many epochs and with a higher reward counts
+    assert baselines_above(best, [scored("CE only", -1.46), scored("FitNet", -1.30, epochs=2),
+                                  scored("KD", -1.0, status="rejected")]) == ""
+    note = baselines_above(best, [scored("CE only", -1.46), scored("FitNet", -1.3042)])
+    assert "FitNet (-1.3042)" in note and "CE only" not in note and "-1.3082" in note
+    cfg = SimpleNamespace(space_file="space.kd", strategy="mcts", seed=0, teacher="resnet56", student="resnet20",
+                          data="fashion-mnist")
+    write_best(tmp_path, best, [{"key": "a"}], cfg, [scored("FitNet", -1.3042)])
+    assert "# note: under the same proxy FitNet (-1.3042)" in (tmp_path / "best.kd").read_text()
+    write_best(tmp_path, best, [{"key": "a"}], cfg, [scored("FitNet", -1.4)])
+    assert "note" not in (tmp_path / "best.kd").read_text()
+
+    # after the final retraining the comparison is by mean validation accuracy
+    (tmp_path / "report.md").write_text("# report\n")
+    final = [{"label": "rank 1", "val": 0.80, "baseline": False}, {"label": "rank 2", "val": 0.78, "baseline": False},
+             {"label": "FitNet", "val": 0.82, "baseline": True}, {"label": "KD", "val": 0.79, "baseline": True}]
+    buf = io.StringIO()
+    choose_by_final(tmp_path, {"final": final}, None, None, [], Console(file=buf, width=300))
+    said = buf.getvalue()
+    assert "FitNet (82.00%) has a better mean validation accuracy" in said and "KD (" not in said
+    assert "FitNet (82.00%)" in (tmp_path / "report.md").read_text()
+    buf = io.StringIO()
+    choose_by_final(tmp_path, {"final": final[:2] + final[3:]}, None, None, [], Console(file=buf, width=300))
+    assert "better mean validation accuracy" not in buf.getvalue()

@@ -87,9 +87,24 @@ def write_outputs(out: Path, store: Store, space, strategy, cfg, baselines: list
     if best is not None:
         console.print(f"best reward {best['reward']:.4f} → {out / 'best.kd'}"
                       + (f" ({against})" if against else ""))
+        above = baselines_above(best, baselines)
+        if above:
+            console.print(f"note: {above}", soft_wrap=True, markup=False, highlight=False)
     else:
         console.print("no candidate trained successfully; see report.md for the rejection reasons")
     return {"best": best, "leaders": ranked, "rows": len(rows), "rejected": len(rejected), "baselines": baselines}
+
+
+def baselines_above(best: dict, baselines: list[dict]) -> str:
+    """A sentence naming the baselines whose reward, after as many proxy epochs, is above the best candidate's
+    (empty when there are none): the space then found nothing the proxy rates above a method the user has."""
+    above = [b for b in baselines if b["row"] is not None and b["row"]["status"] == "ok"
+             and b["row"]["epochs"] == best["epochs"] and b["row"]["reward"] > best["reward"]]
+    if not above:
+        return ""
+    names = ", ".join(f"{b['label']} ({b['row']['reward']:.4f})" for b in above)
+    return (f"under the same proxy {names} scored above every candidate of the space (best {best['reward']:.4f}); "
+            "best.kd holds the best candidate, but the baseline is the stronger choice by this reward")
 
 
 def write_best(out: Path, best: dict, rows: list[dict], cfg, baselines: list[dict], chosen_by: str = "") -> None:
@@ -102,7 +117,8 @@ def write_best(out: Path, best: dict, rows: list[dict], cfg, baselines: list[dic
               f"# reward {best['reward']:.4f} after {best['epochs']} proxy epochs (validation CE {best['ce']:.4f}, "
               f"representation gap {best['gap']:.4f}, validation accuracy {_pct(best['acc'])})"
               + (f"; under the same proxy: {against}" if against else "") + "\n"
-              + (f"# {chosen_by}\n" if chosen_by else ""))
+              + (f"# {chosen_by}\n" if chosen_by else "")
+              + (f"# note: {above}\n" if (above := baselines_above(best, baselines)) and not chosen_by else ""))
     (out / "best.kd").write_text(header + best["kd"], encoding="utf-8")
 
 
@@ -217,6 +233,9 @@ def _report(path: Path, rows, ranked, rejected, cfg, baselines) -> None:
         cells = _baseline_cells(b)
         cells[-1] = cells[-1] if b["row"] is None or b["row"]["status"] != "ok" else f"`{cells[-1]}`"
         lines.append(f"| {b['label']} | " + " | ".join(cells) + " |")
+    above = baselines_above(ranked[0], baselines) if ranked else ""
+    if above:
+        lines += ["", f"Note: {above}."]
     if rejected:
         lines += ["", f"## Rejected candidates ({len(rejected)})", "", "| distiller | reason |", "|---|---|"]
         for r in rejected:

@@ -264,6 +264,14 @@ def choose_by_final(out: Path, summary: dict, store: Store, cfg: SearchConfig, s
     pick = final_pick(summary["final"])
     if pick is None:
         return
+    stronger = [r for r in summary["final"] if r["baseline"] and r["val"] == r["val"] and r["val"] > pick["val"]]
+    if stronger:
+        names = ", ".join(f"{r['label']} ({100 * r['val']:.2f}%)" for r in stronger)
+        note = (f"after the final retraining {names} has a better mean validation accuracy than every retrained "
+                f"candidate (best {100 * pick['val']:.2f}%): the baseline is the stronger choice")
+        console.print(f"note: {note}", soft_wrap=True, markup=False, highlight=False)
+        with open(out / "report.md", "a", encoding="utf-8") as fh:
+            fh.write(f"\nNote: {note}.\n")
     rank = int(pick["label"].split()[-1])
     first = next(r for r in summary["final"] if r["label"] == "rank 1")
     if rank == 1:
