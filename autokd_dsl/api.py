@@ -120,7 +120,7 @@ class SearchSettings(_Settings):
     offline_teacher: bool = True
     sparse: Annotated[float, _in(DENSITY)] | None = None
     strategy: str = "mcts"
-    c: Annotated[float, _in(NON_NEGATIVE)] = 0.7
+    c: Annotated[float, _in(NON_NEGATIVE)] = 2.0  # MCTS_DEFAULT_C: UCT on rank-normalised rewards
     rollout: str = "mast"
     workers: Annotated[int, _in(AT_LEAST_1)] = 1
     executor: str = "local"  # or "ray" (the `ray` extra): see README, Searching on a Ray cluster

@@ -680,3 +680,28 @@ def test_mcts_finds_the_best_of_gated_tables_sooner_than_random():
         rand += [_evals_to_best(RandomSearch(space, seed=s), space) for s in range(6)]
     assert statistics.mean(rand) > 250
     assert statistics.mean(mcts) < 0.5 * statistics.mean(rand), (mcts, rand)
+
+
+def test_the_command_line_the_api_and_the_search_share_their_defaults():
+    """The tuned search constants are what a user gets: the MCTS class's, the API's and `--help`'s defaults agree."""
+    import inspect
+
+    from autokd_dsl.api import SearchSettings
+    from autokd_dsl.cli.search_commands import search as search_command
+    from autokd_dsl.search.mcts import MCTS, MCTS_DEFAULT_C
+    from autokd_dsl.search.run import SearchConfig
+
+    assert SearchSettings.model_fields["c"].default == MCTS_DEFAULT_C == SearchConfig.model_fields["c"].default
+    assert inspect.signature(MCTS).parameters["c"].default == MCTS_DEFAULT_C
+    fields = SearchSettings.model_fields
+    shared = {name: p.default for name, p in inspect.signature(search_command).parameters.items()
+              if name in fields and not fields[name].is_required() and not hasattr(p.default, "param_decls")}
+    assert {"c", "budget", "epochs", "rollout", "eta", "reward", "strategy"} <= set(shared), sorted(shared)
+    for name, default in shared.items():
+        expected = fields[name].default
+        if name == "baselines":  # a comma list on the command line
+            default = tuple(default.split(","))
+        elif isinstance(default, str) and not isinstance(expected, str):  # as the settings read a typed value
+            default = getattr(SearchSettings(space_file="s.kd", teacher="resnet8", student="resnet8",
+                                             **{name: default}), name)
+        assert default == expected, f"--{name.replace('_', '-')}: command line {default!r}, API {expected!r}"

@@ -86,7 +86,7 @@ def search(
                                          help="Cache teacher outputs once (default) or run the teacher per batch."),
     sparse: Annotated[float | None, _opt("--sparse", DENSITY)] = None,
     strategy: Annotated[str, _opt("--strategy")] = "mcts",
-    c: Annotated[float, _opt("--c", NON_NEGATIVE)] = 0.7,
+    c: Annotated[float, _opt("--c", NON_NEGATIVE)] = 2.0,
     rollout: Annotated[str, _opt("--rollout")] = "mast",
     workers: Annotated[int, _opt("--workers", AT_LEAST_1)] = 1,
     executor: Annotated[str, _opt("--executor")] = "local",
