@@ -130,7 +130,7 @@ class SearchSettings(_Settings):
     seed: Annotated[int, _in(AT_LEAST_0)] = 0
     device: str = "cpu"
     amp: Literal["off", "bf16", "fp16"] = "off"  # candidates' training precision
-    reward: str = "ce+gap"  # a name of autokd_dsl.search.evaluate.REWARDS
+    reward: str = "ce+gap"  # a name of autokd_dsl.search.evaluate.REWARDS, or one per rung of fidelity ("a,b")
     out: Path = Path("runs/search")
     resume: bool = False
     final_epochs: Annotated[int, _in(AT_LEAST_0)] = 0
@@ -378,7 +378,7 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
     data, and every candidate compiles against all of them."""
     from .data import DataConfig, load_data
     from .progress import LOG_FILE, run_log
-    from .search.evaluate import REWARDS, ProxySettings
+    from .search.evaluate import ProxySettings
     from .search.executor import check_executor
     from .search.run import (
         SearchConfig,
@@ -388,6 +388,7 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
         check_teacher_classes,
         load_baselines,
         load_space,
+        parse_rewards,
     )
     from .search.run import search as run_search
     from .search.store import search_config
@@ -408,11 +409,10 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
     out = Path(s.out)
     check_search_folder(out, s.resume)  # so does a foreign --out folder, before anything is written
     require_teachers(space_block, teacher, s.space_file)
-    if s.reward not in REWARDS:
-        raise KDError(f"unknown reward `{s.reward}`", hint=f"choose one of: {', '.join(REWARDS)}")
+    rewards = parse_rewards(s.reward, len(s.fidelity) if s.fidelity else 1)
     proxy = ProxySettings(epochs=s.epochs, subset=s.subset, entropy_sampling=s.entropy,
                           offline_teacher=s.offline_teacher, sparse_density=s.sparse, seed=s.seed,
-                          reward=s.reward)
+                          reward=rewards[0])
     cfg = SearchConfig(space_file=str(s.space_file), space_name=s.space, teacher=teacher, student=s.student,
                        teacher_weights=weights, data=s.data,
                        data_root=str(s.data_root) if s.data_root else None, input_size=s.input_size,
@@ -420,7 +420,8 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
                        workers=s.workers, executor=s.executor, ray_address=s.ray_address,
                        cpus_per_candidate=s.cpus_per_candidate, gpus_per_candidate=s.gpus_per_candidate,
                        seed=s.seed, proxy=proxy, device=device, amp=s.amp, final_epochs=s.final_epochs,
-                       final_seeds=s.final_seeds, baselines=tuple(s.baselines), fidelity=s.fidelity, eta=s.eta)
+                       final_seeds=s.final_seeds, baselines=tuple(s.baselines), fidelity=s.fidelity, eta=s.eta,
+                       rewards=rewards if len(set(rewards)) > 1 else None)
     if s.resume:  # other teachers (or settings) than the stored search's fail before any teacher is trained
         check_identity(search_config(out, "identity"), cfg, out)
     with run_log(console, out / LOG_FILE, _command(command, "search", s)):

@@ -309,3 +309,46 @@ def test_a_baseline_above_every_candidate_is_said_in_best_kd_the_console_and_the
     buf = io.StringIO()
     choose_by_final(tmp_path, {"final": final[:2] + final[3:]}, None, None, [], Console(file=buf, width=300))
     assert "better mean validation accuracy" not in buf.getvalue()
+
+
+@pytest.mark.slow
+def test_a_reward_per_rung_scores_each_rung_by_its_own_reward(tmp_path, teacher_ckpt):
+    space = tmp_path / "s.kd"
+    space.write_text("space s:\n    ce: logits ~ labels -> ce -> 1\n"
+                     "    kd: stage3 -> (none | pool(2)) -> (mse | l1 | cosine) -> (1 | 5)\n")
+    out = tmp_path / "run"
+    rungs = ("--fidelity", "1,2", "--eta", "2", "--baselines", "kd")
+    ladder = (*rungs, "--reward", "ce+gap,acc-ce")
+    proc = subprocess.run(_search_cmd(space, out, teacher_ckpt, 4, *ladder), capture_output=True, text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    rows = _rows(out)
+    low = [r for r in rows if r["rung"] == "0" and r["status"] == "ok"]
+    high = [r for r in rows if r["rung"] == "1" and r["status"] == "ok"]
+    assert len(low) >= 2 and high, rows
+    # each rung's reward is its own formula of the parts stored with it (README: the rewards)
+    for r in low:
+        assert float(r["reward"]) == pytest.approx(-(0.5 * float(r["ce"]) + 0.5 * float(r["gap"])), abs=1e-9)
+    for r in high:
+        assert r["epochs"] == "2"
+        assert float(r["reward"]) == pytest.approx(float(r["acc"]) - float(r["ce"]), abs=1e-9)
+    # the baseline is scored at both rungs, each with that rung's reward
+    kd = {r["rung"]: r for r in _rows(out, baselines=True) if r["baseline"] == "kd"}
+    assert float(kd["1"]["reward"]) == pytest.approx(float(kd["1"]["acc"]) - float(kd["1"]["ce"]), abs=1e-9)
+    assert float(kd["0"]["reward"]) == pytest.approx(-(0.5 * float(kd["0"]["ce"]) + 0.5 * float(kd["0"]["gap"])),
+                                                     abs=1e-9)
+    report = (out / "report.md").read_text()
+    assert "after 1 epochs `ce+gap`" in report and "after 2 epochs `acc-ce`" in report, report
+    assert "rewards ce+gap / acc-ce" in proc.stderr
+    # --resume with another reward ladder is another search
+    other = subprocess.run(_search_cmd(space, out, teacher_ckpt, 4, *rungs, "--reward", "ce+gap,acc", "--resume"),
+                           capture_output=True, text=True, cwd=ROOT)
+    assert other.returncode == 2 and "other settings (rewards)" in other.stderr, other.stderr
+    # as many rewards as rungs, or one
+    bad = subprocess.run(_search_cmd(space, tmp_path / "bad", teacher_ckpt, 4, "--reward", "ce+gap,acc-ce"),
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "--reward `ce+gap,acc-ce` names 2 rewards for 1 rung" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
+    typo = subprocess.run(_search_cmd(space, tmp_path / "bad", teacher_ckpt, 4, *rungs, "--reward", "ce+gap,acc-c"),
+                          capture_output=True, text=True, cwd=ROOT)
+    assert typo.returncode == 2 and "unknown reward `acc-c`" in typo.stderr and "acc-ce" in typo.stderr, typo.stderr

@@ -206,6 +206,15 @@ def _baseline_cells(b: dict) -> list[str]:
             f"{row['seconds']:.1f}", candidate_text(row["kd"])]
 
 
+def _reward_line(cfg, rungs: list[int]) -> str:
+    names = list(cfg.rewards) if getattr(cfg, "rewards", None) else [cfg.proxy.reward]
+    if len(set(names)) == 1:
+        return f"- reward `{names[0]}` = {REWARDS[names[0]].text}, larger is better; {GAP_TEXT}"
+    each = "; ".join(f"after {e} epochs `{n}` = {REWARDS[n].text}" for e, n in zip(rungs, names))
+    return (f"- rewards per rung (larger is better): {each}; a candidate's reward is that of the highest rung it "
+            f"reached; {GAP_TEXT}")
+
+
 def _report(path: Path, rows, ranked, rejected, cfg, baselines) -> None:
     rungs = list(cfg.fidelity) if cfg.fidelity else [cfg.proxy.epochs]
     lines = [f"# Search report: {Path(cfg.space_file).name}", "",
@@ -218,7 +227,7 @@ def _report(path: Path, rows, ranked, rejected, cfg, baselines) -> None:
               "candidates are ranked by the highest rung they reached, then by reward" if len(rungs) > 1
               else f"- {rungs[0]} proxy epochs per candidate"),
              f"- proxy settings: `{json.dumps(cfg.proxy.model_dump())}`",
-             f"- reward `{cfg.proxy.reward}` = {REWARDS[cfg.proxy.reward].text}, larger is better; {GAP_TEXT}",
+             _reward_line(cfg, rungs),
              f"- candidates {len({r['key'] for r in rows})}, trained {len(ranked)}, rejected {len(rejected)}", "",
              "## Leaderboard", "",
              "| rank | reward | val CE | gap | val acc | epochs | seconds | distiller |",

@@ -8,13 +8,13 @@ from pathlib import Path
 import pydantic
 from rich.console import Console
 
-from ..errors import KDError
+from ..errors import KDError, did_you_mean
 from ..lang import ir
 from ..lang.printer import print_block
 from ..progress import LOG_FILE, SearchProgress
 from .driver import make_strategy
 from .equivalence import CompilesOn
-from .evaluate import Outcome, ProxyContext, ProxySettings
+from .evaluate import REWARDS, Outcome, ProxyContext, ProxySettings
 from .executor import make_executor
 from .fidelity import run_promotions
 from .mcts import MCTS_DEFAULT_C
@@ -52,6 +52,7 @@ class SearchConfig(pydantic.BaseModel):
     final_top: int = 3
     baselines: tuple[str, ...] = ("kd", "fitnet")  # library distillers scored next to the CE-only baseline
     fidelity: tuple[int, ...] | None = None  # epochs per rung (multi-fidelity promotion); None: one rung of epochs
+    rewards: tuple[str, ...] | None = None  # one reward per rung (``--reward a,b``); None: proxy.reward at every rung
     eta: int = 3
     proxy: ProxySettings = ProxySettings()
 
@@ -59,8 +60,9 @@ class SearchConfig(pydantic.BaseModel):
         """What must match for --resume to continue this search."""
         keep = ("space_name", "teacher", "student", "teacher_weights", "data", "input_size", "train_subset",
                 "strategy", "c", "rollout", "seed", "fidelity", "eta")
+        rewards = {"rewards": list(self.rewards)} if self.rewards else {}  # absent from stores made without it
         return {k: getattr(self, k) for k in keep} | {"proxy": self.proxy.key(),
-                                                       "space_file": Path(self.space_file).name}
+                                                       "space_file": Path(self.space_file).name} | rewards
 
     @property
     def teachers(self) -> list[str]:
@@ -158,8 +160,33 @@ def rungs_of(cfg: SearchConfig) -> tuple[int, ...]:
     return tuple(cfg.fidelity) if cfg.fidelity else (cfg.proxy.epochs,)
 
 
+def parse_rewards(text: str, rungs: int) -> tuple[str, ...]:
+    """``--reward`` → one reward name per rung: one name for every rung, or a comma list with one per rung.
+
+    >>> parse_rewards("ce+gap", 2), parse_rewards("ce+gap, acc-ce", 2)
+    (('ce+gap', 'ce+gap'), ('ce+gap', 'acc-ce'))
+    """
+    names = tuple(name.strip() for name in str(text).split(","))
+    for name in names:
+        if name not in REWARDS:
+            raise KDError(f"unknown reward `{name}`",
+                          hint=did_you_mean(name, REWARDS) or f"choose one of: {', '.join(REWARDS)}")
+    if len(names) == 1:
+        return names * rungs
+    if len(names) != rungs:
+        raise KDError(f"--reward `{text}` names {len(names)} rewards for {rungs} rung{'s' * (rungs != 1)}",
+                      hint="give one reward for every rung, or one per rung of --fidelity "
+                           "(e.g. --fidelity 6,18 --reward ce+gap,acc-ce)")
+    return names
+
+
+def rewards_of(cfg: SearchConfig) -> tuple[str, ...]:
+    """The reward of each rung: ``cfg.rewards`` when given, else the proxy's reward at every rung."""
+    return tuple(cfg.rewards) if cfg.rewards else (cfg.proxy.reward,) * len(rungs_of(cfg))
+
+
 def rung_settings(cfg: SearchConfig) -> list[ProxySettings]:
-    return [cfg.proxy.model_copy(update={"epochs": e}) for e in rungs_of(cfg)]
+    return [cfg.proxy.model_copy(update={"epochs": e, "reward": r}) for e, r in zip(rungs_of(cfg), rewards_of(cfg))]
 
 
 def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console: Console, on_row=None) -> dict:
@@ -182,6 +209,8 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
     done_before = store.count()
     fidelity = (f", rungs of {'/'.join(map(str, rungs))} epochs (eta {cfg.eta})" if len(rungs) > 1
                 else f", {rungs[0]} epochs each")
+    if cfg.rewards:
+        fidelity += f", rewards {' / '.join(cfg.rewards)}"
     console.print(f"space `{block.name}`: {kind_valid.num_levels()} choice levels, {kind_valid.size()} kind-valid "
                   f"candidates (those that do not fit the networks' shapes are pruned as the tree grows); "
                   f"strategy {cfg.strategy}, budget {cfg.budget}{fidelity}"
