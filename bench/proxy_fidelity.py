@@ -212,26 +212,91 @@ def reward(res: Results, cid: str, variant: str, rung: int, seed: int = 0) -> fl
     return VARIANTS[variant](parts) if parts["status"] == "ok" else -1e9
 
 
+# A scorer orders the candidates as a search would: `variant@rung` (every candidate trained that long, ranked by
+# that reward), or a ladder `a@r1>b@r2`: every candidate ranked by reward a after r1 epochs, the best 1/ETA of them
+# promoted to r2 epochs and ranked there by reward b, above every candidate not promoted, as
+# `autokd-dsl search --fidelity r1,r2 --reward a,b --eta 3` ranks them (here promotion is synchronous: the best
+# third of all candidates, where the search promotes as results arrive).
+ETA = 3
+
+
+def parse_scorer(text: str) -> list[tuple[str, int]]:
+    steps = [(v, int(r)) for v, _, r in (part.strip().rpartition("@") for part in text.split(">"))]
+    if len(steps) > 2 or any(v not in VARIANTS for v, _ in steps):
+        raise SystemExit(f"bad scorer `{text}`: give `variant@rung` or `variant@rung>variant@rung`")
+    return steps
+
+
+def scorer_cost(text: str) -> float:
+    """Proxy epochs per candidate."""
+    steps = parse_scorer(text)
+    return steps[0][1] + (steps[1][1] / ETA if len(steps) > 1 else 0.0)
+
+
+def scores(res: Results, ids: list[str], scorer: str, seed: int = 0) -> dict[str, float]:
+    """Candidate → a value in the scorer's order (larger is better); candidates without a proxy result left out."""
+    steps = parse_scorer(scorer)
+    (v0, r0), later = steps[0], steps[1:]
+    base = {c: reward(res, c, v0, r0, seed) for c in ids}
+    base = {c: x for c, x in base.items() if x is not None}
+    if not later:
+        return base
+    (v1, r1), = later
+    promoted = sorted((c for c in base if base[c] > -1e8), key=lambda c: -base[c])[: len(base) // ETA]
+    top = {c: reward(res, c, v1, r1, seed) for c in promoted}
+    top = {c: x for c, x in top.items() if x is not None}
+    order = sorted(base, key=lambda c: (c in top, top[c] if c in top else base[c]))
+    return {c: float(i) for i, c in enumerate(order)}
+
+
+def rho(res: Results, ids: list[str], scorer: str) -> tuple[float, int]:
+    got = scores(res, ids, scorer)
+    pairs = [(got[c], test_accuracy(res, c)) for c in ids if c in got and test_accuracy(res, c) is not None]
+    if len(pairs) < 3:
+        return float("nan"), len(pairs)
+    return spearman([a for a, _ in pairs], [b for _, b in pairs]), len(pairs)
+
+
 def table(res: Results, ids: list[str], rungs: list[int], label: str) -> None:
     print(f"\nSpearman ρ(reward, test accuracy), {label} ({len(ids)} candidates):\n")
     print("| reward | " + " | ".join(f"{r} ep" for r in rungs) + " |\n|---|" + "---:|" * len(rungs))
     for v in VARIANTS:
         cells = []
         for r in rungs:
-            pairs = [(reward(res, c, v, r), test_accuracy(res, c)) for c in ids]
-            pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
-            cells.append(f"{spearman(*map(list, zip(*pairs))):.2f} (n={len(pairs)})" if len(pairs) >= 3 else "—")
+            value, n = rho(res, ids, f"{v}@{r}")
+            cells.append(f"{value:.2f} (n={n})" if n >= 3 else "—")
         print(f"| {v} | " + " | ".join(cells) + " |")
 
 
-def top_stats(res: Results, ids: list[str], variant: str, rung: int) -> tuple[float, float, str, float]:
-    """ρ over the best third by reward, top-pick regret, the first pick, and its test accuracy."""
-    scored = [(reward(res, c, variant, rung), test_accuracy(res, c), c) for c in ids]
-    scored = sorted([s for s in scored if s[0] is not None and s[1] is not None], key=lambda s: -s[0])
+def ladders(rungs: list[int]) -> list[str]:
+    """Every two-rung ladder that ends at the top rung."""
+    return [f"{a}@{r}>{b}@{rungs[-1]}" for r in rungs[:-1] for a in VARIANTS for b in VARIANTS]
+
+
+def ladder_table(res: Results, rungs: list[int], tune: list[str], held: list[str], ids: list[str]) -> None:
+    top = rungs[-1]
+    print(f"\nLadders (eta {ETA}): rank by the row's reward, promote the best third to {top} epochs and rank those "
+          f"by the column's reward; ρ over the tuning half / held-out half / all\n")
+    print("| promote by | " + " | ".join(f"then {b}@{top}" for b in VARIANTS) + " |\n|---|"
+          + "---:|" * len(VARIANTS))
+    for r in rungs[:-1]:
+        for a in VARIANTS:
+            cells = []
+            for b in VARIANTS:
+                got = [rho(res, part, f"{a}@{r}>{b}@{top}")[0] for part in (tune, held, ids)]
+                cells.append(" / ".join(f"{x:.2f}" for x in got))
+            print(f"| {a}@{r} | " + " | ".join(cells) + " |")
+
+
+def top_stats(res: Results, ids: list[str], scorer: str) -> tuple[float, float, str, float]:
+    """ρ over the best third by the scorer, top-pick regret, the first pick, and its test accuracy."""
+    got = scores(res, ids, scorer)
+    scored = sorted([(got[c], test_accuracy(res, c), c) for c in ids if c in got
+                     and test_accuracy(res, c) is not None], key=lambda s: -s[0])
     top = scored[: max(3, math.ceil(len(scored) / 3))]
-    rho = spearman([s[0] for s in top], [s[1] for s in top])
+    value = spearman([s[0] for s in top], [s[1] for s in top])
     regret = 100 * (max(s[1] for s in top) - top[0][1]) if top else float("nan")
-    return rho, regret, top[0][2] if top else "", 100 * top[0][1] if top else float("nan")
+    return value, regret, top[0][2] if top else "", 100 * top[0][1] if top else float("nan")
 
 
 def noise(res: Results, ids: list[str], variant: str, rung: int) -> tuple[float, float, int]:
@@ -245,7 +310,14 @@ def noise(res: Results, ids: list[str], variant: str, rung: int) -> tuple[float,
     return (statistics.mean(diffs) if diffs else float("nan")), sd, len(diffs)
 
 
-def report(res: Results, ids: list[str], rungs: list[int], split_seed: int, default: tuple[str, int] | None) -> None:
+def describe(scorer: str) -> str:
+    steps = parse_scorer(scorer)
+    if len(steps) == 1:
+        return f"{steps[0][0]}, {steps[0][1]} ep"
+    return f"{steps[0][0]} at {steps[0][1]} ep, best third to {steps[1][1]} ep by {steps[1][0]}"
+
+
+def report(res: Results, ids: list[str], rungs: list[int], split_seed: int, default: str | None) -> None:
     names = res.data.get("candidates", {})
     print("\n| candidate | distillation term | " + " | ".join(f"reward {r} ep" for r in rungs)
           + " | test acc % (seeds) |\n|---|---|" + "---:|" * (len(rungs) + 1))
@@ -263,36 +335,34 @@ def report(res: Results, ids: list[str], rungs: list[int], split_seed: int, defa
     tune, held = sorted(shuffled[: len(ids) // 2]), sorted(shuffled[len(ids) // 2:])
     table(res, tune, rungs, "tuning half")
     table(res, held, rungs, "held-out half")
+    if len(rungs) > 1:
+        ladder_table(res, rungs, tune, held, ids)
     best = default
-    if best is None:  # choose on the tuning half: the highest ρ, ties to the cheaper rung
-        scores = {}
-        for v in VARIANTS:
-            for r in rungs:
-                pairs = [(reward(res, c, v, r), test_accuracy(res, c)) for c in tune]
-                pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
-                if len(pairs) >= 3:
-                    scores[(v, r)] = spearman(*map(list, zip(*pairs)))
-        best = max(scores, key=lambda k: (round(scores[k], 2), -k[1])) if scores else None
+    if best is None:  # choose on the tuning half among one-rung rewards and ladders: the highest ρ, then the cheapest
+        options = [f"{v}@{r}" for v in VARIANTS for r in rungs] + (ladders(rungs) if len(rungs) > 1 else [])
+        found = {k: rho(res, tune, k) for k in options}
+        found = {k: value for k, (value, n) in found.items() if n >= 3 and not math.isnan(value)}
+        best = max(found, key=lambda k: (round(found[k], 2), -scorer_cost(k))) if found else None
     if best is None:
         return
-    print(f"\nchosen on the tuning half: reward `{best[0]}` at {best[1]} epochs")
-    print("\n| reward, rung | ρ held-out | ρ all | ρ best third (all) | regret (points) | first pick (test %) |"
-          "\n|---|---:|---:|---:|---:|---|")
-    for v, r in sorted({best, (today, best[1])} | {(today, x) for x in rungs}, key=lambda k: (k[0] != best[0], k[1])):
-        pairs_h = [(reward(res, c, v, r), test_accuracy(res, c)) for c in held]
-        pairs_h = [(a, b) for a, b in pairs_h if a is not None and b is not None]
-        pairs_a = [(reward(res, c, v, r), test_accuracy(res, c)) for c in ids]
-        pairs_a = [(a, b) for a, b in pairs_a if a is not None and b is not None]
-        if len(pairs_a) < 3:
+    print(f"\nchosen on the tuning half: {describe(best)} ({scorer_cost(best):g} proxy epochs per candidate)")
+    print("\n| reward, rung | epochs per candidate | ρ held-out | ρ all | ρ best third (all) | regret (points) | "
+          "first pick (test %) |\n|---|---:|---:|---:|---:|---:|---|")
+    shown = [best, *(f"{today}@{r}" for r in rungs)]
+    if len(rungs) > 1:
+        shown.append(f"{today}@{rungs[len(rungs) // 2]}>acc-ce@{rungs[-1]}")
+    for k in dict.fromkeys(shown):
+        rho_h, _ = rho(res, held, k)
+        rho_a, n = rho(res, ids, k)
+        if n < 3:
             continue
-        rho_h = spearman(*map(list, zip(*pairs_h))) if len(pairs_h) >= 3 else float("nan")
-        rho_a = spearman(*map(list, zip(*pairs_a)))
-        rho_t, regret, pick, pick_acc = top_stats(res, ids, v, r)
-        print(f"| {v}, {r} ep | {rho_h:.2f} | {rho_a:.2f} | {rho_t:.2f} | {regret:.2f} | {pick} ({pick_acc:.2f}) |")
+        rho_t, regret, pick, pick_acc = top_stats(res, ids, k)
+        print(f"| {describe(k)} | {scorer_cost(k):g} | {rho_h:.2f} | {rho_a:.2f} | {rho_t:.2f} | {regret:.2f} | "
+              f"{pick} ({pick_acc:.2f}) |")
     print("\nproxy noise: mean |reward(seed 0) − reward(seed 1)| of one candidate against the sd of rewards "
           "across candidates\n\n| reward | rung | noise | spread (sd) | noise ÷ spread | candidates with 2 seeds |"
           "\n|---|---:|---:|---:|---:|---:|")
-    for v in dict.fromkeys([best[0], today]):
+    for v in dict.fromkeys([parse_scorer(best)[-1][0], today]):
         for r in rungs:
             n, sd, k = noise(res, ids, v, r)
             if k:
@@ -318,8 +388,8 @@ def main() -> None:
     ap.add_argument("--split-seed", type=int, default=0, help="the tuning / held-out split")
     ap.add_argument("--phase", default="all", help="all, or a comma list of proxy0, final0, proxy1, final1, "
                                                    "report (report only prints what the cache holds)")
-    ap.add_argument("--default", default=None, help="report this `variant@rung` as the default instead of "
-                                                    "choosing one on the tuning half")
+    ap.add_argument("--default", default=None, help="report this `variant@rung` (or ladder `a@r1>b@r2`) as the "
+                                                    "default instead of choosing one on the tuning half")
     ap.add_argument("--out", type=Path, default=Path("runs/proxy_fidelity"))
     args = ap.parse_args()
     args.input = tuple(int(x) for x in args.input_size.split("x"))
@@ -395,11 +465,7 @@ def main() -> None:
           f"{len(train_500.val)} validation images, rungs {args.rungs} epochs; "
           f"test accuracy after {args.epochs} epochs "
           f"(SGD lr 0.05, cosine) on the {len(full.test)} test images, mean over the seeds run.")
-    default = None
-    if args.default:
-        v, _, r = args.default.rpartition("@")
-        default = (v, int(r))
-    report(res, ids, rungs, args.split_seed, default)
+    report(res, ids, rungs, args.split_seed, args.default)
     print(f"\n{time.perf_counter() - start:.0f} s this run")
 
 
