@@ -110,7 +110,8 @@ def main() -> None:
     picks = [(f"rank {i}", kd) for i, (kd, _, _) in enumerate(top, 1)]
     picks += [(name, (library_dir() / f"{name.lower()}.kd").read_text(encoding="utf-8")) for name in ("KD", "FitNet")]
     start = time.perf_counter()
-    rows = retrain(out, picks, teacher, args.student, bundle, args.final_epochs, args.final_seeds, quiet)
+    rows = retrain(out, picks, teacher, args.student, bundle, args.final_epochs, args.final_seeds, quiet,
+                   baselines=["KD", "FitNet"])
     run_seconds = [json.loads(p.read_text())["seconds"] for p in (out / "final").glob("*/result.json")]
     per_run = statistics.mean(run_seconds) if run_seconds else time.perf_counter() - start
 
