@@ -8,7 +8,8 @@ already there are kept and not re-run). Search strategies can then be compared o
 training anything (`bench/search_efficiency.py`).
 
 Columns: `path` (the option index chosen at each level of the sub-space, joined by dots; indices into each
-level's full option list, in source order), `key` (the candidate's content key), `status` (ok or rejected),
+level's full option list, in source order), `key` (the candidate's content key, as the search computes it: candidates that compute the same loss share it, and
+one row's scores), `status` (ok or rejected),
 `reward`, `ce` (validation cross-entropy), `gap` (feature gap), `seconds`, `reason` (why it was rejected),
 `term` (the distillation term as `.kd` text).
 
@@ -71,13 +72,15 @@ def main() -> None:
     ckpt = teacher_for(TEACHER, data_cfg, default_recipe(TEACHER, args.data), cache_dir(), Console(stderr=True))
     teacher = load_teacher(ckpt, TEACHER, bundle.num_classes, shape)
     block = load_space(str(SPACE), None)
-    space = SearchSpace(block, term_fits=CompilesOn(teacher, TEACHER, STUDENT, bundle))
+    probe = CompilesOn(teacher, TEACHER, STUDENT, bundle)
+    space = SearchSpace(block, term_fits=probe, term_values=probe.values)  # keyed as the search keys them
     paths = list(space.paths())
     ctx = ProxyContext(space, teacher, STUDENT, bundle, ProxySettings(epochs=args.epochs), teacher_name=TEACHER)
     done = load_table(args.out)
     new = args.out.exists()
     print(f"{SPACE.relative_to(ROOT)}: {len(paths)} candidates after kind and shape pruning; "
           f"{len(done)} already in {args.out.name}", flush=True)
+    by_key = {row["key"]: row for row in done.values()}  # paths of one function share its key and its row
     start, count = time.perf_counter(), 0
     with args.out.open("a", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
@@ -87,13 +90,15 @@ def main() -> None:
             text = ".".join(map(str, path))
             if text in done or (args.limit is not None and count >= args.limit):
                 continue
-            cand = space.candidate(path)
-            out = evaluate(cand, ctx)
-            writer.writerow({"path": text, "key": cand.key, "status": out.status,
-                             "reward": "" if out.reward is None else f"{out.reward:.6f}",
-                             "ce": "" if out.ce is None else f"{out.ce:.6f}",
-                             "gap": "" if out.gap is None else f"{out.gap:.6f}", "seconds": f"{out.seconds:.2f}",
-                             "reason": out.reason, "term": print_term(cand.terms[-1]).strip()})
+            cand, key = space.candidate(path), space.key(path)
+            row = by_key.get(key)
+            if row is None:
+                out = evaluate(cand, ctx)
+                row = by_key[key] = {
+                    "key": key, "status": out.status, "reward": "" if out.reward is None else f"{out.reward:.6f}",
+                    "ce": "" if out.ce is None else f"{out.ce:.6f}", "gap": "" if out.gap is None else f"{out.gap:.6f}",
+                    "seconds": f"{out.seconds:.2f}", "reason": out.reason}
+            writer.writerow(row | {"path": text, "term": print_term(cand.terms[-1]).strip()})
             f.flush()
             count += 1
             if count % 25 == 0:

@@ -16,8 +16,9 @@ median (and mean) count over seeds, and the ratios of the medians MCTS/random an
 is better; the target is MCTS/random <= 0.5).
 
 A third table holds *measured* rewards (``bench/data/measured_rewards.csv``, written by ``bench/measured_table.py``):
-every candidate of a sub-space of ``examples/space.kd`` scored once by a cheap real proxy; rejected candidates
-count as evaluations that never hit. It is reported when the file exists (``--measured PATH``).
+every candidate of a sub-space of ``examples/space.kd`` scored once by a cheap real proxy; paths that compute the
+same loss share a content key (as in the product's search, which never proposes a key twice) and the top 1% counts
+distinct keys; rejected candidates count as evaluations that never hit. It is reported when the file exists (``--measured PATH``).
 
 Run: ``python bench/search_efficiency.py [--seeds 20] [--table-seed 0] [--measured PATH] [--spread 30]``.
 """
@@ -109,10 +110,10 @@ EARLIER_MCTS = {"c": 0.15, "fpu": 0.0, "max_weight": 0.0, "rollout": "random", "
 
 
 def report(title: str, space: Any, seeds: Sequence[int], batch: int) -> dict[str, float]:
-    size = space.size()
     threshold = space.top_threshold(0.01)
-    print(f"\n### {title}: {size} legal candidates; top 1% = best {max(1, -(-size // 100))} "
-          f"(reward >= {threshold:.3f})\n")
+    scored = {space.key(p) for p in space.paths() if space.reward(p) is not None}
+    print(f"\n### {title}: {space.size()} legal paths, {len(scored)} distinct scored candidates; top 1% = best "
+          f"{max(1, -(-len(scored) // 100))} (reward >= {threshold:.3f})\n")
     print(f"{'strategy':<24} {'median':>8} {'mean':>8} {'min':>6} {'max':>6} {'time/run':>10}")
     rows = [(name, name, 1, {}) for name in STRATEGY_NAMES]
     rows += [(f"{name} b={batch}", name, batch, {}) for name in ("mcts", "evolution")]
