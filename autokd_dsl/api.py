@@ -121,7 +121,7 @@ class SearchSettings(_Settings):
     sparse: Annotated[float, _in(DENSITY)] | None = None
     strategy: str = "mcts"
     c: Annotated[float, _in(NON_NEGATIVE)] = 2.0  # MCTS_DEFAULT_C: UCT on rank-normalised rewards
-    rollout: str = "mast"
+    rollout: str = "mast"  # MCTS_DEFAULT_ROLLOUT
     workers: Annotated[int, _in(AT_LEAST_1)] = 1
     executor: str = "local"  # or "ray" (the `ray` extra): see README, Searching on a Ray cluster
     ray_address: str | None = None
@@ -143,8 +143,9 @@ class SearchSettings(_Settings):
     @pydantic.field_validator("rollout")
     @classmethod
     def _rollout(cls, value: str) -> str:
-        if value not in ("mast", "random"):
-            raise KDError(f"unknown rollout policy `{value}`", hint="choose mast or random")
+        rollouts = ("mast", "random", "thompson")  # autokd_dsl.search.mcts.ROLLOUTS
+        if value not in rollouts:
+            raise KDError(f"unknown rollout policy `{value}`", hint=f"choose one of: {', '.join(rollouts)}")
         return value
 
     @pydantic.field_validator("fidelity", mode="before")

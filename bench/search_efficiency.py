@@ -107,6 +107,8 @@ GATED_COUNTS = (2, 6, 6, 5, 4, 4)
 EARLIER_MCTS = {"c": 0.15, "fpu": 0.0, "max_weight": 0.0, "rollout": "random", "tail_z": None, "mast_context": 0,
                 "expand": "random"}
 """The first product defaults (mean-value UCT, uniform rollouts), shown for comparison."""
+THOMPSON = {"rollout": "thompson"}
+"""The product defaults with Thompson rollouts (``--rollout thompson``)."""
 
 
 def report(title: str, space: Any, seeds: Sequence[int], batch: int) -> dict[str, float]:
@@ -117,7 +119,7 @@ def report(title: str, space: Any, seeds: Sequence[int], batch: int) -> dict[str
     print(f"{'strategy':<24} {'median':>8} {'mean':>8} {'min':>6} {'max':>6} {'time/run':>10}")
     rows = [(name, name, 1, {}) for name in STRATEGY_NAMES]
     rows += [(f"{name} b={batch}", name, batch, {}) for name in ("mcts", "evolution")]
-    rows += [("mcts, earlier defaults", "mcts", 1, EARLIER_MCTS)]
+    rows += [("mcts, earlier defaults", "mcts", 1, EARLIER_MCTS), ("mcts, thompson rollouts", "mcts", 1, THOMPSON)]
     medians: dict[str, float] = {}
     for title_, name, b, kw in rows:
         start = time.perf_counter()
@@ -133,6 +135,7 @@ def report(title: str, space: Any, seeds: Sequence[int], batch: int) -> dict[str
           f"evolution / random = {medians[f'evolution b={batch}'] / rnd:.2f}")
     print(f"earlier MCTS defaults (mean-value UCT c=0.15, uniform rollouts) / random = "
           f"{medians['mcts, earlier defaults'] / rnd:.2f}")
+    print(f"MCTS with Thompson rollouts (--rollout thompson) / random = {medians['mcts, thompson rollouts'] / rnd:.2f}")
     return medians
 
 
@@ -167,20 +170,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def spread(k: int, seeds: Sequence[int]) -> None:
     """MCTS ÷ random (medians over ``seeds``) on ``k`` gated and ``k`` structured tables that were neither tuned on
-    (table seeds 1-6) nor reported (0): how often the goal holds on a fresh table of each kind."""
+    (table seeds 1-6) nor reported (0): how often the goal holds on a fresh table of each kind, for the default MCTS
+and with Thompson rollouts; a run is stuck when it needs more than 5x random search's median."""
     print(f"\n### MCTS ÷ random over {k} more tables of each kind (table seeds 7..{6 + k})\n")
-    print(f"{'table kind':<12} {'median':>7} {'geomean':>8} {'max':>6} {'<= 0.5':>8}")
+    print(f"{'table kind':<24} {'median':>7} {'geomean':>8} {'max':>6} {'<= 0.5':>8} {'stuck runs':>11}")
     for kind in ("gated", "structured"):
-        ratios = []
+        ratios: dict[str, list[float]] = {"mcts": [], "mcts, thompson rollouts": []}
+        stuck = dict.fromkeys(ratios, 0)
         for t in range(7, 7 + k):
             space = (TabulatedSpace.gated(GATED_COUNTS, t, interaction=INTERACTION, noise=NOISE) if kind == "gated"
                      else bench_space(t))
             threshold = space.top_threshold(0.01)
-            mcts, rnd = (statistics.median(run(name, space, seeds, threshold)) for name in ("mcts", "random"))
-            ratios.append(mcts / rnd)
-        geo = math.exp(statistics.mean(math.log(r) for r in ratios))
-        print(f"{kind:<12} {statistics.median(ratios):>7.2f} {geo:>8.2f} {max(ratios):>6.2f} "
-              f"{sum(r <= 0.5 for r in ratios):>4d}/{k}")
+            rnd = statistics.median(run("random", space, seeds, threshold))
+            for title, kw in (("mcts", {}), ("mcts, thompson rollouts", THOMPSON)):
+                counts = run("mcts", space, seeds, threshold, **kw)
+                ratios[title].append(statistics.median(counts) / rnd)
+                stuck[title] += sum(c > 5 * rnd for c in counts)
+        for title, rs in ratios.items():
+            geo = math.exp(statistics.mean(math.log(r) for r in rs))
+            print(f"{kind + ('' if title == 'mcts' else ', thompson'):<24} {statistics.median(rs):>7.2f} {geo:>8.2f} "
+                  f"{max(rs):>6.2f} {sum(r <= 0.5 for r in rs):>4d}/{k} {stuck[title]:>7d}/{k * len(seeds)}")
 
 
 if __name__ == "__main__":

@@ -457,7 +457,7 @@ def test_mcts_rank_statistics_count_each_reward_by_its_rank():
     # norm="rank" (the default): a node's sum is the sum, over the candidates below it, of the fraction of the
     # rewards told by the last rebase that are at or below each one's reward (a rejection: 0); MAST's sums alike
     space = TabulatedSpace.synthetic((3, 4, 4, 3), seed=5)
-    mcts = MCTS(space, seed=1)
+    mcts = MCTS(space, seed=1, rollout="mast")  # MAST proposes rejected candidates within 50 asks here
     told: dict = {}
 
     def evaluate(ps):
@@ -480,7 +480,7 @@ def test_mcts_rank_statistics_count_each_reward_by_its_rank():
     for (level, option), total in ((k, v) for k, v in mcts._move_clip.items() if len(k) == 2):
         assert total == pytest.approx(sum(rank(v) for p, v in told.items() if p[level] == option))
     # a monotone change of the rewards' scale changes nothing the search does
-    other = MCTS(space, seed=1)
+    other = MCTS(space, seed=1, rollout="mast")
     paths = [r.path for r in run_search(other, lambda ps: [None if space.reward(p) < -2.5
                                                            else 10.0 ** space.reward(p) for p in ps], budget=50)]
     assert paths == list(told)
@@ -614,7 +614,8 @@ def _golden_tree() -> dict:
         "strategy": f"MCTS(seed=0, c={mcts.c}, fpu={mcts.fpu}, max_weight={mcts.max_weight}, "
                     f"rollout={mcts.rollout}, tau={mcts.mast_tau}, epsilon={mcts.mast_epsilon}, tail_z={mcts.tail_z}, "
                     f"mast_context={mcts.mast_context}, mast_prior={mcts.mast_prior}, expand={mcts.expand}, "
-                    f"norm_quantile={mcts.norm_quantile})",
+                    f"norm_quantile={mcts.norm_quantile}, ts_scale={mcts._model.scale}, "
+                    f"ts_precision={mcts._model.precision}, ts_power={mcts.ts_power})",
         "evaluations": [r.key for r in results],
         "nodes": nodes,
     }

@@ -17,7 +17,7 @@ from .equivalence import CompilesOn
 from .evaluate import REWARDS, Outcome, ProxyContext, ProxySettings
 from .executor import make_executor
 from .fidelity import run_promotions
-from .mcts import MCTS_DEFAULT_C
+from .mcts import MCTS_DEFAULT_C, MCTS_DEFAULT_ROLLOUT
 from .report import candidate_text, teachers_text
 from .space import SearchSpace
 from .store import STORE_FILE, Store, check_store
@@ -38,7 +38,7 @@ class SearchConfig(pydantic.BaseModel):
     budget: int = 48
     strategy: str = "mcts"
     c: float = MCTS_DEFAULT_C
-    rollout: str = "mast"
+    rollout: str = MCTS_DEFAULT_ROLLOUT
     workers: int = 1
     executor: str = "local"  # local (in-process / process pool) or ray; none of these four is part of the identity
     ray_address: str | None = None  # None: start a local Ray instance; "auto" or HOST:PORT: join a cluster
