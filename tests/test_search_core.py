@@ -615,7 +615,8 @@ def _golden_tree() -> dict:
                     f"rollout={mcts.rollout}, tau={mcts.mast_tau}, epsilon={mcts.mast_epsilon}, tail_z={mcts.tail_z}, "
                     f"mast_context={mcts.mast_context}, mast_prior={mcts.mast_prior}, expand={mcts.expand}, "
                     f"norm_quantile={mcts.norm_quantile}, ts_scale={mcts._model.scale}, "
-                    f"ts_precision={mcts._model.precision}, ts_power={mcts.ts_power})",
+                    f"ts_precision={mcts._model.precision}, ts_context_precision={mcts._model.context_precision}, "
+                    f"ts_power={mcts.ts_power})",
         "evaluations": [r.key for r in results],
         "nodes": nodes,
     }

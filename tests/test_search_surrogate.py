@@ -133,3 +133,15 @@ def test_the_model_learns_each_told_reward_as_its_rank_to_the_power():
     assert max(got) == 1.0 and any(r.reward is None for r in results) == (min(got) == 0.0)
     with pytest.raises(ValueError, match="ts_power"):
         MCTS(space, ts_power=0.0)
+
+
+def test_weights_per_first_choice_have_their_own_prior():
+    model = AdditiveModel(context=1, precision=4.0, scale=0.5, context_precision=0.25)
+    assert model.features((2,), 1, 3) == [(1, 3), ((2,), 1, 3)]
+    model.add((0, 0), 1.0)
+    rng = random.Random(2)
+    draws = [model.draw(rng) for _ in range(800)]
+    assert np.std([w((1, 4)) for w in draws]) == pytest.approx(0.5 / 2.0, rel=0.15)  # global: scale / sqrt(4)
+    assert np.std([w(((1,), 1, 4)) for w in draws]) == pytest.approx(0.5 / 0.5, rel=0.15)  # per first choice
+    with pytest.raises(ValueError, match="precision"):
+        AdditiveModel(context_precision=-1.0)

@@ -117,8 +117,12 @@ the spread of the option means (0.5 / 1 / 2 sd): 0.31 / 0.32 / 0.30 / 0.33, 0.31
 
 ROLLOUTS = ("mast", "random", "thompson")
 
-TS_DEFAULT_PRECISION = 1.0
-"""Prior precision of each weight of the additive model (prior sd ``ts_scale / sqrt(ts_precision)``)."""
+TS_DEFAULT_PRECISION = 3.0
+"""Prior precision of each (level, option) weight of the additive model (prior sd ``ts_scale / sqrt(ts_precision)``)."""
+
+TS_DEFAULT_CONTEXT_PRECISION = 0.3
+"""Prior precision of each (first choice, level, option) weight: a wider prior than the global weights', so that a
+branch's own rewards soon outweigh what was learned under the other first choices (see MCTS_TUNING_5)."""
 
 TS_DEFAULT_SCALE = 0.05
 """Noise scale of the additive model: the posterior sd of a weight told n times is ``ts_scale / sqrt(n +
@@ -143,7 +147,16 @@ Thompson rollouts (scale 0.05, rank ** 4) were then measured by bench/search_eff
 60 fresh tables (gated and structured seeds 7-36) they beat MAST (median ratio 0.24 / 0.26 against 0.33 / 0.37, at
 most 0.5 on 29 / 30 tables of each kind against 27 / 26, no stuck run), but on the reported gated table (seed 0)
 half the runs locked into one branch (median 2.78x random against MAST's 0.88x, worst run 2,920 evaluations), and on
-the reported measured table they needed 0.72x against MAST's 0.59x. A default must not lock in: MAST stays."""
+the reported measured table they needed 0.72x against MAST's 0.59x. A default must not lock in: MAST stays.
+Lock-in was then looked for on fresh gated tables (600-799, 10 search seeds): Thompson 7 stuck runs of 2,000, MAST 1,
+mostly on tables 702 and 721, whose best candidates lie under the first choice with the lower mean. There the
+starved branch's rollouts followed weights learned under the other first choice: the (first choice, level, option)
+weights had the same narrow prior as the global ones. Stuck runs over gated 628, 702, 721, 731 and 527 (60 search
+seeds, 300 runs), global / context prior precision: 1 / 1 (the first Thompson rollouts) 39, 3 / 3 43, 1 / 0.1 13,
+3 / 0.1 3, 3 / 0.3 10, 10 / 0.1 8; MAST 5. On 200 further fresh gated tables (800-999, 10 seeds, 2,000 runs): 1 / 1
+10 stuck (geometric mean 0.274), 1 / 0.1 4 (0.285), 3 / 0.3 3 (0.272), 10 / 0.1 4 (0.291); MAST 0 (0.325). On the
+tuning tables above: 1 / 1 0.275 (0.80), 3 / 0.3 0.295 (0.84). Kept: 3 / 0.3. ε-uniform picks in the rollout (10%,
+20%) did not lower the stuck runs (15 against 17 on the five tables, 30 seeds) and were dropped."""
 
 MAST_DEFAULT_TAU = 0.1
 MAST_DEFAULT_EPSILON = 0.2
@@ -249,6 +262,7 @@ class MCTS(_StrategyBase):
         ts_precision: float = TS_DEFAULT_PRECISION,
         ts_scale: float = TS_DEFAULT_SCALE,
         ts_power: float = TS_DEFAULT_POWER,
+        ts_context_precision: float = TS_DEFAULT_CONTEXT_PRECISION,
     ) -> None:
         super().__init__(space, seed)
         self.c = float(c)
@@ -283,7 +297,8 @@ class MCTS(_StrategyBase):
         if ts_precision <= 0 or ts_scale <= 0 or ts_power <= 0:
             raise ValueError("ts_precision, ts_scale and ts_power must be > 0")
         self.ts_power = float(ts_power)
-        self._model = AdditiveModel(context=mast_context, precision=ts_precision, scale=ts_scale)
+        self._model = AdditiveModel(context=mast_context, precision=ts_precision, scale=ts_scale,
+                                    context_precision=ts_context_precision)
         self._model_paths: dict[Path, int] = {}  # told path -> its row in the model
         self._model_raw: list[float] = []  # the model's rows: the raw reward (-inf: a rejection)
         self._weights: Callable[[tuple], float] | None = None  # this ask's Thompson draw

@@ -30,11 +30,13 @@ class AdditiveModel:
     sampled weight per feature (a function of the feature, drawn from the prior for features never seen).
     """
 
-    def __init__(self, context: int = 1, precision: float = 1.0, scale: float = 1.0) -> None:
-        if precision <= 0 or scale <= 0:
+    def __init__(self, context: int = 1, precision: float = 1.0, scale: float = 1.0,
+                 context_precision: float | None = None) -> None:
+        if precision <= 0 or scale <= 0 or (context_precision is not None and context_precision <= 0):
             raise ValueError("precision and scale must be > 0")
         self.context = int(context)
         self.precision = float(precision)
+        self.context_precision = self.precision if context_precision is None else float(context_precision)
         self.scale = float(scale)
         self._index: dict[Feature, int] = {}
         self._rows: list[list[int]] = []
@@ -83,16 +85,20 @@ class AdditiveModel:
     def draw(self, rng: random.Random) -> Callable[[Feature], float]:
         """A sample of the weights from the posterior, as a function of the feature."""
         d = len(self._index)
-        prior_sd = self.scale / np.sqrt(self.precision)
         gauss = np.random.default_rng(rng.getrandbits(63))
+
+        def prior_sd(feature: Feature) -> float:
+            return self.scale / np.sqrt(self.context_precision if len(feature) == 3 else self.precision)
+
         if not self._values or d == 0:
-            return lambda feature: float(gauss.normal(0.0, prior_sd))
+            return lambda feature: float(gauss.normal(0.0, prior_sd(feature)))
         y = np.asarray(self._values)
         mean_y = float(y.mean())
         b = np.zeros(d)
         for cols, v in zip(self._rows, y - mean_y):
             b[cols] += v
-        a = self._gram[:d, :d] + self.precision * np.eye(d)
+        precisions = np.array([self.context_precision if len(f) == 3 else self.precision for f in self._index])
+        a = self._gram[:d, :d] + np.diag(precisions)
         chol = np.linalg.cholesky(a)
         mu = np.linalg.solve(a, b)
         # w = mu + scale * L^-T z has covariance scale^2 A^-1
@@ -106,7 +112,7 @@ class AdditiveModel:
             if col is not None and col < d:
                 return float(w[col])
             if feature not in unseen:
-                unseen[feature] = float(gauss.normal(0.0, prior_sd))
+                unseen[feature] = float(gauss.normal(0.0, prior_sd(feature)))
             return unseen[feature]
 
         return weight
