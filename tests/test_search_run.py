@@ -352,3 +352,19 @@ def test_a_reward_per_rung_scores_each_rung_by_its_own_reward(tmp_path, teacher_
     typo = subprocess.run(_search_cmd(space, tmp_path / "bad", teacher_ckpt, 4, *rungs, "--reward", "ce+gap,acc-c"),
                           capture_output=True, text=True, cwd=ROOT)
     assert typo.returncode == 2 and "unknown reward `acc-c`" in typo.stderr and "acc-ce" in typo.stderr, typo.stderr
+
+
+@pytest.mark.slow
+def test_search_with_thompson_rollouts_runs_and_resumes(tmp_path, teacher_ckpt):
+    out = tmp_path / "ts"
+    first = subprocess.run(_search_cmd(SPACE, out, teacher_ckpt, 3, "--rollout", "thompson"), capture_output=True,
+                           text=True, cwd=ROOT)
+    assert first.returncode == 0, first.stderr
+    before = [(r["key"], r["reward"]) for r in _rows(out)]
+    assert len(before) == 3 and len({k for k, _ in before}) == 3
+    # resuming replays the three told rows into the model and asks two more, none of them a repeat
+    again = subprocess.run(_search_cmd(SPACE, out, teacher_ckpt, 5, "--rollout", "thompson", "--resume"),
+                           capture_output=True, text=True, cwd=ROOT)
+    assert again.returncode == 0, again.stderr
+    after = [(r["key"], r["reward"]) for r in _rows(out)]
+    assert after[:3] == before and len(after) == 5 and len({k for k, _ in after}) == 5
