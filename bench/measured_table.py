@@ -8,10 +8,10 @@ already there are kept and not re-run). Search strategies can then be compared o
 training anything (`bench/search_efficiency.py`).
 
 Columns: `path` (the option index chosen at each level of the sub-space, joined by dots; indices into each
-level's full option list, in source order), `key` (the candidate's content key, as the search computes it: candidates that compute the same loss share it, and
-one row's scores), `status` (ok or rejected),
-`reward`, `ce` (validation cross-entropy), `gap` (feature gap), `seconds`, `reason` (why it was rejected),
-`term` (the distillation term as `.kd` text).
+level's full option list, in source order), `key` (the candidate's content key, as the search computes it:
+candidates that compute the same loss share it, and one row's scores), `status` (ok or rejected), `reward`, `ce`
+(validation cross-entropy), `gap` (feature gap), `seconds`, `reason` (why it was rejected), `term` (the
+distillation term as `.kd` text).
 
 A second table, for tuning search strategies on real rewards other than the reported ones, comes from the same
 sub-space on other data: `--data fashion-mnist --train-subset 1300` (1x8x8, a class-balanced subset of about the

@@ -18,7 +18,8 @@ is better; the target is MCTS/random <= 0.5).
 A third table holds *measured* rewards (``bench/data/measured_rewards.csv``, written by ``bench/measured_table.py``):
 every candidate of a sub-space of ``examples/space.kd`` scored once by a cheap real proxy; paths that compute the
 same loss share a content key (as in the product's search, which never proposes a key twice) and the top 1% counts
-distinct keys; rejected candidates count as evaluations that never hit. It is reported when the file exists (``--measured PATH``).
+distinct keys; rejected candidates count as evaluations that never hit. It is reported when the file exists
+(``--measured PATH``).
 
 Run: ``python bench/search_efficiency.py [--seeds 20] [--table-seed 0] [--measured PATH] [--spread 30]``.
 """

@@ -323,7 +323,8 @@ def _additive_space(levels: int = 6, options: int = 5) -> TabulatedSpace:
     return TabulatedSpace((options,) * levels, table)
 
 
-def test_mast_rollouts_favour_choices_with_high_mean_reward():
+@pytest.mark.parametrize("guided", ["mast", "thompson"])
+def test_guided_rollouts_favour_choices_with_high_reward(guided):
     space = _additive_space()
     def evaluate(ps):
         return [space.reward(p) for p in ps]
@@ -332,14 +333,15 @@ def test_mast_rollouts_favour_choices_with_high_mean_reward():
         shares = []
         for seed in range(5):
             results = run_search(MCTS(space, seed=seed, rollout=rollout, expand="random"), evaluate, budget=60)
+            assert len({r.key for r in results}) == len(results) == 60
             shares.append(sum(r.path[-1] == 0 for r in results[20:]) / 40)
         return sum(shares) / len(shares)
 
     # the last level is rarely inside the tree after 60 asks: its choice comes from the rollout policy (expansion
     # is uniform in both arms, so only the rollouts differ)
-    uniform, mast = share_of_best_last_choice("random"), share_of_best_last_choice("mast")
+    uniform, best = share_of_best_last_choice("random"), share_of_best_last_choice(guided)
     assert uniform < 0.4  # about 1/5, except where the tree reached the last level
-    assert mast > uniform + 0.15
+    assert best > uniform + 0.15
 
 
 def test_mast_statistics_and_bad_settings():

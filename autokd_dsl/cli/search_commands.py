@@ -41,7 +41,8 @@ _HELP = dict(line.split(": ", 1) for line in """\
 --sparse: Train a sparse student at this density, in (0, 1).
 --strategy: mcts, random or evolution.
 --c: UCT exploration constant (on rewards normalised by their rank among those told), >= 0.
---rollout: MCTS rollout policy: mast (guided by the mean reward of each choice), random (uniform) or thompson (a sampled additive model of the reward over the choices).
+--rollout: MCTS rollout policy: mast (guided by the mean reward of each choice), random (uniform) or thompson \
+(a sampled additive model of the reward over the choices).
 --workers: Evaluate this many candidates at once (processes, or Ray tasks in flight with --executor ray).
 --executor: local (in-process or a process pool) or ray (the `ray` extra; a local instance or a cluster).
 --ray-address: With --executor ray: auto (the cluster this machine joined) or HOST:PORT; default: start a local \
