@@ -1,12 +1,13 @@
 """A Bayesian additive model of the reward over a choice space, sampled for Thompson rollouts.
 
 A candidate's features are its choices: one indicator per (level, option) and, for the levels after the first
-``context`` choices, one per (those first choices, level, option). The model is Bayesian linear regression on
-those indicators (prior N(0, 1/precision) per weight, around the mean of the told values), fitted jointly, so a
-choice that was often made together with a good one is not credited with its effect, as a per-choice average
-(MAST) would credit it. A Thompson draw samples the weights from the posterior once; a rollout then takes, level
-by level, the legal option whose sampled weights are largest. Choices told rarely or never keep a wide posterior
-and are drawn high now and then: that is the exploration, with no temperature or epsilon to set.
+``context`` choices, one per (those first choices, level, option). The model is Bayesian linear regression on those
+indicators (prior N(0, scale^2/precision) per weight, with its own precision for the weights per first choice,
+around the mean of the told values), fitted jointly, so a choice that was often made together with a good one is not
+credited with its effect, as a per-choice average (MAST) would credit it. A Thompson draw samples the weights from
+the posterior once; a rollout then takes, level by level, the legal option whose sampled weights are largest.
+Choices told rarely or never keep a wide posterior and are drawn high now and then: that is the exploration, with no
+temperature or epsilon to set.
 """
 
 from __future__ import annotations
