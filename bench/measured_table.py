@@ -15,7 +15,9 @@ distillation term as `.kd` text).
 
 A second table, for tuning search strategies on real rewards other than the reported ones, comes from the same
 sub-space on other data: `--data fashion-mnist --train-subset 1300` (1x8x8, a class-balanced subset of about the
-digits' size; the teacher trains on the whole split) writes `bench/data/measured_rewards_fashion.csv`.
+digits' size; the teacher trains on the whole split) writes `bench/data/measured_rewards_fashion_mnist.csv`. Two more,
+kept out of tuning to check a tuned strategy on real rewards, came from `--train-subset 2600` and from `--epochs 2`
+(`--out bench/data/measured_rewards_fashion_mnist_2600.csv`, `…_2ep.csv`).
 
 Run: `python bench/measured_table.py [--data digits] [--train-subset N] [--limit N] [--epochs 1] [--out PATH]`.
 """

@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def spread(k: int, seeds: Sequence[int]) -> None:
     """MCTS ÷ random (medians over ``seeds``) on ``k`` gated and ``k`` structured tables that were neither tuned on
     (table seeds 1-6) nor reported (0): how often the goal holds on a fresh table of each kind, for the default MCTS
-and with Thompson rollouts; a run is stuck when it needs more than 5x random search's median."""
+    and with Thompson rollouts; a run is stuck when it needs more than 5x random search's median."""
     print(f"\n### MCTS ÷ random over {k} more tables of each kind (table seeds 7..{6 + k})\n")
     print(f"{'table kind':<24} {'median':>7} {'geomean':>8} {'max':>6} {'<= 0.5':>8} {'stuck runs':>11}")
     for kind in ("gated", "structured"):
