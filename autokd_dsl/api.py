@@ -143,9 +143,10 @@ class SearchSettings(_Settings):
     @pydantic.field_validator("rollout")
     @classmethod
     def _rollout(cls, value: str) -> str:
-        rollouts = ("mast", "random", "thompson")  # autokd_dsl.search.mcts.ROLLOUTS
-        if value not in rollouts:
-            raise KDError(f"unknown rollout policy `{value}`", hint=f"choose one of: {', '.join(rollouts)}")
+        from .search.mcts import ROLLOUTS
+
+        if value not in ROLLOUTS:
+            raise KDError(f"unknown rollout policy `{value}`", hint=f"choose one of: {', '.join(ROLLOUTS)}")
         return value
 
     @pydantic.field_validator("fidelity", mode="before")
