@@ -117,7 +117,7 @@ THOMPSON = {"rollout": "thompson"}
 RANDOM_REFERENCE_SEEDS = 2000
 """Random search's median over this many seeds is the reference of every ratio: with only the searches' own 20
 seeds, the ratio carries random's sampling noise too (its median over seeds 0-19 on the gated table is 51.5, over
-2,000 seeds 69)."""
+2,000 seeds 66)."""
 
 
 def report(title: str, space: Any, seeds: Sequence[int], batch: int,
