@@ -419,7 +419,9 @@ def test_mcts_avoids_a_rejected_branch():
     mcts = share_in_rejected_branch(lambda seed: MCTS(space, seed=seed))
     rand = share_in_rejected_branch(lambda seed: RandomSearch(space, seed=seed))
     assert rand > 0.35  # about half
-    assert mcts < 0.2 and mcts < 0.5 * rand, (mcts, rand)
+    # a rejection backed up as the best value would draw most of the budget; the wider look at the root
+    # (root_c_scale) still spends about a fifth of it there, as UCT's exploration term does for any poor branch
+    assert mcts <= 0.25 and mcts < 0.5 * rand, (mcts, rand)
 
 
 def test_mcts_statistics_follow_the_floor_and_retells():
