@@ -424,6 +424,31 @@ def test_mcts_avoids_a_rejected_branch():
     assert mcts <= 0.25 and mcts < 0.5 * rand, (mcts, rand)
 
 
+def test_the_root_explores_with_its_own_constant():
+    # the first choice splits the space into a good branch and a poor one; a larger root constant sends more of
+    # the budget to the poor branch, and the levels below keep c
+    rewards = np.zeros((2, 4, 4, 4))
+    rewards[0] = 1.0 + np.random.default_rng(0).normal(0, 0.1, (4, 4, 4))
+    rewards[1] = np.random.default_rng(1).normal(0, 0.1, (4, 4, 4))
+    space = TabulatedSpace((2, 4, 4, 4), rewards)
+
+    def evaluate(paths):
+        return [space.reward(p) for p in paths]
+
+    def share_in_poor_branch(scale: float) -> float:
+        shares = []
+        for seed in range(4):
+            results = run_search(MCTS(space, seed=seed, root_c_scale=scale), evaluate, budget=60)
+            shares.append(sum(r.path[0] == 1 for r in results) / len(results))
+        return statistics.mean(shares)
+
+    narrow, default, wide = share_in_poor_branch(0.5), share_in_poor_branch(1.5), share_in_poor_branch(4.0)
+    assert narrow < default < wide, (narrow, default, wide)
+    assert default < 0.5  # still mostly the good branch
+    with pytest.raises(ValueError, match="root_c_scale"):
+        MCTS(space, root_c_scale=0)
+
+
 def test_mcts_statistics_follow_the_floor_and_retells():
     # each node's and each MAST entry's sums are those of the rewards below it raised to the floor (the
     # norm_quantile of the told rewards, a rejection at the floor), also after rewards are told again
