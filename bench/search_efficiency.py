@@ -120,6 +120,11 @@ seeds, the ratio carries random's sampling noise too (its median over seeds 0-19
 2,000 seeds 66)."""
 
 
+def random_median(space: Any, threshold: float, seeds: int = RANDOM_REFERENCE_SEEDS) -> float:
+    """Random search's median evaluations to the threshold over ``seeds`` seeds: the reference of every ratio."""
+    return statistics.median(run("random", space, range(seeds), threshold))
+
+
 def report(title: str, space: Any, seeds: Sequence[int], batch: int,
            reference_seeds: int = RANDOM_REFERENCE_SEEDS) -> dict[str, float]:
     threshold = space.top_threshold(0.01)
@@ -138,11 +143,9 @@ def report(title: str, space: Any, seeds: Sequence[int], batch: int,
         medians[title_] = statistics.median(counts)
         print(f"{title_:<24} {medians[title_]:>8.1f} {statistics.mean(counts):>8.1f} {min(counts):>6d} "
               f"{max(counts):>6d} {elapsed * 1000:>8.1f}ms")
-    reference = statistics.median(run("random", space, range(reference_seeds), threshold))
-    print(f"\nrandom search's median over {reference_seeds} seeds: {reference:.1f} (over the {len(seeds)} seeds "
+    rnd = medians["random reference"] = random_median(space, threshold, reference_seeds)
+    print(f"\nrandom search's median over {reference_seeds} seeds: {rnd:.1f} (over the {len(seeds)} seeds "
           f"above: {medians['random']:.1f}); every ratio below divides by the {reference_seeds}-seed median")
-    medians["random reference"] = reference
-    rnd = reference
     print(f"\nMCTS / random      = {medians['mcts'] / rnd:.2f}   (target <= 0.5; over random's {len(seeds)}-seed "
           f"median: {medians['mcts'] / medians['random']:.2f})")
     print(f"evolution / random = {medians['evolution'] / rnd:.2f}")
@@ -196,7 +199,7 @@ def spread(k: int, seeds: Sequence[int]) -> None:
             space = (TabulatedSpace.gated(GATED_COUNTS, t, interaction=INTERACTION, noise=NOISE) if kind == "gated"
                      else bench_space(t))
             threshold = space.top_threshold(0.01)
-            rnd = statistics.median(run("random", space, range(RANDOM_REFERENCE_SEEDS), threshold))
+            rnd = random_median(space, threshold)
             for title, kw in (("mcts", {}), ("mcts, thompson rollouts", THOMPSON)):
                 counts = run("mcts", space, seeds, threshold, **kw)
                 ratios[title].append(statistics.median(counts) / rnd)
