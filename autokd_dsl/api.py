@@ -122,6 +122,7 @@ class SearchSettings(_Settings):
     strategy: str = "mcts"
     c: Annotated[float, _in(NON_NEGATIVE)] = 2.0  # MCTS_DEFAULT_C: UCT on rank-normalised rewards
     rollout: str = "mast"  # MCTS_DEFAULT_ROLLOUT
+    root: str = "uct"  # MCTS_DEFAULT_ROOT
     workers: Annotated[int, _in(AT_LEAST_1)] = 1
     executor: str = "local"  # or "ray" (the `ray` extra): see README, Searching on a Ray cluster
     ray_address: str | None = None
@@ -147,6 +148,15 @@ class SearchSettings(_Settings):
 
         if value not in ROLLOUTS:
             raise KDError(f"unknown rollout policy `{value}`", hint=f"choose one of: {', '.join(ROLLOUTS)}")
+        return value
+
+    @pydantic.field_validator("root")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        from .search.mcts import ROOT_RULES
+
+        if value not in ROOT_RULES:
+            raise KDError(f"unknown root rule `{value}`", hint=f"choose one of: {', '.join(ROOT_RULES)}")
         return value
 
     @pydantic.field_validator("fidelity", mode="before")
@@ -419,7 +429,7 @@ def search(settings: SearchSettings | None = None, /, *, console=None, command: 
                        teacher_weights=weights, data=s.data,
                        data_root=str(s.data_root) if s.data_root else None, input_size=s.input_size,
                        budget=s.budget, train_subset=s.train_subset, strategy=s.strategy, c=s.c, rollout=s.rollout,
-                       workers=s.workers, executor=s.executor, ray_address=s.ray_address,
+                       root=s.root, workers=s.workers, executor=s.executor, ray_address=s.ray_address,
                        cpus_per_candidate=s.cpus_per_candidate, gpus_per_candidate=s.gpus_per_candidate,
                        seed=s.seed, proxy=proxy, device=device, amp=s.amp, final_epochs=s.final_epochs,
                        final_seeds=s.final_seeds, baselines=tuple(s.baselines), fidelity=s.fidelity, eta=s.eta,

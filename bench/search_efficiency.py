@@ -112,6 +112,8 @@ EARLIER_MCTS = {"c": 0.15, "fpu": 0.0, "max_weight": 0.0, "rollout": "random", "
 """The first product defaults (mean-value UCT, uniform rollouts), shown for comparison."""
 THOMPSON = {"rollout": "thompson"}
 """The product defaults with Thompson rollouts (``--rollout thompson``)."""
+TAIL_ROOT = {"root": "tail"}
+"""The product defaults with the tail rule at the root (``--root tail``)."""
 
 
 RANDOM_REFERENCE_SEEDS = 2000
@@ -134,7 +136,8 @@ def report(title: str, space: Any, seeds: Sequence[int], batch: int,
     print(f"{'strategy':<24} {'median':>8} {'mean':>8} {'min':>6} {'max':>6} {'time/run':>10}")
     rows = [(name, name, 1, {}) for name in STRATEGY_NAMES]
     rows += [(f"{name} b={batch}", name, batch, {}) for name in ("mcts", "evolution")]
-    rows += [("mcts, earlier defaults", "mcts", 1, EARLIER_MCTS), ("mcts, thompson rollouts", "mcts", 1, THOMPSON)]
+    rows += [("mcts, earlier defaults", "mcts", 1, EARLIER_MCTS), ("mcts, thompson rollouts", "mcts", 1, THOMPSON),
+             ("mcts, tail root", "mcts", 1, TAIL_ROOT)]
     medians: dict[str, float] = {}
     for title_, name, b, kw in rows:
         start = time.perf_counter()
@@ -154,6 +157,7 @@ def report(title: str, space: Any, seeds: Sequence[int], batch: int,
     print(f"earlier MCTS defaults (mean-value UCT c=0.15, uniform rollouts) / random = "
           f"{medians['mcts, earlier defaults'] / rnd:.2f}")
     print(f"MCTS with Thompson rollouts (--rollout thompson) / random = {medians['mcts, thompson rollouts'] / rnd:.2f}")
+    print(f"MCTS with the tail root (--root tail) / random = {medians['mcts, tail root'] / rnd:.2f}")
     return medians
 
 
@@ -188,25 +192,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def spread(k: int, seeds: Sequence[int]) -> None:
     """MCTS ÷ random (medians over ``seeds``) on ``k`` gated and ``k`` structured tables that were neither tuned on
-    (table seeds 1-6) nor reported (0): how often the goal holds on a fresh table of each kind, for the default MCTS
-    and with Thompson rollouts; a run is stuck when it needs more than 5x random search's median."""
+    (table seeds 1-6) nor reported (0): how often the goal holds on a fresh table of each kind, for the default MCTS,
+    with Thompson rollouts and with the tail root; a run is stuck when it needs more than 5x random search's median."""
     print(f"\n### MCTS ÷ random over {k} more tables of each kind (table seeds 7..{6 + k})\n")
     print(f"{'table kind':<24} {'median':>7} {'geomean':>8} {'max':>6} {'<= 0.5':>8} {'stuck runs':>11}")
     for kind in ("gated", "structured"):
-        ratios: dict[str, list[float]] = {"mcts": [], "mcts, thompson rollouts": []}
+        variants = {"mcts": {}, "thompson": THOMPSON, "tail root": TAIL_ROOT}
+        ratios: dict[str, list[float]] = {title: [] for title in variants}
         stuck = dict.fromkeys(ratios, 0)
         for t in range(7, 7 + k):
             space = (TabulatedSpace.gated(GATED_COUNTS, t, interaction=INTERACTION, noise=NOISE) if kind == "gated"
                      else bench_space(t))
             threshold = space.top_threshold(0.01)
             rnd = random_median(space, threshold)
-            for title, kw in (("mcts", {}), ("mcts, thompson rollouts", THOMPSON)):
+            for title, kw in variants.items():
                 counts = run("mcts", space, seeds, threshold, **kw)
                 ratios[title].append(statistics.median(counts) / rnd)
                 stuck[title] += sum(c > 5 * rnd for c in counts)
         for title, rs in ratios.items():
             geo = math.exp(statistics.mean(math.log(r) for r in rs))
-            print(f"{kind + ('' if title == 'mcts' else ', thompson'):<24} {statistics.median(rs):>7.2f} {geo:>8.2f} "
+            print(f"{kind + ('' if title == 'mcts' else ', ' + title):<24} {statistics.median(rs):>7.2f} {geo:>8.2f} "
                   f"{max(rs):>6.2f} {sum(r <= 0.5 for r in rs):>4d}/{k} {stuck[title]:>7d}/{k * len(seeds)}")
 
 

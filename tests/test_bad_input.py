@@ -263,6 +263,7 @@ ROWS = [
     Row("search-c-negative", "options", (*SEARCH, "--c", "-1"), 2, "'--c'", CLI),
     Row("search-strategy", "options", (*SEARCH, "--strategy", "bogus"), 2, "unknown search strategy `bogus`", CLI),
     Row("search-rollout", "options", (*SEARCH, "--rollout", "bogus"), 2, "unknown rollout policy `bogus`", CLI),
+    Row("search-root", "options", (*SEARCH, "--root", "bogus"), 2, "unknown root rule `bogus`", CLI),
     Row("search-device", "options", (*SEARCH, "--device", "tpu"), 2, "unknown device `tpu`", CLI),
     Row("search-unknown-student", "options", (*SEARCH, "--student", "resnet9"), 2, "--student: unknown model", CLI),
     Row("search-no-valid-candidate", "options", ("search", "n.kd", *SEARCH[2:]), 2, "no combination", "n.kd:2:5",

@@ -449,6 +449,38 @@ def test_the_root_explores_with_its_own_constant():
         MCTS(space, root_c_scale=0)
 
 
+def test_the_tail_root_follows_the_branch_with_the_wider_upper_tail():
+    # four first choices with the same mean; branch 2 alone has a wide spread, so it holds the best candidates.
+    # UCT's root spreads the budget over the four; the tail rule (P(next reward > best) under each branch's normal
+    # model) sends more of it to branch 2, most when every ask uses it (root_mix 0)
+    rewards = np.zeros((4, 4, 4, 4))
+    for branch in range(4):
+        rewards[branch] = np.random.default_rng(branch).normal(0, 1.0 if branch == 2 else 0.1, (4, 4, 4))
+    space = TabulatedSpace((4, 4, 4, 4), rewards)
+
+    def evaluate(paths):
+        return [space.reward(p) for p in paths]
+
+    def share_in_wide_branch(**kw) -> float:
+        shares = []
+        for seed in range(4):
+            results = run_search(MCTS(space, seed=seed, **kw), evaluate, budget=60)
+            shares.append(sum(r.path[0] == 2 for r in results) / len(results))
+        return statistics.mean(shares)
+
+    uct, mixed = share_in_wide_branch(), share_in_wide_branch(root="tail")
+    tail = share_in_wide_branch(root="tail", root_mix=0.0)
+    assert uct + 0.05 < mixed < tail - 0.2, (uct, mixed, tail)
+    assert tail > 0.7
+    # root_mix 1: every ask picks by UCT, the very candidates of root="uct"
+    same = [r.path for r in run_search(MCTS(space, seed=3, root="tail", root_mix=1.0), evaluate, budget=30)]
+    assert same == [r.path for r in run_search(MCTS(space, seed=3), evaluate, budget=30)]
+    with pytest.raises(ValueError, match="root must be one of"):
+        MCTS(space, root="thompson")
+    with pytest.raises(ValueError, match="root_mix"):
+        MCTS(space, root="tail", root_mix=1.5)
+
+
 def test_mcts_statistics_follow_the_floor_and_retells():
     # each node's and each MAST entry's sums are those of the rewards below it raised to the floor (the
     # norm_quantile of the told rewards, a rejection at the floor), also after rewards are told again
@@ -736,3 +768,15 @@ def test_the_command_line_the_api_and_the_search_share_their_defaults():
             default = getattr(SearchSettings(space_file="s.kd", teacher="resnet8", student="resnet8",
                                              **{name: default}), name)
         assert default == expected, f"--{name.replace('_', '-')}: command line {default!r}, API {expected!r}"
+
+
+def test_the_root_rule_is_part_of_a_stored_search_s_identity(tmp_path):
+    # --resume must not continue a search with another root rule; the default rule leaves the identity as it was,
+    # so stores written before the option existed still resume
+    from autokd_dsl.search.run import SearchConfig, check_identity
+
+    plain = SearchConfig(space_file="s.kd", teacher="resnet8", student="resnet8")
+    tail = SearchConfig(space_file="s.kd", teacher="resnet8", student="resnet8", root="tail")
+    assert "root" not in plain.identity() and tail.identity()["root"] == "tail"
+    with pytest.raises(KDError, match="root"):
+        check_identity(plain.identity(), tail, tmp_path)

@@ -43,6 +43,8 @@ _HELP = dict(line.split(": ", 1) for line in """\
 --c: UCT exploration constant (on rewards normalised by their rank among those told), >= 0.
 --rollout: MCTS rollout policy: mast (guided by the mean reward of each choice), random (uniform) or thompson \
 (a sampled additive model of the reward over the choices).
+--root: How MCTS's root picks the first choice (the tap): uct (as every node, with 1.5 x c) or tail (in half of the \
+asks, the first choice whose next candidate most probably beats the best so far).
 --workers: Evaluate this many candidates at once (processes, or Ray tasks in flight with --executor ray).
 --executor: local (in-process or a process pool) or ray (the `ray` extra; a local instance or a cluster).
 --ray-address: With --executor ray: auto (the cluster this machine joined) or HOST:PORT; default: start a local \
@@ -90,6 +92,7 @@ def search(
     strategy: Annotated[str, _opt("--strategy")] = "mcts",
     c: Annotated[float, _opt("--c", NON_NEGATIVE)] = 2.0,
     rollout: Annotated[str, _opt("--rollout")] = "mast",
+    root: Annotated[str, _opt("--root")] = "uct",
     workers: Annotated[int, _opt("--workers", AT_LEAST_1)] = 1,
     executor: Annotated[str, _opt("--executor")] = "local",
     ray_address: Annotated[str | None, _opt("--ray-address")] = None,

@@ -221,7 +221,7 @@ def _report(path: Path, rows, ranked, rejected, cfg, baselines) -> None:
              f"- {teachers_phrase(cfg)}, student {cfg.student}, data {cfg.data} "
              f"at {'x'.join(map(str, cfg.input_size))}",
              f"- strategy {cfg.strategy}"
-             + (f" (UCT c = {cfg.c}, {cfg.rollout} rollouts)" if cfg.strategy == "mcts" else "")
+             + (f" (UCT c = {cfg.c}, {cfg.rollout} rollouts, {cfg.root} root)" if cfg.strategy == "mcts" else "")
              + f", budget {cfg.budget}, seed {cfg.seed}, workers {cfg.workers}",
              (f"- rungs of {' / '.join(map(str, rungs))} proxy epochs, the best 1/{cfg.eta} promoted (ASHA); "
               "candidates are ranked by the highest rung they reached, then by reward" if len(rungs) > 1

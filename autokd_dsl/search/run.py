@@ -17,7 +17,7 @@ from .equivalence import CompilesOn
 from .evaluate import REWARDS, Outcome, ProxyContext, ProxySettings
 from .executor import make_executor
 from .fidelity import run_promotions
-from .mcts import MCTS_DEFAULT_C, MCTS_DEFAULT_ROLLOUT
+from .mcts import MCTS_DEFAULT_C, MCTS_DEFAULT_ROLLOUT, MCTS_DEFAULT_ROOT
 from .report import candidate_text, teachers_text
 from .space import SearchSpace
 from .store import STORE_FILE, Store, check_store
@@ -39,6 +39,7 @@ class SearchConfig(pydantic.BaseModel):
     strategy: str = "mcts"
     c: float = MCTS_DEFAULT_C
     rollout: str = MCTS_DEFAULT_ROLLOUT
+    root: str = MCTS_DEFAULT_ROOT  # how MCTS's root picks a first choice (uct or tail)
     workers: int = 1
     executor: str = "local"  # local (in-process / process pool) or ray; none of these four is part of the identity
     ray_address: str | None = None  # None: start a local Ray instance; "auto" or HOST:PORT: join a cluster
@@ -61,8 +62,9 @@ class SearchConfig(pydantic.BaseModel):
         keep = ("space_name", "teacher", "student", "teacher_weights", "data", "input_size", "train_subset",
                 "strategy", "c", "rollout", "seed", "fidelity", "eta")
         rewards = {"rewards": list(self.rewards)} if self.rewards else {}  # absent from stores made without it
+        root = {"root": self.root} if self.root != MCTS_DEFAULT_ROOT else {}  # so are these two
         return {k: getattr(self, k) for k in keep} | {"proxy": self.proxy.key(),
-                                                       "space_file": Path(self.space_file).name} | rewards
+                                                       "space_file": Path(self.space_file).name} | rewards | root
 
     @property
     def teachers(self) -> list[str]:
@@ -203,7 +205,7 @@ def search(cfg: SearchConfig, out: Path, resume: bool, teacher, bundle, console:
     probe = CompilesOn(teacher, cfg.teacher, cfg.student, bundle)
     unread = unread_teachers(block, len(cfg.teachers))
     space = SearchSpace(block, term_fits=probe, term_values=probe.values)
-    mcts_options = {"c": cfg.c, "rollout": cfg.rollout} if cfg.strategy == "mcts" else {}
+    mcts_options = {"c": cfg.c, "rollout": cfg.rollout, "root": cfg.root} if cfg.strategy == "mcts" else {}
     strategy = make_strategy(cfg.strategy, space, seed=cfg.seed, **mcts_options)
     store = open_store(out, cfg, resume)  # only once the space, the strategy and the folder are known good
     done_before = store.count()
